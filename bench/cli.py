@@ -1,0 +1,89 @@
+"""The `bench` command line: thin wrappers that parse options and call the modules.
+
+Bad input (ConfigError, DataError, a missing file) exits with code 2 and one line naming the problem;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from bench import __version__
+
+app = typer.Typer(
+    name="bench",
+    help="Benchmark harness for modality-imbalance methods on CMU-MOSI / CMU-MOSEI (and a synthetic surrogate).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module registers its own commands: register(app) adds commands or sub-apps.
+COMMAND_MODULES = ("bench.data.cli", "bench.cli_runs", "bench.report.cli")
+
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    _DEBUG["on"] = debug
+    if version:
+        typer.echo(f"bench {__version__}")
+        raise typer.Exit(0)
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # not written yet
+                continue
+            raise
+        module.register(app)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input, not a bug."""
+    from bench.config import ConfigError
+    from bench.data.types import DataError
+
+    return (ConfigError, DataError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    _register_commands()
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except user_errors() as err:
+        if debug:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except SystemExit:
+        raise
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

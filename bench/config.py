@@ -1,0 +1,231 @@
+"""Run configuration: one frozen RunConfig per training run, its run id, and the data profiles.
+
+Every field that changes a result lives here; the run id is a hash of all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
+"""Canonical modality order: the fused vector is concatenated in this order."""
+
+OPTIMIZERS = ("adam", "sgd")
+PROFILES = ("smoke", "quick", "full")
+SCHEDULERS = ("plateau", "none")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run: unknown option, impossible combination, bad value."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work a profile does: the epochs cap (data sizes live in bench.data)."""
+
+    name: str
+    max_epochs: int
+
+
+PROFILE_SETTINGS: dict[str, Profile] = {
+    "smoke": Profile("smoke", max_epochs=2),
+    "quick": Profile("quick", max_epochs=12),
+    "full": Profile("full", max_epochs=100),
+}
+
+
+def dataset_family(dataset: str) -> str:
+    """'mosi' or 'mosei' for the named datasets (real or synthetic), 'custom' for a path."""
+    base = dataset.removeprefix("synth-")
+    if base in ("mosi", "mosei"):
+        return base
+    return "custom"
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """Thesis defaults that depend on the dataset (6.2.5): batch size and scheduler patience."""
+    if dataset_family(dataset) == "mosei":
+        return {"batch_size": 32, "lr_patience": 20}
+    return {"batch_size": 16, "lr_patience": 5}
+
+
+def canonical_modalities(modalities: Iterable[str] | str) -> tuple[str, ...]:
+    """Parse 'text,vision' / 'audio+vision' / a sequence into canonical order; reject unknown names."""
+    if isinstance(modalities, str):
+        parts = [p.strip() for p in modalities.replace("+", ",").split(",") if p.strip()]
+    else:
+        parts = [str(p).strip() for p in modalities]
+    aliases = {"video": "vision", "v": "vision", "a": "audio", "t": "text", "l": "text"}
+    parts = [aliases.get(p.lower(), p.lower()) for p in parts]
+    unknown = [p for p in parts if p not in MODALITIES]
+    if unknown:
+        raise ConfigError(f"unknown modality {unknown[0]!r}; choose from {', '.join(MODALITIES)}")
+    if not parts:
+        raise ConfigError("no modality given; choose from " + ", ".join(MODALITIES))
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"modality listed twice in {modalities!r}")
+    return tuple(m for m in MODALITIES if m in parts)
+
+
+def modality_key(modalities: Iterable[str]) -> str:
+    """Thesis-style key: 'audio+vision', 'text+vision', 'audio+vision+text'."""
+    order = ("audio", "vision", "text")
+    mods = set(modalities)
+    return "+".join(m for m in order if m in mods)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that changes the result of one training run."""
+
+    dataset: str = "synth-mosi"
+    modalities: tuple[str, ...] = ("text", "vision")
+    method: str = "concat"
+    # Method hyper-parameters as sorted (name, value) pairs, validated against the method's Params.
+    method_params: tuple[tuple[str, Any], ...] = ()
+    optimizer: str = "adam"
+    lr: float = 5e-4
+    # Optional per-group learning rates, e.g. (("audio", 1e-3), ("head", 5e-4)); others use `lr`.
+    group_lrs: tuple[tuple[str, float], ...] = ()
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    step_every: int = 1
+    max_epochs: int = 12
+    early_stopping: bool = True
+    patience: int = 8
+    scheduler: str = "plateau"
+    lr_factor: float = 0.1
+    lr_patience: int = 5
+    dev_set: bool = False
+    ratio_every: int = 1
+    # Modulation window in epochs, inclusive, counted from 0; (0, -1) means "every epoch".
+    window_start: int = 0
+    window_end: int = 4
+    seed: int = 0
+    profile: str = "quick"
+
+    def __post_init__(self) -> None:
+        _check_basic(self)
+
+    # -- identity -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able dict of every field (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=_json_default))
+
+    @property
+    def run_id(self) -> str:
+        """Stable 16-hex-digit hash of every field."""
+        payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.method_params)
+
+    @property
+    def family(self) -> str:
+        return dataset_family(self.dataset)
+
+    def in_window(self, epoch: int) -> bool:
+        """Whether modulation is active in this (0-based) epoch."""
+        end = self.max_epochs - 1 if self.window_end < 0 else self.window_end
+        return self.window_start <= epoch <= end
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Inverse of to_dict; unknown keys are errors."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown RunConfig field(s): {', '.join(unknown)}")
+        values = dict(data)
+        if "modalities" in values:
+            values["modalities"] = canonical_modalities(values["modalities"])
+        for key in ("method_params", "group_lrs"):
+            if key in values and values[key] is not None:
+                values[key] = _pairs(values[key])
+        return cls(**values)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {value!r}")
+
+
+def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
+    if isinstance(value, Mapping):
+        items = value.items()
+    else:
+        items = [tuple(p) for p in value]
+    return tuple(sorted((str(k), _freeze(v)) for k, v in items))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _check_basic(cfg: RunConfig) -> None:
+    """Field-level checks that need no registry or data (method checks live in bench.methods)."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if cfg.profile not in PROFILES:
+        raise ConfigError(f"unknown profile {cfg.profile!r}; choose from {', '.join(PROFILES)}")
+    if cfg.scheduler not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    if tuple(canonical_modalities(cfg.modalities)) != tuple(cfg.modalities):
+        raise ConfigError(f"modalities must be in canonical order {MODALITIES}, got {cfg.modalities}")
+    positive = {"batch_size": cfg.batch_size, "step_every": cfg.step_every,
+                "max_epochs": cfg.max_epochs, "ratio_every": cfg.ratio_every}
+    for name, value in positive.items():
+        if int(value) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if cfg.lr <= 0 or any(lr <= 0 for _, lr in cfg.group_lrs):
+        raise ConfigError("learning rates must be > 0")
+    groups = {g for g, _ in cfg.group_lrs}
+    bad_groups = groups - set(cfg.modalities) - {"head"}
+    if bad_groups:
+        raise ConfigError(f"group_lrs names {sorted(bad_groups)}, not a modality of this run nor 'head'")
+    if cfg.window_start < 0:
+        raise ConfigError("window_start must be >= 0")
+    if cfg.window_end >= 0 and cfg.window_end < cfg.window_start:
+        raise ConfigError(f"modulation window [{cfg.window_start}, {cfg.window_end}] is empty")
+    if cfg.window_start > cfg.max_epochs - 1:
+        raise ConfigError(
+            f"modulation window starts at epoch {cfg.window_start}, beyond the epochs cap "
+            f"({cfg.max_epochs} epochs: 0..{cfg.max_epochs - 1})"
+        )
+
+
+def make_config(dataset: str = "synth-mosi", profile: str = "quick", **fields: Any) -> RunConfig:
+    """A RunConfig with the thesis defaults for this dataset and profile, then `fields` on top."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    if profile not in PROFILE_SETTINGS:
+        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    values: dict[str, Any] = {"dataset": dataset, "profile": profile,
+                              "max_epochs": PROFILE_SETTINGS[profile].max_epochs}
+    values.update(dataset_defaults(dataset))
+    values.update(fields)
+    if "modalities" in values:
+        values["modalities"] = canonical_modalities(values["modalities"])
+    for key in ("method_params", "group_lrs"):
+        if key in values:
+            values[key] = _pairs(values[key])
+    # A window given past the cap is an error, but the default window is clipped to short profiles.
+    if "window_end" not in fields and values.get("window_end", 4) >= values["max_epochs"]:
+        values["window_end"] = values["max_epochs"] - 1
+    return RunConfig(**values)

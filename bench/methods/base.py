@@ -1,0 +1,203 @@
+"""The method interface: the hooks the training loop calls, and nothing method-specific in the loop.
+
+A method is a subclass of `Method` in its own file, registered with `@register`. The loop calls:
+
+    on_train_start(model, state)                  once, before epoch 0
+    for each epoch:
+        on_epoch_start(model, state)
+        for each batch:  loss(model, batch, state) -> (loss, logs); loss.backward()
+        every `step_every` batches:  after_backward(model, state) -> logs; optimizer.step()
+        on_epoch_end(model, state) -> logs
+        validation (if checkpoint_epoch(epoch, state)): checkpoint, scheduler, early stopping
+
+`logs` are flat dicts of floats. A key "series/modality" (e.g. "ratio/text") becomes a trajectory
+row with that series and modality; a key without "/" has modality "". Methods never write files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import ConfigError, RunConfig
+
+Logs = dict[str, float]
+
+
+@dataclass
+class Batch:
+    """One mini-batch on the training device."""
+
+    inputs: dict[str, Tensor]  # modality -> (B, T_m, D_m) float32, zero-padded
+    lengths: dict[str, Tensor]  # modality -> (B,) int64 true lengths, on the CPU (for packing)
+    labels: Tensor  # (B,) int64 class indices
+    index: Tensor  # (B,) int64 rows of the split this batch came from
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
+    def with_zeroed(self, modalities: tuple[str, ...]) -> Batch:
+        """A copy whose raw inputs of `modalities` are all zeros (AGM's coalition passes)."""
+        inputs = {m: (torch.zeros_like(x) if m in modalities else x) for m, x in self.inputs.items()}
+        return Batch(inputs=inputs, lengths=self.lengths, labels=self.labels, index=self.index)
+
+
+@dataclass
+class ModelOutput:
+    """What every model returns."""
+
+    logits: Tensor  # (B, K) the prediction's logits (for the ensemble: log of mean probabilities)
+    features: dict[str, Tensor] = field(default_factory=dict)  # modality -> (B, out_m) encoder output z_m
+    # modality -> (B, K) per-modality logits (half-bias o_m for late fusion), detached from the graph
+    modality_logits: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """What hooks may read (and, in `scratch`, keep) during one run."""
+
+    cfg: RunConfig
+    params: Any  # the method's Params dataclass instance
+    device: torch.device
+    num_classes: int
+    optimizer: torch.optim.Optimizer | None = None
+    epoch: int = 0
+    step: int = 0  # optimizer steps taken so far
+    generator: torch.Generator | None = None  # seeded, for a method's own randomness (e.g. GE noise)
+    # Iterators over splits, built by the loop: batches("train"|"dev"|"valid", shuffle) -> Iterator[Batch]
+    batches: Callable[..., Iterator[Batch]] | None = None
+    scratch: dict[str, Any] = field(default_factory=dict)  # method-owned state between hook calls
+
+    @property
+    def in_window(self) -> bool:
+        return self.cfg.in_window(self.epoch)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A method without hyper-parameters."""
+
+
+class Method:
+    """Base class: the default hooks give plain cross-entropy training of `build`'s model."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    min_modalities: ClassVar[int] = 2
+    max_modalities: ClassVar[int] = 3
+    trains: ClassVar[bool] = True  # False: nothing to optimise (the soft-voting ensemble)
+    description: ClassVar[str] = ""
+
+    # -- configuration -------------------------------------------------------------------------
+    def validate(self, cfg: RunConfig, params: Any) -> None:
+        """Raise ConfigError for combinations this method cannot run (called before training)."""
+
+    def needs(self, cfg: RunConfig) -> list[RunConfig]:
+        """Runs whose best checkpoints this run needs (same seed), e.g. the unimodal runs."""
+        return []
+
+    # -- model -----------------------------------------------------------------------------------
+    def build(self, spec: Any, cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> nn.Module:
+        """The model; `deps` maps each needed run's run_id to its best state_dict."""
+        from bench.models import LateFusionModel
+
+        return LateFusionModel(spec)
+
+    def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; default: `cfg.group_lrs` per encoder / head, else `cfg.lr`."""
+        from bench.models import default_param_groups
+
+        return default_param_groups(model, cfg)
+
+    # -- training hooks ---------------------------------------------------------------------------
+    def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
+        return {}
+
+    def on_epoch_start(self, model: nn.Module, state: TrainState) -> Logs:
+        return {}
+
+    def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
+        """Forward pass and objective (a batch mean). Default: CE on the fused logits."""
+        out = model(batch)
+        return nn.functional.cross_entropy(out.logits, batch.labels), {}
+
+    def after_backward(self, model: nn.Module, state: TrainState) -> Logs:
+        """Gradient edits on the (accumulated) gradients, once per optimizer step, before step()."""
+        return {}
+
+    def on_epoch_end(self, model: nn.Module, state: TrainState) -> Logs:
+        return {}
+
+    def checkpoint_epoch(self, epoch: int, state: TrainState) -> bool:
+        """Whether to validate / checkpoint / early-stop after this epoch (ReconBoost: stage ends)."""
+        return True
+
+    def uses_scheduler(self, cfg: RunConfig) -> bool:
+        return cfg.scheduler == "plateau"
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its `name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Method:
+    """The registered method `name`; an unknown name lists the registered ones."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]()
+
+
+def resolve_params(method: Method, cfg: RunConfig) -> Any:
+    """The method's Params from cfg.method_params; unknown names are errors listing the known ones."""
+    params_cls = method.Params
+    known = {f.name: f for f in dataclasses.fields(params_cls)}
+    given = dict(cfg.method_params)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)} for method {method.name!r}; it takes: {listed}"
+        )
+    try:
+        return params_cls(**given)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"bad parameters for method {method.name!r}: {err}") from err
+
+
+def validate_config(cfg: RunConfig, available_modalities: tuple[str, ...] | None = None) -> Any:
+    """Every check that needs the registry; returns the resolved Params. Raises ConfigError."""
+    method = get_method(cfg.method)
+    n = len(cfg.modalities)
+    if not method.min_modalities <= n <= method.max_modalities:
+        want = (f"exactly {method.min_modalities}" if method.min_modalities == method.max_modalities
+                else f"{method.min_modalities} to {method.max_modalities}")
+        raise ConfigError(
+            f"method {cfg.method!r} needs {want} modalities, got {n} ({', '.join(cfg.modalities)})"
+        )
+    if available_modalities is not None:
+        missing = [m for m in cfg.modalities if m not in available_modalities]
+        if missing:
+            raise ConfigError(
+                f"dataset {cfg.dataset!r} has no modality {missing[0]!r} "
+                f"(it has {', '.join(available_modalities)})"
+            )
+    params = resolve_params(method, cfg)
+    method.validate(cfg, params)
+    return params

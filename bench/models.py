@@ -1,0 +1,143 @@
+"""The shared model (methods.md "Shared model"): LSTM encoders, late concatenation, half-bias logits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from bench.config import RunConfig, dataset_family
+from bench.methods.base import Batch, ModelOutput
+
+
+@dataclass(frozen=True)
+class EncoderSize:
+    hidden: int
+    out: int
+
+
+# Thesis table 6.1 (one LSTM layer, dropout 0). Custom datasets use the MOSI sizes.
+ENCODER_SIZES: dict[str, dict[str, EncoderSize]] = {
+    "mosi": {"text": EncoderSize(64, 32), "audio": EncoderSize(16, 16), "vision": EncoderSize(32, 32)},
+    "mosei": {"text": EncoderSize(64, 64), "audio": EncoderSize(16, 16), "vision": EncoderSize(32, 32)},
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs to know about the data: modalities, input widths, sizes, classes."""
+
+    modalities: tuple[str, ...]
+    input_dims: tuple[tuple[str, int], ...]
+    sizes: tuple[tuple[str, EncoderSize], ...]
+    num_classes: int
+
+    def input_dim(self, modality: str) -> int:
+        return dict(self.input_dims)[modality]
+
+    def size(self, modality: str) -> EncoderSize:
+        return dict(self.sizes)[modality]
+
+    def only(self, modality: str) -> ModelSpec:
+        """The spec of the unimodal model for `modality`."""
+        return ModelSpec(
+            modalities=(modality,),
+            input_dims=((modality, self.input_dim(modality)),),
+            sizes=((modality, self.size(modality)),),
+            num_classes=self.num_classes,
+        )
+
+
+def model_spec(cfg: RunConfig, feature_dims: Mapping[str, int], num_classes: int) -> ModelSpec:
+    """The spec for a run: table 6.1 sizes for the dataset family, input widths from the data."""
+    table = ENCODER_SIZES["mosei" if dataset_family(cfg.dataset) == "mosei" else "mosi"]
+    return ModelSpec(
+        modalities=cfg.modalities,
+        input_dims=tuple((m, int(feature_dims[m])) for m in cfg.modalities),
+        sizes=tuple((m, table[m]) for m in cfg.modalities),
+        num_classes=num_classes,
+    )
+
+
+class SequenceEncoder(nn.Module):
+    """One-layer LSTM over the unpadded sequence, last hidden state, then Linear(hidden -> out)."""
+
+    def __init__(self, input_dim: int, size: EncoderSize) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_dim, size.hidden, num_layers=1, batch_first=True)
+        self.proj = nn.Linear(size.hidden, size.out)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        # x: (B, T, D); lengths: (B,) int64 on the CPU, 1 <= length <= T
+        steps = int(lengths.max())
+        packed = pack_padded_sequence(x[:, :steps], lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (1, B, hidden), at each sample's true last step
+        return self.proj(h_n[-1])  # (B, out)
+
+
+class LateFusionModel(nn.Module):
+    """Encoders per modality, concatenated, one linear head; also the half-bias per-modality logits."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.modalities = spec.modalities
+        self.encoders = nn.ModuleDict(
+            {m: SequenceEncoder(spec.input_dim(m), spec.size(m)) for m in spec.modalities}
+        )
+        self.head = nn.Linear(sum(spec.size(m).out for m in spec.modalities), spec.num_classes)
+
+    def encode(self, batch: Batch) -> dict[str, Tensor]:
+        """z_m for every modality: (B, out_m)."""
+        return {m: self.encoders[m](batch.inputs[m], batch.lengths[m]) for m in self.modalities}
+
+    def head_slices(self) -> dict[str, slice]:
+        """Columns of the head weight W that belong to each modality: W = [W_m1 | W_m2 | ...]."""
+        slices, start = {}, 0
+        for m in self.modalities:
+            width = self.spec.size(m).out
+            slices[m] = slice(start, start + width)
+            start += width
+        return slices
+
+    def modality_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """o_m = z_m W_m^T + b / n: they sum to the fused logits. Detached (never back-propagated)."""
+        n = len(self.modalities)
+        weight, bias = self.head.weight.detach(), self.head.bias.detach()
+        return {
+            m: features[m].detach() @ weight[:, cols].T + bias / n for m, cols in self.head_slices().items()
+        }
+
+    def fuse(self, features: Mapping[str, Tensor]) -> Tensor:
+        """Fused logits (B, K) from the concatenated features."""
+        return self.head(torch.cat([features[m] for m in self.modalities], dim=1))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        features = self.encode(batch)
+        return ModelOutput(
+            logits=self.fuse(features), features=features, modality_logits=self.modality_logits(features)
+        )
+
+    def encoder_parameters(self, modality: str, include_biases: bool = False) -> list[nn.Parameter]:
+        """'Encoder parameters of m' (methods.md): tensors with >= 2 dims unless biases are included."""
+        return [p for p in self.encoders[modality].parameters() if include_biases or p.dim() >= 2]
+
+
+def default_param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
+    """One group per encoder and one for the rest ('head'), each at its cfg.group_lrs rate or cfg.lr."""
+    rates = dict(cfg.group_lrs)
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    encoders = getattr(model, "encoders", {})
+    for modality, encoder in encoders.items():
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        seen.update(id(p) for p in params)
+        groups.append({"name": modality, "params": params, "lr": rates.get(modality, cfg.lr)})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups.append({"name": "head", "params": rest, "lr": rates.get("head", cfg.lr)})
+    return [g for g in groups if g["params"]]

@@ -1,0 +1,334 @@
+"""One training run: seed -> model -> loop -> best checkpoint -> test metrics + trajectory.
+
+The loop knows no method: everything method-specific happens in the method's hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bench.config import ConfigError, RunConfig
+from bench.data import Dataset, SplitArrays, load_dataset
+from bench.methods import Batch, Method, TrainState, get_method, validate_config
+from bench.metrics import classification_metrics
+from bench.models import model_spec
+
+EVAL_BATCH = 512
+# Splits up to this many bytes are copied into (device) memory once; larger ones are read per batch.
+PRELOAD_BYTES = 2 << 30
+
+
+class TrainingFailure(Exception):
+    """A run that cannot go on (non-finite loss or gradient, out of memory): recorded as `failed`."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"epoch {epoch}: {reason}")
+        self.epoch = epoch
+        self.reason = reason
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced; the store turns it into files."""
+
+    config: RunConfig
+    status: str  # "ok" | "failed"
+    error: str | None
+    metrics: dict[str, float]
+    trajectory: list[dict[str, Any]]
+    state_dict: dict[str, Tensor] | None
+    wall_s: float
+    device: str
+    data_fingerprint: str
+    synthetic: bool
+    torch_version: str = field(default_factory=lambda: torch.__version__)
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+
+# -- data on the device -----------------------------------------------------------------------------
+
+
+class SplitTensors:
+    """A split ready for batching: preloaded tensors when small enough, else per-batch reads."""
+
+    def __init__(self, split: SplitArrays, modalities: tuple[str, ...], device: torch.device) -> None:
+        self.modalities = modalities
+        self.device = device
+        self.size = split.size
+        self.split = split
+        nbytes = sum(split.features[m].nbytes for m in modalities)
+        self.preloaded = nbytes <= PRELOAD_BYTES
+        self.lengths = {m: torch.as_tensor(np.asarray(split.lengths[m]), dtype=torch.long) for m in modalities}
+        self.labels = torch.as_tensor(np.asarray(split.labels), dtype=torch.long)
+        if self.preloaded:
+            self.features = {
+                m: torch.from_numpy(np.ascontiguousarray(split.features[m], dtype=np.float32)).to(device)
+                for m in modalities
+            }
+            self.labels_on_device = self.labels.to(device)
+
+    def batch(self, index: Tensor) -> Batch:
+        """Rows `index` (CPU int64), each modality trimmed to the longest true length in the batch."""
+        lengths = {m: self.lengths[m][index] for m in self.modalities}
+        inputs = {}
+        for m in self.modalities:
+            steps = int(lengths[m].max())
+            if self.preloaded:
+                inputs[m] = self.features[m][index.to(self.device), :steps]
+            else:
+                rows = np.sort(index.numpy())  # sorted reads are cheap on a memory map
+                order = torch.as_tensor(np.searchsorted(rows, index.numpy()))
+                block = torch.from_numpy(np.asarray(self.split.features[m][rows, :steps], dtype=np.float32))
+                inputs[m] = block[order].to(self.device)
+        labels = self.labels_on_device[index.to(self.device)] if self.preloaded else self.labels[index].to(
+            self.device
+        )
+        return Batch(inputs=inputs, lengths=lengths, labels=labels, index=index)
+
+    def iterate(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Mini-batches in a shuffled order (with a generator) or in row order."""
+        order = torch.randperm(self.size, generator=generator) if generator is not None else torch.arange(
+            self.size
+        )
+        for start in range(0, self.size, batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: SplitTensors) -> tuple[Tensor, dict[str, Tensor]]:
+    """Fused logits (N, K) and per-modality logits, in row order, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    fused, per_modality = [], {}
+    for batch in split.iterate(EVAL_BATCH):
+        out = model(batch)
+        fused.append(out.logits.float().cpu())
+        for m, logits in out.modality_logits.items():
+            per_modality.setdefault(m, []).append(logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(fused), {m: torch.cat(chunks) for m, chunks in per_modality.items()}
+
+
+def evaluate(model: nn.Module, split: SplitTensors) -> dict[str, float]:
+    """Metrics of the model on a split: acc (%), loss (CE x 100), f1, per-modality acc/loss."""
+    logits, per_modality = predict(model, split)
+    regression = None if split.split.regression is None else np.asarray(split.split.regression)
+    return classification_metrics(logits, split.labels, per_modality, regression)
+
+
+# -- the loop -----------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Runs one RunConfig; small methods so each stage of the loop reads on its own."""
+
+    def __init__(self, cfg: RunConfig, method: Method, params: Any, data: Dataset, model: nn.Module,
+                 device: torch.device, on_epoch: Callable[[int, dict[str, float]], None] | None) -> None:
+        self.cfg, self.method, self.model, self.device = cfg, method, model, device
+        self.on_epoch = on_epoch
+        self.trajectory: list[dict[str, Any]] = []
+        mods = cfg.modalities
+        self.train_split = SplitTensors(data.split("train", carve_dev=cfg.dev_set), mods, device)
+        self.valid_split = SplitTensors(data.valid, mods, device)
+        self.test_split = SplitTensors(data.test, mods, device)
+        self.dev_split = SplitTensors(data.split("dev"), mods, device) if cfg.dev_set else None
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.optimizer = build_optimizer(method, model, cfg) if method.trains else None
+        self.scheduler = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
+            )
+            if self.optimizer is not None and method.uses_scheduler(cfg)
+            else None
+        )
+        self.state = TrainState(
+            cfg=cfg, params=params, device=device, num_classes=data.num_classes, optimizer=self.optimizer,
+            generator=torch.Generator(device=device).manual_seed(cfg.seed + 7919), batches=self.batches,
+        )
+        self.best_state: dict[str, Tensor] | None = None
+        self.best_loss = math.inf
+        self.best_epoch = -1
+        self.epochs_run = 0
+
+    def batches(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> Iterator[Batch]:
+        """Hook access to the data: 'train', 'dev' (dev-set runs only), 'valid'."""
+        source = {"train": self.train_split, "valid": self.valid_split, "dev": self.dev_split}[split]
+        if source is None:
+            raise ConfigError(f"split {split!r} is not available in this run (dev_set={self.cfg.dev_set})")
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1009 + self.state.epoch) if shuffle else None
+        return source.iterate(batch_size or self.cfg.batch_size, generator)
+
+    def log(self, epoch: int, split: str, logs: Mapping[str, float]) -> None:
+        """Append flat logs ('series/modality' keys) as trajectory rows."""
+        for key, value in logs.items():
+            series, _, modality = key.partition("/")
+            self.trajectory.append({"epoch": epoch, "step": self.state.step, "split": split,
+                                    "series": series, "modality": modality, "value": float(value)})
+
+    def fit(self) -> None:
+        self.log(0, "train", self.method.on_train_start(self.model, self.state))
+        if not self.method.trains:
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_epoch = 0
+            return
+        bad_epochs = 0
+        for epoch in range(self.cfg.max_epochs):
+            self.state.epoch = epoch
+            self.epochs_run = epoch + 1
+            self.log(epoch, "train", self.method.on_epoch_start(self.model, self.state))
+            train_loss = self.train_epoch(epoch)
+            self.log(epoch, "train", {"loss": train_loss})
+            self.log(epoch, "train", self.method.on_epoch_end(self.model, self.state))
+            if not self.method.checkpoint_epoch(epoch, self.state):
+                continue
+            improved = self.validate(epoch)
+            bad_epochs = 0 if improved else bad_epochs + 1
+            if self.cfg.early_stopping and bad_epochs >= self.cfg.patience:
+                break
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the training data; returns the mean objective."""
+        self.model.train()
+        n_batches = math.ceil(self.train_split.size / self.cfg.batch_size)
+        every = self.cfg.step_every
+        total, count = 0.0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        step_logs: dict[str, float] = {}
+        for i, batch in enumerate(self.train_split.iterate(self.cfg.batch_size, self.shuffle)):
+            group_start = (i // every) * every
+            group_size = min(every, n_batches - group_start)  # the last group may be short
+            loss, logs = self.method.loss(self.model, batch, self.state)
+            if not torch.isfinite(loss):
+                raise TrainingFailure(epoch, f"non-finite loss ({float(loss.detach())}) at step {self.state.step}")
+            (loss / group_size).backward()
+            step_logs.update(logs)
+            total += float(loss.detach()) * batch.size
+            count += batch.size
+            if i - group_start + 1 == group_size:
+                step_logs.update(self.method.after_backward(self.model, self.state))
+                self.check_gradients(epoch)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.state.step += 1
+                if step_logs:
+                    self.log(epoch, "train", step_logs)
+                step_logs = {}
+        return total / max(count, 1)
+
+    def check_gradients(self, epoch: int) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.detach().abs().max() for g in grads])).all():
+            raise TrainingFailure(epoch, f"non-finite gradient (exploding) at step {self.state.step}")
+
+    def validate(self, epoch: int) -> bool:
+        """Validation metrics, checkpoint on improvement, scheduler step; True when improved."""
+        metrics = evaluate(self.model, self.valid_split)
+        if not math.isfinite(metrics["loss"]):
+            raise TrainingFailure(epoch, "non-finite validation loss")
+        self.log(epoch, "valid", _epoch_series(metrics))
+        self.log(epoch, "train", {"lr": self.optimizer.param_groups[0]["lr"]})
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, metrics)
+        if self.scheduler is not None:
+            self.scheduler.step(metrics["loss"])
+        if metrics["loss"] < self.best_loss:
+            self.best_loss = metrics["loss"]
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            return True
+        return False
+
+    def final_metrics(self) -> dict[str, float]:
+        """Test (and validation) metrics of the best checkpoint."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        test = evaluate(self.model, self.test_split)
+        valid = evaluate(self.model, self.valid_split)
+        self.log(self.best_epoch, "test", _epoch_series(test))
+        metrics = {f"test_{k}": v for k, v in test.items()}
+        metrics.update({"val_acc": valid["acc"], "val_loss": valid["loss"]})
+        metrics.update({"best_epoch": float(self.best_epoch), "epochs": float(self.epochs_run)})
+        return metrics
+
+
+def _epoch_series(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Per-epoch trajectory values: raw CE for losses, percent for accuracies."""
+    logs = {}
+    for key, value in metrics.items():
+        name, _, modality = key.partition("_")
+        if name in ("acc", "loss") and (modality == "" or modality in ("text", "audio", "vision")):
+            series_key = f"{name}/{modality}" if modality else name
+            logs[series_key] = value / 100.0 if name == "loss" else value
+    return logs
+
+
+def build_optimizer(method: Method, model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    groups = method.param_groups(model, cfg)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a run touches (CPU results are then bit-identical)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(err, oom)) or "out of memory" in str(err).lower()
+
+
+def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = None, device: str = "cpu",
+              dataset: Dataset | None = None,
+              on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+    """Train one RunConfig. Bad config/data raise; numerical failures return status 'failed'."""
+    started = time.perf_counter()
+    method = get_method(cfg.method)
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.profile)
+    params = validate_config(cfg, data.modalities)
+    deps = dict(deps or {})
+    missing = [need.run_id for need in method.needs(cfg) if need.run_id not in deps]
+    if missing:
+        raise ConfigError(
+            f"method {cfg.method!r} needs the runs {', '.join(missing)} (unimodal, same seed) trained first; "
+            "`bench run` / `bench grid` schedule them automatically"
+        )
+    torch_device = torch.device(device)
+    seed_everything(cfg.seed)
+    spec = model_spec(cfg, data.feature_dims, data.num_classes)
+    model = method.build(spec, cfg, deps).to(torch_device)
+    trainer = Trainer(cfg, method, params, data, model, torch_device, on_epoch)
+    status, error, metrics = "ok", None, {}
+    try:
+        trainer.fit()
+        metrics = trainer.final_metrics()
+    except TrainingFailure as failure:
+        status, error = "failed", str(failure)
+    except RuntimeError as err:
+        if not _is_out_of_memory(err):
+            raise
+        status, error = "failed", f"epoch {trainer.state.epoch}: out of memory ({err})"
+    best = trainer.best_state if status == "ok" else None
+    return RunResult(
+        config=cfg, status=status, error=error, metrics=metrics, trajectory=trainer.trajectory,
+        state_dict={k: v.detach().cpu() for k, v in best.items()} if best is not None else None,
+        wall_s=time.perf_counter() - started, device=str(torch_device),
+        data_fingerprint=data.fingerprint, synthetic=data.synthetic,
+    )
