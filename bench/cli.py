@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Each module registers its own commands: register(app) adds commands or sub-apps.
-COMMAND_MODULES = ("bench.data.cli", "bench.cli_runs", "bench.report.cli")
+COMMAND_MODULES = ("bench.data.cli", "bench.cli_runs", "bench.report.cli", "bench.reproduce", "bench.perf")
 
 _DEBUG = {"on": False}
 

@@ -1,0 +1,57 @@
+"""`bench reproduce PRESET`: the main job: train a preset's grid, then write and print its table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from bench.config import PROFILES, ConfigError
+
+
+def _parse_datasets(value: str) -> tuple[str, ...]:
+    names = tuple(d.strip() for d in value.split(",") if d.strip())
+    if not names:
+        raise ConfigError("--dataset needs at least one of mosi, mosei")
+    return names
+
+
+def reproduce(
+    preset: str = typer.Argument("table-6.10", help="Preset to reproduce, e.g. table-6.10."),
+    profile: str = typer.Option("quick", help=f"Data/epochs profile: {', '.join(PROFILES)}."),
+    dataset: str = typer.Option("mosi,mosei", help="Dataset families, comma-separated."),
+    source: str = typer.Option("auto", help="auto (real files if $BENCH_DATA_DIR has them), synth, real."),
+    seeds: str = typer.Option("0,1,2,3,4", help="Seeds, comma-separated."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where results are stored (resumable)."),
+    out_dir: Path = typer.Option(Path("reports"), help="Where the table files are written."),
+    executor: str = typer.Option("local", help="inline, local or slurm."),
+    workers: int = typer.Option(2, help="Worker processes for the local executor."),
+) -> None:
+    """Train every run of PRESET that is not stored yet, then write <out-dir>/<preset>.{md,tex,csv,html}."""
+    from bench.execute import run_jobs
+    from bench.presets import expand, jobs_with_dependencies
+    from bench.report.tables import render_table, write_table_files
+
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    expand_kwargs = {"profile": profile, "datasets": _parse_datasets(dataset), "source": source,
+                     "seeds": seed_list}
+    cells = expand(preset, **expand_kwargs)
+    jobs = jobs_with_dependencies(cells)
+    typer.echo(f"{preset}: {len(cells)} cells, {len(jobs)} runs (incl. dependencies), profile {profile}")
+    started = time.perf_counter()
+    summary = run_jobs(jobs, runs_dir, executor=executor, workers=workers)
+    elapsed = time.perf_counter() - started
+    typer.echo(f"grid finished in {elapsed / 60:.1f} min: {summary}")
+    paths = write_table_files(preset, runs_dir, out_dir, **expand_kwargs)
+    typer.echo(render_table(preset, runs_dir, "md", vs_thesis=True, **expand_kwargs))
+    typer.echo("written: " + ", ".join(str(p) for p in paths.values()))
+    failed = getattr(summary, "failed", 0)
+    if failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("reproduce")(reproduce)
