@@ -1,0 +1,276 @@
+"""AGM: adaptive gradient modulation through Shapley mono-modal outputs (methods.md "AGM"; thesis 5.2.2;
+Li et al., ICCV 2023).
+
+Per micro-batch (`loss`):
+
+    f_M        full input, train mode
+    f_S        every proper subset S (the empty set included), eval mode with autograd on, the raw inputs of
+               the modalities outside S zeroed
+    o_m        = sum_{S in M minus m} |S|!(n-|S|-1)!/n! (f_{S+m} - f_S) + f_empty/n   (sum_m o_m = f_M)
+    s_m        = mean_i -log max(softmax(o_m,i)_{y_i}, 1e-8)             (a loss: lower is better)
+    r_m        = exp(n/(n-1) (mean_j s_j - s_m))                          ("strength", logged as strength/m)
+    tau_m      = the same formula on S_m, the running mean of the earlier s_m (0 at first, so tau = 1)
+    k_m        = exp(alpha min(tau_m - r_m, c)) inside the window, 1 outside
+    loss       = CE(sum_m grad_scale(o_m, k_m), y): the forward value is f_M, the gradient into o_m is
+                 k_m times the gradient into the sum
+    after backward (`after_backward`): if an element of the head weight's gradient is outside [-1, 1], clip
+    the global gradient norm to 1.
+
+Dev-set variant: s_m from the whole dev split (the same Shapley outputs, eval mode, no gradient) every
+`ratio_every` optimizer steps; r, tau and the running mean then change only when a new score is measured.
+Evaluation uses the plain LateFusionModel forward (the full model, as the official code evaluates).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import ConfigError, RunConfig
+from bench.methods.base import Batch, Logs, Method, TrainState, register
+
+if TYPE_CHECKING:
+    from bench.models import LateFusionModel
+
+MIN_PROB = 1e-8  # the official code's floor on the true-class probability
+STATE_KEY = "agm/state"
+HEAD_GRAD_LIMIT = 1.0  # clip when a head weight gradient element leaves [-1, 1] ...
+CLIP_MAX_NORM = 1.0  # ... to this global norm
+
+
+@dataclass(frozen=True)
+class AGMParams:
+    alpha: float = 2.0
+    clip_c: float = 7.0  # c in k = exp(alpha * min(tau - r, c))
+
+
+@dataclass
+class AGMState:
+    """What AGM carries between micro-batches (kept in state.scratch)."""
+
+    running: dict[str, float] = field(default_factory=dict)  # S_m: mean of the s_m measured so far
+    measured: int = 0  # how many scores the running mean holds
+    scores: dict[str, float] = field(default_factory=dict)  # the latest s_m
+    running_before: dict[str, float] = field(default_factory=dict)  # S_m that gave tau (before the update)
+    strengths: dict[str, float] = field(default_factory=dict)  # r_m from the latest scores
+    taus: dict[str, float] = field(default_factory=dict)  # tau_m from the running scores
+    dev_refreshed_at: int = -1  # optimizer step of the last dev-split measurement
+
+
+# -- Shapley mono-modal outputs -----------------------------------------------------------------------
+
+
+def shapley_weight(size: int, n: int) -> float:
+    """|S|! (n - |S| - 1)! / n! for a coalition S of `size` modalities not containing m."""
+    return math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+
+
+def proper_subsets(modalities: Sequence[str]) -> Iterator[frozenset[str]]:
+    """Every subset except the full set, the empty set included."""
+    for size in range(len(modalities)):
+        for subset in combinations(modalities, size):
+            yield frozenset(subset)
+
+
+def coalition_logits(model: LateFusionModel, batch: Batch) -> dict[frozenset[str], Tensor]:
+    """f_S (B, K) for every proper subset S: eval mode, autograd on, inputs outside S zeroed.
+
+    Late fusion lets each encoder see only its own modality, so the pass on `batch.with_zeroed(M - S)` equals
+    the head on [z_m if m in S else z_m(zeros)]: one encoder pass on the real inputs and one on the zeroed
+    inputs give every coalition (7 full passes become 2 for three modalities), with the same gradients.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        present = model.encode(batch)  # m -> (B, out_m)
+        absent = model.encode(batch.with_zeroed(tuple(model.modalities)))  # m -> (B, out_m), zero inputs
+        return {
+            subset: model.fuse({m: present[m] if m in subset else absent[m] for m in model.modalities})
+            for subset in proper_subsets(model.modalities)
+        }
+    finally:
+        model.train(was_training)
+
+
+def mono_modal_outputs(coalitions: Mapping[frozenset[str], Tensor],
+                       modalities: Sequence[str]) -> dict[str, Tensor]:
+    """o_m = Shapley value of m plus f_empty / n, so that the o_m sum to f_M exactly.
+
+    `coalitions` holds f_S for every subset S of `modalities`, the full and the empty set included.
+    """
+    n = len(modalities)
+    empty = coalitions[frozenset()]
+    outputs = {}
+    for modality in modalities:
+        others = [m for m in modalities if m != modality]
+        output = empty / n
+        for size in range(n):
+            weight = shapley_weight(size, n)
+            for subset in combinations(others, size):
+                without = frozenset(subset)
+                output = output + weight * (coalitions[without | {modality}] - coalitions[without])
+        outputs[modality] = output
+    return outputs
+
+
+def shapley_outputs(model: LateFusionModel, batch: Batch, full_logits: Tensor) -> dict[str, Tensor]:
+    """o_m (B, K) for a batch whose full-input logits f_M are `full_logits`."""
+    coalitions = coalition_logits(model, batch)
+    coalitions[frozenset(model.modalities)] = full_logits
+    return mono_modal_outputs(coalitions, model.modalities)
+
+
+# -- scores, strengths, coefficients -------------------------------------------------------------------
+
+
+def clamped_nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """-log max(softmax(logits)_y, 1e-8) per sample: (B,)."""
+    log_probs = torch.log_softmax(logits.detach().float(), dim=1)  # (B, K)
+    nll = -log_probs.gather(1, labels.view(-1, 1)).squeeze(1)  # (B,)
+    return nll.clamp(max=-math.log(MIN_PROB))  # p < 1e-8  <=>  -log p > -log 1e-8
+
+
+def mono_modal_scores(outputs: Mapping[str, Tensor], labels: Tensor) -> dict[str, float]:
+    """s_m = mean_i -log max(p(o_m,i)_{y_i}, 1e-8)."""
+    return {m: float(clamped_nll(logits, labels).mean()) for m, logits in outputs.items()}
+
+
+def relative_strengths(scores: Mapping[str, float]) -> dict[str, float]:
+    """exp(n/(n-1) * (mean_j s_j - s_m)): > 1 for a modality with a lower loss than average."""
+    n = len(scores)
+    mean = sum(scores.values()) / n
+    return {m: math.exp(n / (n - 1) * (mean - s)) for m, s in scores.items()}
+
+
+def agm_coefficient(tau: float, strength: float, alpha: float, clip_c: float) -> float:
+    """k = exp(alpha * min(tau - r, c)): < 1 when m is stronger than its history, > 1 when weaker."""
+    return math.exp(alpha * min(tau - strength, clip_c))
+
+
+def record_scores(agm: AGMState, scores: Mapping[str, float]) -> None:
+    """A new measurement: r from it, tau from the earlier ones, then fold it into the running mean."""
+    running = {m: agm.running.get(m, 0.0) for m in scores}  # 0 before the first measurement: tau = 1
+    agm.scores = dict(scores)
+    agm.running_before = running
+    agm.strengths = relative_strengths(scores)
+    agm.taus = relative_strengths(running)
+    agm.measured += 1
+    agm.running = {m: running[m] + (scores[m] - running[m]) / agm.measured for m in scores}
+
+
+# -- gradient scaling -------------------------------------------------------------------------------
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, coeff: float) -> Tensor:
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
+        return grad_output * ctx.coeff, None
+
+
+def scale_gradient(x: Tensor, coeff: float) -> Tensor:
+    """x in the forward pass; the gradient reaching x is coeff times the gradient reaching the result."""
+    return _ScaleGradient.apply(x, coeff)
+
+
+def clip_if_head_gradient_large(model: LateFusionModel) -> bool:
+    """Clip the global grad norm to 1 when a head weight gradient element is outside [-1, 1]."""
+    grad = model.head.weight.grad
+    fired = grad is not None and bool((grad.abs() > HEAD_GRAD_LIMIT).any())
+    if fired:
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=CLIP_MAX_NORM)
+    return fired
+
+
+# -- the method -------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def dev_split_scores(model: LateFusionModel, state: TrainState) -> dict[str, float]:
+    """s_m over the whole dev split: Shapley outputs in eval mode, no gradient, mean over samples."""
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    count = 0
+    try:
+        for batch in state.batches("dev"):
+            outputs = shapley_outputs(model, batch, model(batch).logits)
+            for modality, logits in outputs.items():
+                totals[modality] = totals.get(modality, 0.0) + float(clamped_nll(logits, batch.labels).sum())
+            count += batch.size
+    finally:
+        model.train(was_training)
+    return {m: total / max(count, 1) for m, total in totals.items()}
+
+
+@register
+class AGM(Method):
+    name = "agm"
+    Params = AGMParams
+    description = "Adaptive Gradient Modulation: Shapley mono-modal outputs, gradient into o_m scaled by k_m"
+
+    def validate(self, cfg: RunConfig, params: Any) -> None:
+        if not params.alpha > 0:
+            raise ConfigError(f"agm: alpha must be > 0, got {params.alpha}")
+        if not params.clip_c > 0:
+            raise ConfigError(f"agm: clip_c must be > 0, got {params.clip_c}")
+
+    def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
+        full_logits = model(batch).logits  # f_M (B, K), train mode
+        outputs = shapley_outputs(model, batch, full_logits)  # m -> o_m (B, K), with gradient
+        agm = self.update_scores(model, batch, outputs, state)
+        params = state.params
+        coeffs = {
+            m: agm_coefficient(agm.taus[m], agm.strengths[m], params.alpha, params.clip_c) if state.in_window
+            else 1.0
+            for m in model.modalities
+        }
+        # sum_m o_m equals f_M; only the gradient into each o_m is rescaled
+        fused = sum(scale_gradient(outputs[m], coeffs[m]) for m in model.modalities)  # (B, K)
+        logs = self.step_logs(agm, coeffs) | {"in_window": float(state.in_window)}
+        return nn.functional.cross_entropy(fused, batch.labels), logs
+
+    def update_scores(self, model: LateFusionModel, batch: Batch, outputs: Mapping[str, Tensor],
+                      state: TrainState) -> AGMState:
+        """Measure s_m (batch, or dev split when due) and update r, tau and the running scores."""
+        agm = state.scratch.setdefault(STATE_KEY, AGMState())
+        if not state.cfg.dev_set:
+            record_scores(agm, mono_modal_scores(outputs, batch.labels))
+        elif self.dev_refresh_due(agm, state):
+            record_scores(agm, dev_split_scores(model, state))
+            agm.dev_refreshed_at = state.step
+        return agm
+
+    @staticmethod
+    def dev_refresh_due(agm: AGMState, state: TrainState) -> bool:
+        """Every ratio_every optimizer steps, once per step even when it spans several micro-batches."""
+        if agm.measured == 0:
+            return True
+        return state.step % state.cfg.ratio_every == 0 and agm.dev_refreshed_at != state.step
+
+    @staticmethod
+    def step_logs(agm: AGMState, coeffs: Mapping[str, float]) -> Logs:
+        logs: Logs = {}
+        for modality, coeff in coeffs.items():
+            logs[f"score/{modality}"] = agm.scores[modality]
+            logs[f"running_score/{modality}"] = agm.running_before[modality]
+            logs[f"r/{modality}"] = agm.strengths[modality]
+            logs[f"tau/{modality}"] = agm.taus[modality]
+            logs[f"coeff/{modality}"] = coeff
+            logs[f"strength/{modality}"] = agm.strengths[modality]
+        return logs
+
+    def after_backward(self, model: nn.Module, state: TrainState) -> Logs:
+        return {"clip_fired": float(clip_if_head_gradient_large(model))}
