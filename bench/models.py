@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from bench.config import RunConfig, dataset_family
 from bench.methods.base import Batch, ModelOutput
@@ -64,7 +63,13 @@ def model_spec(cfg: RunConfig, feature_dims: Mapping[str, int], num_classes: int
 
 
 class SequenceEncoder(nn.Module):
-    """One-layer LSTM over the unpadded sequence, last hidden state, then Linear(hidden -> out)."""
+    """One-layer LSTM, the hidden state at each sample's true last step, then Linear(hidden -> out).
+
+    The LSTM runs over the batch trimmed to its longest true length and the state is gathered at
+    each sample's own last step: an LSTM is causal, so the padded steps after it never reach that
+    state (the same value as packing, up to float rounding), and the unpacked call takes PyTorch's
+    fused CPU kernel, several times faster than a packed sequence for the narrow audio/vision inputs.
+    """
 
     def __init__(self, input_dim: int, size: EncoderSize) -> None:
         super().__init__()
@@ -72,11 +77,12 @@ class SequenceEncoder(nn.Module):
         self.proj = nn.Linear(size.hidden, size.out)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        # x: (B, T, D); lengths: (B,) int64 on the CPU, 1 <= length <= T
+        # x: (B, T, D); lengths: (B,) int64, 1 <= length <= T
         steps = int(lengths.max())
-        packed = pack_padded_sequence(x[:, :steps], lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)  # h_n: (1, B, hidden), at each sample's true last step
-        return self.proj(h_n[-1])  # (B, out)
+        outputs, _ = self.lstm(x[:, :steps])  # (B, steps, hidden)
+        last = (lengths.to(x.device) - 1).clamp(min=0)  # (B,)
+        final = outputs[torch.arange(x.shape[0], device=x.device), last]  # (B, hidden)
+        return self.proj(final)  # (B, out)
 
 
 class LateFusionModel(nn.Module):

@@ -70,11 +70,11 @@ class SplitTensors:
         self.split = split
         nbytes = sum(split.features[m].nbytes for m in modalities)
         self.preloaded = nbytes <= PRELOAD_BYTES
-        self.lengths = {m: torch.as_tensor(np.asarray(split.lengths[m]), dtype=torch.long) for m in modalities}
-        self.labels = torch.as_tensor(np.asarray(split.labels), dtype=torch.long)
+        self.lengths = {m: torch.tensor(np.asarray(split.lengths[m]), dtype=torch.long) for m in modalities}
+        self.labels = torch.tensor(np.asarray(split.labels), dtype=torch.long)
         if self.preloaded:
             self.features = {
-                m: torch.from_numpy(np.ascontiguousarray(split.features[m], dtype=np.float32)).to(device)
+                m: torch.from_numpy(np.array(split.features[m], dtype=np.float32, copy=True)).to(device)
                 for m in modalities
             }
             self.labels_on_device = self.labels.to(device)
