@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 smoke: $(STAMP)
 	$(BIN)/bench grid table-6.10 --profile smoke --seeds 0,1 --runs-dir $(RUNS_DIR)/smoke --workers $(WORKERS)
-	$(BIN)/bench table table-6.10 --runs-dir $(RUNS_DIR)/smoke --profile smoke
+	$(BIN)/bench table table-6.10 --runs-dir $(RUNS_DIR)/smoke --profile smoke --seeds 0,1
 
 reproduce-table-6.10: $(STAMP)
 	$(BIN)/bench reproduce table-6.10 --profile $(PROFILE) --runs-dir $(RUNS_DIR) --workers $(WORKERS)

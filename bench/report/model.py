@@ -1,0 +1,389 @@
+"""The table model: a preset's cells joined to the store by run id, with statistics attached.
+
+Everything a renderer prints is decided here (values, ranks, significance, thesis deltas, notes), so
+the Markdown, LaTeX, CSV and HTML outputs cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from bench.data.types import DataError
+from bench.report import labels, reference, stats
+
+# Per table: rank the best three within each modality block, or across the whole column.
+# Table 6.10 shades across every row of a column, as the thesis does; elsewhere a modality block is
+# the comparable unit (text+vision always beats audio+vision, so a column-wide rank says nothing).
+RANK_SCOPE: dict[str, str] = {"6.10": "column"}
+DEFAULT_RANK_SCOPE = "block"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A reported test metric."""
+
+    key: str  # "acc" / "loss"
+    column: str  # result column
+    label: str
+    higher_is_better: bool
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("acc", "test_acc", "Accuracy (%)", True),
+    Metric("loss", "test_loss", "Loss (CE x 100)", False),
+)
+
+
+@dataclass
+class MetricCell:
+    """One number of the table: a metric of one cell over its seeds."""
+
+    summary: stats.Summary
+    rank: int = 0  # 1 best .. ; 0 unranked (missing)
+    thesis_mean: float = math.nan
+    thesis_std: float = math.nan
+    p_value: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    verdict: str = ""  # better / tie / worse / n/a; "" for the baseline itself or no baseline
+
+    @property
+    def delta(self) -> float:
+        """Ours minus the thesis (NaN where either is missing)."""
+        return self.summary.mean - self.thesis_mean
+
+    @property
+    def mark(self) -> str:
+        return stats.significance_mark(self.p_value)
+
+
+@dataclass
+class CellResult:
+    """A preset cell joined to its stored runs."""
+
+    cell: Any  # bench.presets.Cell (duck-typed: table, dataset, family, modalities, method, ...)
+    run_ids: tuple[str, ...]
+    values: dict[str, list[float]]  # metric key -> values of the ok runs, in seed order
+    n_expected: int
+    n_failed: int
+    fingerprints: tuple[str, ...]
+    synthetic: bool
+    metrics: dict[str, MetricCell] = field(default_factory=dict)
+    baseline: CellResult | None = None
+    thesis_note: str = ""
+    thesis_table: str = ""  # the thesis table the figure comes from ("" when none)
+
+    @property
+    def n(self) -> int:
+        return len(self.values["acc"])
+
+    @property
+    def missing(self) -> bool:
+        return self.n == 0
+
+
+@dataclass
+class Row:
+    """A table row: one (modality block, method, configuration, optimizer), a cell per dataset."""
+
+    block: str
+    method: str
+    config_label: str
+    optimizer: str
+    cells: dict[str, CellResult]  # dataset -> cell (absent: the preset has no such cell)
+
+
+@dataclass
+class Tally:
+    """Significance verdicts against the baseline, per metric."""
+
+    counts: dict[str, dict[str, int]]  # metric -> verdict -> count
+    by_method: dict[str, dict[str, dict[str, int]]]  # method -> metric -> verdict -> count
+
+
+@dataclass
+class TableModel:
+    """One thesis table as built from the store."""
+
+    preset: str
+    table: str
+    datasets: list[str]
+    rows: list[Row]
+    rank_scope: str
+    seeds_expected: int
+    fingerprints: dict[str, tuple[str, ...]]  # dataset -> data fingerprints of its ok runs
+    synthetic: dict[str, bool]  # dataset -> surrogate?
+    tally: Tally
+    thesis_notes: list[str]
+    notes: list[str]  # skipped files, baselines taken from outside the preset, ...
+
+    @property
+    def any_synthetic(self) -> bool:
+        return any(self.synthetic.values())
+
+    def cells(self) -> Iterable[CellResult]:
+        for row in self.rows:
+            yield from row.cells.values()
+
+
+# -- joining --------------------------------------------------------------------------------------
+
+def join_cell(cell: Any, results: pd.DataFrame) -> CellResult:
+    """The ok values, failure count and data provenance of one cell's runs."""
+    run_ids = tuple(cfg.run_id for cfg in cell.configs)
+    rows = results[results["run_id"].isin(run_ids)] if len(results) else results
+    rows = rows.drop_duplicates("run_id", keep="last") if len(rows) else rows
+    _check_provenance(cell, rows)
+    ok = rows[rows["status"] == "ok"] if len(rows) else rows
+    order = {rid: i for i, rid in enumerate(run_ids)}
+    ok = ok.assign(_order=ok["run_id"].map(order)).sort_values("_order") if len(ok) else ok
+    values = {m.key: [float(v) for v in ok[m.column]] if len(ok) else [] for m in METRICS}
+    prints = ok["data_fingerprint"].dropna() if "data_fingerprint" in ok else []
+    fingerprints = tuple(sorted({str(f) for f in prints if str(f)}))
+    synthetic = labels.is_synthetic_name(cell.dataset) or (
+        "synthetic" in ok and any(bool(v) for v in ok["synthetic"].dropna())
+    )
+    n_failed = int((rows["status"] != "ok").sum()) if len(rows) else 0
+    return CellResult(cell=cell, run_ids=run_ids, values=values, n_expected=len(run_ids),
+                      n_failed=n_failed, fingerprints=fingerprints, synthetic=synthetic)
+
+
+def _check_provenance(cell: Any, rows: pd.DataFrame) -> None:
+    """Real and surrogate results must never share a cell: every run is of the cell's dataset."""
+    if not len(rows):
+        return
+    datasets = set(rows["dataset"].astype(str)) if "dataset" in rows else {cell.dataset}
+    if datasets != {cell.dataset}:
+        raise DataError(
+            f"cell {cell.method}/{cell.modalities}/{cell.dataset} matched runs of dataset(s) "
+            f"{sorted(datasets)}: the store is inconsistent (run ids hash the dataset)"
+        )
+    flags = {bool(v) for v in rows["synthetic"].dropna()} if "synthetic" in rows else set()
+    if len(flags) > 1:
+        raise DataError(f"cell {cell.method}/{cell.modalities}/{cell.dataset} mixes real and synthetic runs")
+    if flags and flags != {labels.is_synthetic_name(cell.dataset)}:
+        # A real dataset name with synthetic data (or the reverse) would mislabel the table.
+        raise DataError(f"runs of dataset {cell.dataset!r} are marked synthetic={flags.pop()}")
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+def attach_statistics(result: CellResult) -> None:
+    """Mean / std / n per metric, and the thesis's figure for the same cell."""
+    cell = result.cell
+    found = reference.thesis_lookup(cell.table, cell.family, cell.modalities, cell.method,
+                                    cell.config_label, cell.optimizer)
+    thesis, result.thesis_table = found if found is not None else (None, "")
+    for metric in METRICS:
+        summary = stats.summarise(result.values[metric.key])
+        metric_cell = MetricCell(summary=summary)
+        if thesis is not None:
+            metric_cell.thesis_mean = thesis.mean(metric.key)
+            metric_cell.thesis_std = thesis.std(metric.key)
+        result.metrics[metric.key] = metric_cell
+    result.thesis_note = thesis.note if thesis is not None else ""
+
+
+def find_baseline(cell: Any, pool: Sequence[CellResult]) -> CellResult | None:
+    """The Late Concatenation cell of the same block, dataset and optimizer; same config when present."""
+    candidates = [
+        r for r in pool
+        if r.cell.method == labels.BASELINE_METHOD and r.cell.dataset == cell.dataset
+        and r.cell.modalities == cell.modalities and r.cell.optimizer == cell.optimizer
+    ]
+    for config in (cell.config_label, "standard"):
+        for candidate in candidates:
+            if candidate.cell.config_label == config:
+                return candidate
+    return None
+
+
+def attach_significance(result: CellResult, baseline: CellResult | None) -> None:
+    """Welch p-value, bootstrap interval and verdict of each metric against the baseline cell."""
+    result.baseline = baseline
+    if baseline is None or baseline is result or result.cell.method == labels.BASELINE_METHOD:
+        return
+    for metric in METRICS:
+        ours, theirs = result.values[metric.key], baseline.values[metric.key]
+        metric_cell = result.metrics[metric.key]
+        metric_cell.p_value = stats.welch_p(ours, theirs)
+        metric_cell.ci_low, metric_cell.ci_high = stats.bootstrap_ci(ours, theirs)
+        difference = metric_cell.summary.mean - baseline.metrics[metric.key].summary.mean
+        metric_cell.verdict = stats.verdict(metric_cell.p_value, difference, metric.higher_is_better)
+
+
+def attach_ranks(rows: Sequence[Row], datasets: Sequence[str], scope: str) -> None:
+    """Dense ranks per dataset column and metric, within a block or across the column."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.block if scope == "block" else "", []).append(row)
+    for group in groups.values():
+        for dataset in datasets:
+            present = [row.cells[dataset] for row in group if dataset in row.cells]
+            for metric in METRICS:
+                means = [c.metrics[metric.key].summary.mean for c in present]
+                ranks = stats.dense_ranks(means, metric.higher_is_better)
+                for result, rank in zip(present, ranks, strict=True):
+                    result.metrics[metric.key].rank = rank
+
+
+def tally(rows: Sequence[Row]) -> Tally:
+    """Count better / tie / worse / n/a verdicts per metric, overall and per method."""
+    verdicts = ("better", "tie", "worse", "n/a")
+    counts = {m.key: dict.fromkeys(verdicts, 0) for m in METRICS}
+    by_method: dict[str, dict[str, dict[str, int]]] = {}
+    for row in rows:
+        for result in row.cells.values():
+            for metric in METRICS:
+                verdict = result.metrics[metric.key].verdict
+                if not verdict:
+                    continue
+                counts[metric.key][verdict] += 1
+                per = by_method.setdefault(row.method, {m.key: dict.fromkeys(verdicts, 0) for m in METRICS})
+                per[metric.key][verdict] += 1
+    return Tally(counts=counts, by_method=by_method)
+
+
+# -- assembly -------------------------------------------------------------------------------------
+
+def build_models(preset: str, cells: Sequence[Any], results: pd.DataFrame,
+                 baseline_cells: Sequence[Any] = (), notes: Sequence[str] = ()) -> list[TableModel]:
+    """One TableModel per thesis table among `cells` (a preset like 'all' spans several)."""
+    joined = [join_cell(cell, results) for cell in cells]
+    extra = [join_cell(cell, results) for cell in _outside(baseline_cells, cells)]
+    for result in [*joined, *extra]:
+        attach_statistics(result)
+    models = []
+    for table in _tables_in_order(cells):
+        members = [r for r in joined if reference.normalise_table(r.cell.table) == table]
+        models.append(_build_one(preset, table, members, [*joined, *extra], list(notes)))
+    return models
+
+
+def _build_one(preset: str, table: str, members: list[CellResult], pool: list[CellResult],
+               notes: list[str]) -> TableModel:
+    outside: set[str] = set()
+    for result in members:
+        # The table's own baseline row first; else one from another table of the preset or the grid.
+        baseline = find_baseline(result.cell, members) or find_baseline(result.cell, pool)
+        attach_significance(result, baseline)
+        if baseline is not None and baseline not in members and result.cell.method != labels.BASELINE_METHOD:
+            b = baseline.cell
+            outside.add(f"{b.modalities} {b.dataset} {b.config_label}/{b.optimizer}")
+    datasets = _datasets_in_order(members)
+    rows = _rows(table, members)
+    scope = RANK_SCOPE.get(table, DEFAULT_RANK_SCOPE)
+    attach_ranks(rows, datasets, scope)
+    fingerprints = {d: _fingerprints(members, d) for d in datasets}
+    thesis_notes = sorted({f"{labels.method_name(r.cell.method)} (table {r.thesis_table}): {r.thesis_note}"
+                           for r in members if r.thesis_note})
+    return TableModel(
+        preset=preset, table=table, datasets=datasets, rows=rows, rank_scope=scope,
+        seeds_expected=max((r.n_expected for r in members), default=0),
+        fingerprints=fingerprints,
+        synthetic={d: any(r.synthetic for r in members if r.cell.dataset == d) for d in datasets},
+        tally=tally(rows), thesis_notes=thesis_notes,
+        notes=[*notes, *_table_notes(table, members, outside, fingerprints)],
+    )
+
+
+def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: set[str],
+                 fingerprints: dict[str, tuple[str, ...]]) -> list[str]:
+    """Caption notes: baselines from outside the table, mixed data versions, borrowed thesis figures."""
+    notes = []
+    if outside_baselines:
+        notes.append("Baseline cells not shown in this table (taken from elsewhere in the grid): "
+                     + "; ".join(sorted(outside_baselines)) + ".")
+    mixed = [f"{d} ({len(p)} data fingerprints)" for d, p in fingerprints.items() if len(p) > 1]
+    if mixed:
+        notes.append("WARNING: runs of different data versions are combined: " + ", ".join(mixed) + ".")
+    borrowed = _borrowed_thesis(table, members)
+    if borrowed:
+        notes.append(borrowed)
+    return notes
+
+
+def _borrowed_thesis(table: str, members: Sequence[CellResult]) -> str:
+    """A note naming the cells whose thesis figure comes from another table."""
+    found: dict[str, set[str]] = {}
+    for result in members:
+        if result.thesis_table and result.thesis_table != table:
+            found.setdefault(result.thesis_table, set()).add(labels.method_name(result.cell.method))
+    if not found:
+        return ""
+    parts = [f"table {t} ({', '.join(sorted(m))})" for t, m in sorted(found.items())]
+    return ("Thesis figures for rows this table does not print are taken from the same configuration in "
+            + "; ".join(parts) + ".")
+
+
+def _outside(candidates: Sequence[Any], cells: Sequence[Any]) -> list[Any]:
+    """Baseline candidates that are not already among the preset's cells (by run ids)."""
+    known = {tuple(cfg.run_id for cfg in c.configs) for c in cells}
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for cell in candidates:
+        ids = tuple(cfg.run_id for cfg in cell.configs)
+        if cell.method == labels.BASELINE_METHOD and ids not in known and ids not in seen:
+            seen.add(ids)
+            out.append(cell)
+    return out
+
+
+def _tables_in_order(cells: Sequence[Any]) -> list[str]:
+    tables = {reference.normalise_table(c.table) for c in cells}
+    return sorted(tables, key=lambda t: tuple(int(p) if p.isdigit() else 0 for p in t.split(".")))
+
+
+def _datasets_in_order(members: Sequence[CellResult]) -> list[str]:
+    """MOSI before MOSEI (as the thesis prints them), then any other dataset in preset order."""
+    seen: dict[str, None] = {}
+    for result in members:
+        seen.setdefault(result.cell.dataset, None)
+    family_rank = {"mosi": 0, "mosei": 1}
+    return sorted(seen, key=lambda d: (family_rank.get(d.removeprefix("synth-"), 2), list(seen).index(d)))
+
+
+def _rows(table: str, members: Sequence[CellResult]) -> list[Row]:
+    """Rows keyed by (block, method, config, optimizer), sorted as the thesis prints them."""
+    rows: dict[tuple[str, str, str, str], Row] = {}
+    for result in members:
+        c = result.cell
+        key = (c.modalities, c.method, c.config_label, c.optimizer)
+        row = rows.setdefault(key, Row(block=c.modalities, method=c.method, config_label=c.config_label,
+                                       optimizer=c.optimizer, cells={}))
+        if c.dataset in row.cells:
+            raise DataError(f"preset lists cell {key} for {c.dataset} twice")
+        row.cells[c.dataset] = result
+    preset_order = list(rows)
+    thesis_order = reference.table_order(table)
+    blocks = _first_seen([k[0] for k in thesis_order], labels.BLOCK_ORDER, [k[0] for k in preset_order])
+    groups = _first_seen([(k[2], k[3]) for k in thesis_order], [(k[2], k[3]) for k in preset_order])
+    # 6.10 (and the 'all' grid) list methods per block; the other tables group rows by configuration.
+    methods_first = table in ("6.10", "all")
+
+    def sort_key(key: tuple[str, str, str, str]) -> tuple[int, ...]:
+        block = blocks.index(key[0])
+        method = labels.order_index(key[1], labels.METHOD_ORDER)
+        group = groups.index((key[2], key[3]))
+        inner = (method, group) if methods_first else (group, method)
+        return (block, *inner, preset_order.index(key))
+
+    return [rows[key] for key in sorted(rows, key=sort_key)]
+
+
+def _first_seen(*sequences: Sequence[Any]) -> list[Any]:
+    """The distinct items of the sequences, in order of first appearance."""
+    return list(dict.fromkeys(item for sequence in sequences for item in sequence))
+
+
+def _fingerprints(members: Sequence[CellResult], dataset: str) -> tuple[str, ...]:
+    found: set[str] = set()
+    for result in members:
+        if result.cell.dataset == dataset:
+            found.update(result.fingerprints)
+    return tuple(sorted(found))

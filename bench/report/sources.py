@@ -1,0 +1,56 @@
+"""Where the report reads from: the store (results, trajectories) and the presets (cells).
+
+Thin indirections, so tests can swap in fakes and the report never reaches past the contracts.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.config import ConfigError
+
+
+def read_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Valid result rows and 'path: problem' lines for files that were skipped."""
+    from bench.store import read_results as store_read_results
+
+    return store_read_results(Path(runs_dir))
+
+
+def read_trajectories(runs_dir: Path, run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Trajectory rows of `run_ids` (all runs when None) and problems with skipped files."""
+    from bench.store import read_trajectories as store_read_trajectories
+
+    ids = None if run_ids is None else list(run_ids)
+    return store_read_trajectories(Path(runs_dir), ids)
+
+
+def expand_preset(preset: str, **expand_kwargs: Any) -> list[Any]:
+    """The preset's cells (bench.presets.expand), with the CLI's filters and overrides."""
+    try:
+        from bench.presets import expand
+    except ModuleNotFoundError as err:
+        if err.name == "bench.presets":
+            raise ConfigError("presets are not available (bench.presets is missing)") from err
+        raise
+    return list(expand(preset, **expand_kwargs))
+
+
+def preset_names() -> list[str]:
+    """Names of the known presets (empty when bench.presets is missing)."""
+    try:
+        from bench.presets import preset_names as names
+    except ModuleNotFoundError:
+        return []
+    return list(names())
+
+
+def print_warnings(problems: Iterable[str]) -> None:
+    """Skipped files, one 'warning:' line each on stderr."""
+    for problem in problems:
+        print(f"warning: skipped {problem}", file=sys.stderr)
