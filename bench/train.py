@@ -174,10 +174,12 @@ class Trainer:
         return source.iterate(batch_size or self.cfg.batch_size, generator)
 
     def log(self, epoch: int, split: str, logs: Mapping[str, float]) -> None:
-        """Append flat logs ('series/modality' keys) as trajectory rows."""
+        """Append flat logs as trajectory rows: keys 'series/modality', or 'split:series/modality'."""
         for key, value in logs.items():
-            series, _, modality = key.partition("/")
-            self.trajectory.append({"epoch": epoch, "step": self.state.step, "split": split,
+            row_split, _, name = key.rpartition(":")
+            series, _, modality = name.partition("/")
+            split_of_row = row_split or split
+            self.trajectory.append({"epoch": epoch, "step": self.state.step, "split": split_of_row,
                                     "series": series, "modality": modality, "value": float(value)})
 
     def fit(self) -> None:

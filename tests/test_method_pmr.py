@@ -210,7 +210,7 @@ def test_method_prototypes_come_from_the_first_tenth_of_a_fresh_shuffled_pass(ti
         present = new_counts[m].unsqueeze(1) > 0
         expected = torch.where(present, new_means[m], before[m])  # ema 0; absent classes keep the old one
         assert torch.allclose(state.scratch["prototypes"][m].centers, expected, atol=1e-6)
-    assert set(logs) == {"proto_acc/text", "proto_acc/vision"}
+    assert set(logs) == {"valid:proto_acc/text", "valid:proto_acc/vision"}
     assert all(0.0 <= v <= 100.0 for v in logs.values())
 
 
@@ -291,4 +291,5 @@ def test_pmr_runs_on_the_smoke_profile(tiny, modalities) -> None:
     ratios = {("ratio", "")} if len(modalities) == 2 else {("ratio", m) for m in modalities}
     expected = ratios | {(s, m) for s in ("score", "beta", "proto_loss", "proto_acc") for m in modalities}
     assert expected <= present
+    assert {row["split"] for row in result.trajectory if row["series"] == "proto_acc"} == {"valid"}
     assert all(math.isfinite(row["value"]) for row in result.trajectory)

@@ -11,7 +11,8 @@ A method is a subclass of `Method` in its own file, registered with `@register`.
         validation (if checkpoint_epoch(epoch, state)): checkpoint, scheduler, early stopping
 
 `logs` are flat dicts of floats. A key "series/modality" (e.g. "ratio/text") becomes a trajectory
-row with that series and modality; a key without "/" has modality "". Methods never write files.
+row with that series and modality; a key without "/" has modality "". Rows go to the "train" split
+unless the key names another first: "valid:proto_acc/text". Methods never write files.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ class PMR(Method):
         logs = {}
         for m, z in features.items():
             predicted = prototype_logits(z, protos[m].centers).argmax(dim=1)
-            logs[f"proto_acc/{m}"] = 100.0 * float((predicted == labels).float().mean())
+            logs[f"valid:proto_acc/{m}"] = 100.0 * float((predicted == labels).float().mean())
         return logs
 
     def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:

@@ -71,7 +71,7 @@ PLOTS: dict[str, PlotKind] = {
     "prototypes": PlotKind(
         "PMR imbalance ratio with and without development set (thesis figs. 6.5, 6.6)", ("pmr",),
         (Panel("imbalance ratio ρ", ("ratio", "rho"), ("train",), "step", "any", fused_label="{pair}"),
-         Panel("prototype-classifier accuracy (%; PMR evaluates it on the validation split)", ("proto_acc",),
+         Panel("prototype-classifier accuracy on the validation split (%)", ("proto_acc",),
                ("train", "valid", "dev"), "step", "each"))),
 }
 PLOT_KINDS = tuple(PLOTS)
