@@ -84,6 +84,31 @@ class SequenceEncoder(nn.Module):
         final = outputs[torch.arange(x.shape[0], device=x.device), last]  # (B, hidden)
         return self.proj(final)  # (B, out)
 
+    def forward_zeros(self, lengths: Tensor) -> Tensor:
+        """The encoding of an all-zero input of each true length: (B, out).
+
+        It depends on the length only, so one zero sequence serves the whole batch: the LSTM's state
+        after L steps of zeros is gathered for every sample's L (what AGM's zeroed passes need).
+        """
+        steps = int(lengths.max())
+        weight = self.lstm.weight_ih_l0
+        zeros = torch.zeros(1, steps, self.lstm.input_size, dtype=weight.dtype, device=weight.device)
+        outputs, _ = self.lstm(zeros)  # (1, steps, hidden)
+        last = (lengths.to(weight.device) - 1).clamp(min=0)  # (B,)
+        return self.proj(outputs[0, last])  # (B, out)
+
+
+def behaves_the_same_in_train_and_eval(model: nn.Module) -> bool:
+    """True when no layer changes with train/eval mode (no active dropout, no batch statistics)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return False
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            return False
+        if isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1:
+            return False
+    return True
+
 
 class LateFusionModel(nn.Module):
     """Encoders per modality, concatenated, one linear head; also the half-bias per-modality logits."""
@@ -100,6 +125,10 @@ class LateFusionModel(nn.Module):
     def encode(self, batch: Batch) -> dict[str, Tensor]:
         """z_m for every modality: (B, out_m)."""
         return {m: self.encoders[m](batch.inputs[m], batch.lengths[m]) for m in self.modalities}
+
+    def encode_zeros(self, batch: Batch) -> dict[str, Tensor]:
+        """z_m of all-zero raw inputs with the batch's true lengths: (B, out_m) per modality."""
+        return {m: self.encoders[m].forward_zeros(batch.lengths[m]) for m in self.modalities}
 
     def head_slices(self) -> dict[str, slice]:
         """Columns of the head weight W that belong to each modality: W = [W_m1 | W_m2 | ...]."""

@@ -84,3 +84,27 @@ def test_param_groups_use_group_learning_rates() -> None:
     assert groups["head"]["lr"] == 2e-3
     counted = sum(len(g["params"]) for g in groups.values())
     assert counted == len(list(model.parameters()))
+
+
+def test_zero_input_encoding_matches_a_real_pass_over_zeros() -> None:
+    model = _model()
+    batch = _batch(n=6)
+    zeroed = batch.with_zeroed(model.modalities)
+    expected = model.encode(zeroed)
+    shortcut = model.encode_zeros(batch)
+    for m in model.modalities:
+        assert torch.allclose(shortcut[m], expected[m], atol=1e-6)
+    # and the gradient reaches the LSTM weights through the shortcut
+    shortcut["text"].sum().backward()
+    assert model.encoders["text"].lstm.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_mode_dependence_is_detected() -> None:
+    from bench.models import behaves_the_same_in_train_and_eval
+
+    model = _model()
+    assert behaves_the_same_in_train_and_eval(model)
+    model.extra = torch.nn.Dropout(0.1)
+    assert not behaves_the_same_in_train_and_eval(model)
+    model.extra = torch.nn.BatchNorm1d(3)
+    assert not behaves_the_same_in_train_and_eval(model)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, Logs, Method, TrainState, register
+from bench.models import behaves_the_same_in_train_and_eval
 
 if TYPE_CHECKING:
     from bench.models import LateFusionModel
@@ -78,18 +79,23 @@ def proper_subsets(modalities: Sequence[str]) -> Iterator[frozenset[str]]:
             yield frozenset(subset)
 
 
-def coalition_logits(model: LateFusionModel, batch: Batch) -> dict[frozenset[str], Tensor]:
+def coalition_logits(model: LateFusionModel, batch: Batch,
+                     present: Mapping[str, Tensor] | None = None) -> dict[frozenset[str], Tensor]:
     """f_S (B, K) for every proper subset S: eval mode, autograd on, inputs outside S zeroed.
 
     Late fusion lets each encoder see only its own modality, so the pass on `batch.with_zeroed(M - S)` equals
     the head on [z_m if m in S else z_m(zeros)]: one encoder pass on the real inputs and one on the zeroed
     inputs give every coalition (7 full passes become 2 for three modalities), with the same gradients.
+    The zeroed encoding depends on the length only (`encode_zeros`: one zero sequence per modality), and
+    `present`, the train-mode encoding of the real inputs, is reused when the model has no mode-dependent
+    layer, so that its eval-mode value is the same tensor of numbers.
     """
     was_training = model.training
     model.eval()
     try:
-        present = model.encode(batch)  # m -> (B, out_m)
-        absent = model.encode(batch.with_zeroed(tuple(model.modalities)))  # m -> (B, out_m), zero inputs
+        if present is None or not behaves_the_same_in_train_and_eval(model):
+            present = model.encode(batch)  # m -> (B, out_m)
+        absent = model.encode_zeros(batch)  # m -> (B, out_m), zero inputs
         return {
             subset: model.fuse({m: present[m] if m in subset else absent[m] for m in model.modalities})
             for subset in proper_subsets(model.modalities)
@@ -119,9 +125,10 @@ def mono_modal_outputs(coalitions: Mapping[frozenset[str], Tensor],
     return outputs
 
 
-def shapley_outputs(model: LateFusionModel, batch: Batch, full_logits: Tensor) -> dict[str, Tensor]:
-    """o_m (B, K) for a batch whose full-input logits f_M are `full_logits`."""
-    coalitions = coalition_logits(model, batch)
+def shapley_outputs(model: LateFusionModel, batch: Batch, full_logits: Tensor,
+                    present: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """o_m (B, K) for a batch whose full-input logits f_M are `full_logits` (from encodings `present`)."""
+    coalitions = coalition_logits(model, batch, present)
     coalitions[frozenset(model.modalities)] = full_logits
     return mono_modal_outputs(coalitions, model.modalities)
 
@@ -228,8 +235,9 @@ class AGM(Method):
             raise ConfigError(f"agm: clip_c must be > 0, got {params.clip_c}")
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
-        full_logits = model(batch).logits  # f_M (B, K), train mode
-        outputs = shapley_outputs(model, batch, full_logits)  # m -> o_m (B, K), with gradient
+        features = model.encode(batch)  # m -> z_m (B, out_m), train mode
+        full_logits = model.fuse(features)  # f_M (B, K)
+        outputs = shapley_outputs(model, batch, full_logits, features)  # m -> o_m (B, K), with gradient
         agm = self.update_scores(model, batch, outputs, state)
         params = state.params
         coeffs = {
