@@ -24,7 +24,7 @@ app = typer.Typer(
 # Each module registers its own commands: register(app) adds commands or sub-apps.
 COMMAND_MODULES = ("bench.data.cli", "bench.cli_runs", "bench.report.cli", "bench.reproduce", "bench.perf")
 
-_DEBUG = {"on": False}
+_DEBUG = {"on": False, "registered": False}
 
 
 @app.callback()
@@ -39,6 +39,10 @@ def _root(
 
 
 def _register_commands() -> None:
+    """Add every module's commands to `app`, once per process."""
+    if _DEBUG.get("registered"):
+        return
+    _DEBUG["registered"] = True
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
