@@ -76,6 +76,8 @@ def modality_key(modalities: Iterable[str]) -> str:
     """Thesis-style key: 'audio+vision', 'text+vision', 'audio+vision+text'."""
     order = ("audio", "vision", "text")
     mods = set(modalities)
+    if mods == {"text", "vision"}:
+        return "text+vision"  # the thesis's own spelling; no single order gives all three keys
     return "+".join(m for m in order if m in mods)
 
 
