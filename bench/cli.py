@@ -27,8 +27,9 @@ COMMAND_MODULES = ("bench.data.cli", "bench.cli_runs", "bench.report.cli", "benc
 _DEBUG = {"on": False, "registered": False}
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
@@ -36,6 +37,9 @@ def _root(
     if version:
         typer.echo(f"bench {__version__}")
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
 
 
 def _register_commands() -> None:
@@ -67,26 +71,26 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        # standalone_mode=False: typer returns the exit code of typer.Exit (and 130 for Ctrl-C)
+        code = app(args=args, standalone_mode=False)
     except user_errors() as err:
         if debug:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except SystemExit:
-        raise
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
-        raise
+    except typer.exceptions.TyperException as err:  # usage errors: typer's own click exceptions
+        show = getattr(err, "show", None)
+        if debug or not callable(show):
+            raise
+        show()
+        sys.exit(int(getattr(err, "exit_code", 2)))
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,9 @@ class RunConfig:
     window_end: int = 4
     seed: int = 0
     profile: str = "quick"
+    # Fingerprint of the data the run is meant for (bench.data.data_fingerprint); part of the run id, so
+    # a recalibrated surrogate or a changed data file never reuses stored results. "" = not pinned.
+    data_version: str = ""
 
     def __post_init__(self) -> None:
         _check_basic(self)

@@ -29,6 +29,7 @@ here follow those figures.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -242,7 +243,20 @@ def thesis_config(dataset: str, method: str, modalities: Iterable[str] | str, *,
         if end >= int(overrides["max_epochs"]):
             fields["window_end"] = int(overrides["max_epochs"]) - 1
     fields.update(overrides)
+    fields.setdefault("data_version", data_version(dataset, profile))
     return make_config(dataset, profile, method_params=params, **fields)
+
+
+@functools.lru_cache(maxsize=32)
+def data_version(dataset: str, profile: str) -> str:
+    """The data fingerprint a preset pins into its configs ("" when the data cannot be found yet:
+    training then fails with the data layer's own message)."""
+    from bench.data import DataError, data_fingerprint
+
+    try:
+        return data_fingerprint(dataset, profile)
+    except (DataError, OSError):
+        return ""
 
 
 # -- the tables -------------------------------------------------------------------------------------

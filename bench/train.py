@@ -305,6 +305,11 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
     method = get_method(cfg.method)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.profile)
     params = validate_config(cfg, data.modalities)
+    if cfg.data_version and cfg.data_version != data.fingerprint:
+        raise ConfigError(
+            f"run {cfg.run_id} was configured for data {cfg.data_version[:12]}, but {cfg.dataset} is now "
+            f"{data.fingerprint[:12]} (the data file or the surrogate changed): expand the preset again"
+        )
     deps = dict(deps or {})
     missing = [need.run_id for need in method.needs(cfg) if need.run_id not in deps]
     if missing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import test_execute_fakes as fakes
 
-from bench import cli, execute, store
+from bench import cli, execute, presets, store
 from bench.cli_runs import metric_differences, parse_modality_filter, parse_params, parse_window
 from bench.config import ConfigError, make_config
 
@@ -125,7 +125,7 @@ def test_ls_counts_reports_corrupt_files_and_what_a_preset_lacks(tmp_path, capsy
 def test_rerun_exact_match_and_mismatch(tmp_path, capsys, monkeypatch):
     assert bench("run", "--method", "concat", "--modalities", "text,vision", "--profile", "smoke", "--seeds",
                  "0", "--runs-dir", str(tmp_path)) == 0
-    run_id = make_config("synth-mosi", "smoke", method="concat", modalities=("text", "vision")).run_id
+    run_id = presets.thesis_config("synth-mosi", "concat", ("text", "vision"), profile="smoke", seed=0).run_id
     capsys.readouterr()
     assert bench("rerun", run_id, "--runs-dir", str(tmp_path)) == 0
     assert "every metric matches exactly" in capsys.readouterr().out

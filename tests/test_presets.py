@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from bench import presets
 from bench.config import ConfigError
 from bench.presets import Cell, expand, jobs_with_dependencies, preset_names, resolve_dataset, thesis_config
 
@@ -192,3 +193,13 @@ def test_thesis_config_is_the_cell_config():
     again = thesis_config("synth-mosi", "pmr", "audio,vision", config_label="dev_set", seed=0)
     assert again == cell.configs[0]
     assert "table-6.10" in preset_names() and "all" in preset_names()
+
+
+def test_presets_pin_the_current_data_version() -> None:
+    from bench.data import load_dataset
+
+    cells = presets.expand("table-6.10", profile="smoke", datasets=("mosi",), seeds=(0,))
+    pinned = {cfg.data_version for cell in cells for cfg in cell.configs}
+    assert pinned == {load_dataset("synth-mosi", "smoke").fingerprint}
+    deps = [cfg for cfg in presets.jobs_with_dependencies(cells) if cfg.method == "unimodal"]
+    assert deps and {cfg.data_version for cfg in deps} == pinned

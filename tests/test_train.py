@@ -199,3 +199,11 @@ def _spec(cfg, data):
     from bench.models import model_spec
 
     return model_spec(cfg, data.feature_dims, data.num_classes)
+
+
+def test_a_config_pinned_to_other_data_is_refused(tiny) -> None:
+    assert train_run(_cfg(data_version=tiny.fingerprint), dataset=tiny).status == "ok"
+    with pytest.raises(ConfigError, match="the data file or the surrogate changed"):
+        train_run(_cfg(data_version="0" * 64), dataset=tiny)
+    # the version is part of the run id: new data, new runs
+    assert _cfg(data_version="a").run_id != _cfg(data_version="b").run_id

@@ -60,6 +60,21 @@ def load_dataset(name: str, profile: str = "quick", data_dir: Path | None = None
     return load_file(Path(key).expanduser(), profile)
 
 
+def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = None) -> str:
+    """The fingerprint `load_dataset(name, profile)` will carry, without loading the arrays.
+
+    Surrogate: the hash of the generator's parameters; a file: its SHA-256 (hashed once, then remembered).
+    """
+    key = str(name).strip()
+    if key in ("synth-mosi", "synth-mosei"):
+        return synth.synth_params(key.removeprefix("synth-"), profile).fingerprint
+    path = real_file_path(key, data_dir) if key in ("mosi", "mosei") else Path(key).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file (dataset names: synth-mosi, synth-mosei, mosi, mosei, or a path)")
+    check_readable_file(path)
+    return cache.known_sha256(path)
+
+
 def real_file_path(family: str, data_dir: Path | None = None) -> Path:
     """Where the real MMSA file of `family` must be; DataError saying how to get it when it is not."""
     root = data_dir if data_dir is not None else os.environ.get("BENCH_DATA_DIR")

@@ -27,7 +27,7 @@ def unimodal_config(cfg: RunConfig, modality: str) -> RunConfig:
         optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         batch_size=cfg.batch_size, step_every=cfg.step_every, max_epochs=cfg.max_epochs,
         early_stopping=cfg.early_stopping, patience=cfg.patience, scheduler=cfg.scheduler,
-        lr_factor=cfg.lr_factor, lr_patience=cfg.lr_patience,
+        lr_factor=cfg.lr_factor, lr_patience=cfg.lr_patience, data_version=cfg.data_version,
     )
 
 
