@@ -297,13 +297,11 @@ def _is_out_of_memory(err: BaseException) -> bool:
     return (oom is not None and isinstance(err, oom)) or "out of memory" in str(err).lower()
 
 
-def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = None, device: str = "cpu",
-              dataset: Dataset | None = None,
-              on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
-    """Train one RunConfig. Bad config/data raise; numerical failures return status 'failed'."""
-    started = time.perf_counter()
+def build_trainer(cfg: RunConfig, data: Dataset, deps: Mapping[str, Mapping[str, Tensor]] | None = None,
+                  device: str = "cpu",
+                  on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Trainer:
+    """Validate, seed and build the model and the loop for one run, without training it."""
     method = get_method(cfg.method)
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.profile)
     params = validate_config(cfg, data.modalities)
     if cfg.data_version and cfg.data_version != data.fingerprint:
         raise ConfigError(
@@ -321,7 +319,16 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
     seed_everything(cfg.seed)
     spec = model_spec(cfg, data.feature_dims, data.num_classes)
     model = method.build(spec, cfg, deps).to(torch_device)
-    trainer = Trainer(cfg, method, params, data, model, torch_device, on_epoch)
+    return Trainer(cfg, method, params, data, model, torch_device, on_epoch)
+
+
+def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = None, device: str = "cpu",
+              dataset: Dataset | None = None,
+              on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+    """Train one RunConfig. Bad config/data raise; numerical failures return status 'failed'."""
+    started = time.perf_counter()
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.profile)
+    trainer = build_trainer(cfg, data, deps, device, on_epoch)
     status, error, metrics = "ok", None, {}
     try:
         trainer.fit()
@@ -336,6 +343,6 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
     return RunResult(
         config=cfg, status=status, error=error, metrics=metrics, trajectory=trainer.trajectory,
         state_dict={k: v.detach().cpu() for k, v in best.items()} if best is not None else None,
-        wall_s=time.perf_counter() - started, device=str(torch_device),
+        wall_s=time.perf_counter() - started, device=str(trainer.device),
         data_fingerprint=data.fingerprint, synthetic=data.synthetic,
     )

@@ -10,7 +10,7 @@ from tiny import make_tiny_dataset
 from torch.nn import functional as F
 
 from bench.config import ConfigError, make_config
-from bench.methods import get_method, validate_config
+from bench.methods import validate_config
 from bench.methods.pmr import (
     Prototypes,
     class_means,
@@ -24,8 +24,7 @@ from bench.methods.pmr import (
     rebalance_coefficients,
     update_prototypes,
 )
-from bench.models import model_spec
-from bench.train import Trainer, train_run
+from bench.train import Trainer, build_trainer, train_run
 
 torch.set_num_threads(1)
 
@@ -45,11 +44,7 @@ def _cfg(**fields):
 
 def _trainer(cfg, data) -> Trainer:
     """The loop's Trainer (model, state, batches) without running it, as train_run builds it."""
-    method = get_method(cfg.method)
-    params = validate_config(cfg, data.modalities)
-    torch.manual_seed(cfg.seed)
-    model = method.build(model_spec(cfg, data.feature_dims, data.num_classes), cfg, {})
-    return Trainer(cfg, method, params, data, model, torch.device("cpu"), None)
+    return build_trainer(cfg, data)
 
 
 # -- prototypes ---------------------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ from bench.methods.reconboost import (
     previous_modality,
     stage_position,
 )
-from bench.models import model_spec
-from bench.train import Trainer, train_run
+from bench.train import Trainer, build_trainer, train_run
 
 torch.set_num_threads(1)
 
@@ -41,11 +40,7 @@ def _cfg(**fields):
 
 def _trainer(cfg, data) -> Trainer:
     """The loop's Trainer (model, state, batches) without running it, as train_run builds it."""
-    method = get_method(cfg.method)
-    params = validate_config(cfg, data.modalities)
-    torch.manual_seed(cfg.seed)
-    model = method.build(model_spec(cfg, data.feature_dims, data.num_classes), cfg, {})
-    return Trainer(cfg, method, params, data, model, torch.device("cpu"), None)
+    return build_trainer(cfg, data)
 
 
 # -- phase-1 boosting loss ------------------------------------------------------------------------------
