@@ -108,3 +108,17 @@ def test_mode_dependence_is_detected() -> None:
     assert not behaves_the_same_in_train_and_eval(model)
     model.extra = torch.nn.BatchNorm1d(3)
     assert not behaves_the_same_in_train_and_eval(model)
+
+
+def test_gathered_state_equals_the_packed_sequence_reference() -> None:
+    # the speed-up (fused unpacked LSTM + gather) must give what packing gives, up to float rounding
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(3)
+    encoder = SequenceEncoder(input_dim=5, size=ENCODER_SIZES["mosi"]["vision"])
+    x = torch.randn(8, 30, 5)
+    lengths = torch.tensor([30, 1, 7, 12, 30, 2, 19, 25])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    _, (h_n, _) = encoder.lstm(packed)
+    reference = encoder.proj(h_n[-1])
+    assert torch.allclose(encoder(x, lengths), reference, atol=1e-6)
