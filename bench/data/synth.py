@@ -98,7 +98,16 @@ KNOBS: dict[str, dict[str, tuple[float, float]]] = {
     "mosi": {"text": (6.0, 1.5), "audio": (0.3, 3.0), "vision": (0.6, 3.0)},
     "mosei": {"text": (12.0, 0.7), "audio": (0.5, 3.0), "vision": (0.5, 3.0)},
 }
-CALIBRATED_PROFILE = "quick"  # the calibration holds at this profile only
+CALIBRATED_PROFILE = "quick"  # KNOBS hold at this profile; PROFILE_KNOBS adjusts the others it lists
+
+# Per-profile overrides: with the full-size data (2.6x the quick training set, longer sequences) the LSTM
+# finds the weak MOSI audio / vision evidence more easily, so their signal is lower there. Measured:
+#   bench data calibrate --like mosi --profile full --seeds 0,1,2,3,4 --workers 2
+#     text 74.52 +- 0.79 (target 73.91), audio 43.70 +- 1.85 (44.29), vision 51.02 +- 1.58 (50.15)
+# MOSEI at full is not calibrated (no GPU was available to train it; it uses the quick knobs).
+PROFILE_KNOBS: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
+    ("mosi", "full"): {"audio": (0.12, 3.0), "vision": (0.34, 3.0)},
+}
 
 # Fixed (not calibrated) nuisance settings per modality: noise std per step, speaker offset std,
 # fraction of valid steps that carry evidence, std of the modality's mean vector.
@@ -167,7 +176,7 @@ def synth_params(like: str, profile: str = "quick", seed: int = DATA_SEED,
         raise DataError(f"unknown surrogate {like!r}; choose from {', '.join(LIKES)}")
     if profile not in PROFILE_NAMES:
         raise DataError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
-    chosen = {**KNOBS[like], **(knobs or {})}
+    chosen = {**KNOBS[like], **PROFILE_KNOBS.get((like, profile), {}), **(knobs or {})}
     modalities = []
     for name in MODALITY_ORDER:
         steps, dim = SHAPES[like][name]
