@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bench.batch import Batch, ModelOutput
 from bench.config import RunConfig, dataset_family
-from bench.methods.base import Batch, ModelOutput
 
 
 @dataclass(frozen=True)

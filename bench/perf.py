@@ -6,6 +6,7 @@ measured moments before in the same process, printed with the machine, torch ver
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from bench.config import RunConfig, make_config
 
-SECTIONS = ("overhead", "methods", "seeds", "workers", "memory")
+SECTIONS = ("overhead", "speedups", "methods", "seeds", "workers", "memory")
 
 
 def machine_info() -> dict[str, Any]:
@@ -110,6 +111,76 @@ def measure_overhead(dataset: str, profile: str, epochs: int, repeats: int) -> d
             "overhead_ratio": round(plain / harness, 3)}
 
 
+def _packed_forward(encoder: Any, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The encoder as first written: a packed sequence through the LSTM (the 'before' of the speed-up)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    steps = int(lengths.max())
+    packed = pack_padded_sequence(x[:, :steps], lengths.cpu(), batch_first=True, enforce_sorted=False)
+    _, (h_n, _) = encoder.lstm(packed)
+    return encoder.proj(h_n[-1])
+
+
+@contextlib.contextmanager
+def _swapped(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    """Temporarily replace `owner.name` (to time the implementation a speed-up replaced)."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _agm_without_shortcuts() -> contextlib.ExitStack:
+    """AGM as first written: full zeroed-input passes, and a separate eval-mode pass on the real inputs."""
+    import bench.methods.agm as agm
+    from bench.models import LateFusionModel
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_swapped(LateFusionModel, "encode_zeros",
+                                 lambda self, batch: self.encode(batch.with_zeroed(tuple(self.modalities)))))
+    stack.enter_context(_swapped(agm, "behaves_the_same_in_train_and_eval", lambda model: False))
+    return stack
+
+
+def measure_speedups(dataset: str, profile: str, epochs: int, repeats: int) -> dict[str, Any]:
+    """Each optimisation against the code it replaced, same process and data: time ratio and result drift."""
+    from bench.data import load_dataset
+    from bench.models import SequenceEncoder
+    from bench.train import train_run
+
+    data = load_dataset(dataset, profile)
+    cases = {
+        "encoder: fused LSTM + gather vs packed sequence (concat, 3 modalities)": (
+            make_config(dataset, profile, method="concat", modalities=("text", "audio", "vision"),
+                        max_epochs=epochs, early_stopping=False),
+            lambda: _swapped(SequenceEncoder, "forward", _packed_forward)),
+        "encoder: same, audio+vision only": (
+            make_config(dataset, profile, method="concat", modalities=("audio", "vision"),
+                        max_epochs=epochs, early_stopping=False),
+            lambda: _swapped(SequenceEncoder, "forward", _packed_forward)),
+        "agm: shared zero-input pass + reused encoding vs separate passes (text+vision)": (
+            make_config(dataset, profile, method="agm", modalities=("text", "vision"), max_epochs=epochs,
+                        early_stopping=False),
+            _agm_without_shortcuts),
+    }
+    out: dict[str, Any] = {}
+    for label, (cfg, before) in cases.items():
+        after_s, before_s = [], []
+        train_run(cfg, dataset=data)  # warm-up
+        for _ in range(repeats):
+            with before():
+                seconds, old = _timed(lambda cfg=cfg: train_run(cfg, dataset=data))
+            before_s.append(seconds)
+            seconds, new = _timed(lambda cfg=cfg: train_run(cfg, dataset=data))
+            after_s.append(seconds)
+        drift = max(abs(old.metrics[k] - new.metrics[k]) for k in new.metrics)
+        out[label] = {"before_s": round(min(before_s), 2), "after_s": round(min(after_s), 2),
+                      "speedup": round(min(before_s) / min(after_s), 2), "max_metric_difference": drift}
+    return out
+
+
 def measure_methods(dataset: str, profile: str, epochs: int, modalities: tuple[str, ...],
                     repeats: int = 2) -> dict[str, Any]:
     """Seconds per epoch of each trainable method relative to concat (same data, seed, epochs)."""
@@ -188,7 +259,7 @@ def peak_memory_of_one_epoch(dataset: str, profile: str) -> dict[str, Any]:
 
 
 def perf(
-    sections: str = typer.Option(",".join(SECTIONS[:4]), help=f"Comma-separated subset of {', '.join(SECTIONS)}."),
+    sections: str = typer.Option(",".join(SECTIONS[:5]), help=f"Comma-separated subset of {', '.join(SECTIONS)}."),
     dataset: str = typer.Option("synth-mosi", help="Dataset to measure on."),
     profile: str = typer.Option("quick", help="Data profile."),
     epochs: int = typer.Option(3, help="Epochs per timed run (early stopping off)."),
@@ -207,6 +278,7 @@ def perf(
     typer.echo(json.dumps(report["machine"]))
     runners: dict[str, Callable[[], Any]] = {
         "overhead": lambda: measure_overhead(dataset, profile, epochs, repeats),
+        "speedups": lambda: measure_speedups(dataset, profile, epochs, repeats),
         "methods": lambda: {"text+vision": measure_methods(dataset, profile, epochs, ("text", "vision"), repeats),
                             "audio+vision+text": measure_methods(dataset, profile, epochs,
                                                                  ("text", "audio", "vision"), repeats)},
