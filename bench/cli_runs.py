@@ -186,9 +186,27 @@ def run_configs(method: str, modalities: str, dataset: str, source: str, optimiz
         overrides["window"] = parse_window(window)
     configs = [thesis_config(name, method, mods, profile=profile, optimizer=optimizer, config_label=label,
                              seed=seed, **overrides) for seed in seeds]
+    available = dataset_modalities(name, profile)
     for cfg in configs:
-        validate_config(cfg)
+        validate_config(cfg, available)
     return configs
+
+
+def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
+    """The modalities of a dataset file, checked before anything trains (None for the built-in names).
+
+    A file given by path is loaded (and validated: a bad file is a DataError, exit 2, not a failed run);
+    a named real dataset must exist. The surrogate has every modality.
+    """
+    from bench.data import load_dataset
+    from bench.data.loader import real_file_path
+
+    if name.startswith("synth-"):
+        return None
+    if name in ("mosi", "mosei"):
+        real_file_path(name)  # DataError saying where the file must be
+        return None
+    return load_dataset(name, profile).modalities
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -313,6 +331,8 @@ def grid_command(
                    seeds=parse_seeds(seeds), methods=parse_list(method), optimizers=parse_list(optimizer),
                    modalities=parse_modality_filter(modalities), dev_set=dev_set)
     jobs = jobs_with_dependencies(cells)
+    for name in sorted({c.dataset for c in cells}):
+        dataset_modalities(name, profile)  # a missing real file is an error now, not 250 failed runs
     _announce_synthetic(c.dataset for c in cells)
     if dry_run:
         print_dry_run(cells, jobs, runs_dir)
@@ -440,6 +460,7 @@ def rerun_command(
     except ValueError as err:
         raise ConfigError(str(err)) from err
     cfg = store.stored_config(row)
+    check_same_data(run_id, cfg)
     deps = {}
     for dep in dependencies(cfg):
         deps[dep.run_id] = store.load_checkpoint(runs_dir, dep.run_id)
@@ -459,6 +480,18 @@ def rerun_command(
             typer.echo(f"  {line}")
         sys.exit(1)
     typer.echo(f"every metric matches exactly ({len(store.stored_metrics(row))} metrics, status {result.status})")
+
+
+def check_same_data(run_id: str, cfg: RunConfig) -> None:
+    """ConfigError when the data a run was pinned to (data_version) is not what its dataset holds now."""
+    from bench.data import data_fingerprint
+
+    if not cfg.data_version:
+        return
+    now = data_fingerprint(cfg.dataset, cfg.profile)  # DataError when the file is gone
+    if now != cfg.data_version:
+        raise ConfigError(f"cannot rerun {run_id}: its data changed since it was trained ({cfg.dataset} was "
+                          f"{cfg.data_version[:12]}, is now {now[:12]}); an exact rerun needs the original data")
 
 
 def _stored_threads(row: Any) -> int | None:

@@ -186,6 +186,9 @@ class _Scheduler:
     # -- setup --
     def start(self) -> None:
         """Sort jobs into already stored / to train, from one read of the store."""
+        leftovers = store.remove_leftovers(self.runs_dir, self.claim_ttl_s)  # what a kill -9 left behind
+        if leftovers:
+            self.reporter.note(f"removed {len(leftovers)} leftover temp/claim file(s) of interrupted runs")
         stored = store.stored_status(self.runs_dir)
         for rid, job in self.jobs.items():
             status = stored.get(rid)
@@ -263,9 +266,17 @@ class _Scheduler:
 
     # -- outcomes --
     def record(self, job: _Job, result: Any) -> None:
-        """Store a job's result (parent-side, atomic), release its claim, report."""
+        """Store a job's result (parent-side, atomic), release its claim, report.
+
+        A failing write (disk full, permissions) fails the job in the summary with the error; nothing of it
+        is stored (save_result rolls back), so the next invocation trains it again. The grid goes on.
+        """
         try:
             store.save_result(self.runs_dir, result)
+        except Exception as err:
+            reason = f"could not store the result, nothing stored (rerun to retry): {error_text(err)}"
+            result = store.failed_record(job.cfg, reason, getattr(result, "wall_s", 0.0) or 0.0,
+                                         getattr(result, "device", "") or "")
         finally:
             self.running.pop(job.run_id, None)
             self._release(job)

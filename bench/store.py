@@ -11,17 +11,22 @@ Every file is written under a hidden temporary name in its final folder, fsynced
 the final name, so a kill at any moment leaves the old file or the new one, never a partial one.
 Pandas and pyarrow skip names starting with "." when reading a folder, so
 `pandas.read_parquet(runs_dir / "results")` never sees a temp file. The result row is written last:
-an `ok` row implies that its trajectory and checkpoint exist.
+an `ok` row implies that its trajectory and checkpoint exist; when a write fails, the files this save
+already wrote are removed again. Temp names carry the writer's host and pid, so `remove_leftovers` (run
+by every executor at start) deletes the temp files of writers killed mid-write, and the claims of
+processes that died, without touching a live writer's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
 import json
 import math
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -156,21 +161,73 @@ def is_temp_name(name: str) -> bool:
 
 # -- atomic writes -------------------------------------------------------------------------------
 
+TEMP_MAX_AGE_S = 24 * 3600.0  # a temp file of another host is abandoned after this long
+ASIDE_MAX_AGE_S = 60.0  # a claim moved aside while being broken lives for milliseconds
+_TEMP_NAME = re.compile(r"\..+\.([0-9a-f]{8})\.(\d+)-[0-9a-f]{8}\.tmp")
+
+
+def _host_tag() -> str:
+    """Short tag of this host for temp names (host names may hold dots)."""
+    return hashlib.sha256(_host().encode()).hexdigest()[:8]
+
+
+def temp_path(path: Path) -> Path:
+    """A hidden temp name next to `path` that tells which host and process is writing it."""
+    return path.parent / f".{path.name}.{_host_tag()}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Create `path` (it must not exist) with `data`, flushed to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that `path` is either absent/old or complete, never partial."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _abandoned_temp(path: Path) -> bool:
+    """A temp file whose writer died: its process is gone (this host), or it is a day old (any host)."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    match = _TEMP_NAME.fullmatch(path.name)
+    if match and match.group(1) == _host_tag() and not pid_alive(int(match.group(2))):
+        return True
+    if path.name.endswith(".stale"):
+        return age > ASIDE_MAX_AGE_S
+    return age > TEMP_MAX_AGE_S
+
+
+def remove_leftovers(runs_dir: str | os.PathLike[str], claim_ttl_s: float | None = None) -> list[Path]:
+    """Delete what killed processes left behind: temp files of dead writers, stale claims. Returns them."""
+    runs = Path(runs_dir)
+    removed: list[Path] = []
+    for folder in (RESULTS, TRAJECTORIES, CHECKPOINTS, CLAIMS):
+        if not (runs / folder).is_dir():
+            continue
+        for path in sorted((runs / folder).iterdir()):
+            if path.name.startswith("."):
+                if path.is_file() and _abandoned_temp(path):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+            elif folder == CLAIMS and path.suffix == ".claim":
+                if _break_if_stale(path, DEFAULT_CLAIM_TTL_S if claim_ttl_s is None else claim_ttl_s):
+                    removed.append(path)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -346,12 +403,25 @@ def save_result(runs_dir: str | os.PathLike[str], result: ResultLike) -> Path:
         raise ValueError(f"result run_id {result.run_id} does not match its config ({run_id})")
     if result.status not in STATUSES:
         raise ValueError(f"result status must be one of {STATUSES}, got {result.status!r}")
-    atomic_write(trajectory_path(runs, run_id), _parquet_bytes(_trajectory_table(run_id, result.trajectory or [])))
-    if result.status == "ok" and result.state_dict is not None:
-        atomic_write(checkpoint_path(runs, run_id), _checkpoint_bytes(result.state_dict))
-    path = result_path(runs, run_id)
-    atomic_write(path, _parquet_bytes(_row_table(result_columns(result))))
+    written: list[Path] = []
+    try:
+        _write_part(written, trajectory_path(runs, run_id),
+                    lambda: _parquet_bytes(_trajectory_table(run_id, result.trajectory or [])))
+        if result.status == "ok" and result.state_dict is not None:
+            _write_part(written, checkpoint_path(runs, run_id), lambda: _checkpoint_bytes(result.state_dict))
+        path = result_path(runs, run_id)
+        _write_part(written, path, lambda: _parquet_bytes(_row_table(result_columns(result))))
+    except BaseException:
+        for done in written:  # no trajectory or checkpoint without its result row
+            done.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _write_part(written: list[Path], path: Path, data: Any) -> None:
+    """Serialise and write one file of a result, noting it for the rollback."""
+    atomic_write(path, data())
+    written.append(path)
 
 
 def _checkpoint_bytes(state_dict: Mapping[str, Any]) -> bytes:
@@ -536,17 +606,27 @@ def try_claim(runs_dir: str | os.PathLike[str], run_id: str,
 
 
 def _create_claim(path: Path, run_id: str) -> Claim | None:
-    """Create the claim file exclusively; None when it already exists."""
+    """Create the claim file exclusively, complete from its first instant; None when it already exists.
+
+    Written to a temp file, then hard-linked to the claim name (atomic, fails if the name exists): a kill
+    between creating and filling the file would otherwise leave an empty claim that blocks the run.
+    """
     token = secrets.token_hex(8)
+    data = json.dumps({"pid": os.getpid(), "host": _host(), "time": time.time(), "token": token}).encode()
+    tmp = temp_path(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return None
-    info = {"pid": os.getpid(), "host": _host(), "time": time.time(), "token": token}
-    with os.fdopen(fd, "w") as handle:
-        json.dump(info, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+        _write_synced(tmp, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return None
+        except OSError:  # a filesystem without hard links: exclusive create, then fill
+            try:
+                _write_synced(path, data)
+            except FileExistsError:
+                return None
+    finally:
+        tmp.unlink(missing_ok=True)
     return Claim(run_id=run_id, path=path, token=token)
 
 
@@ -576,8 +656,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def claim_is_stale(info: Mapping[str, Any] | None, age_s: float, ttl_s: float) -> bool:
-    """Stale: its process is dead on this host, or it has not been refreshed for `ttl_s` seconds."""
-    if info is not None and info.get("host") == _host() and isinstance(info.get("pid"), int):
+    """Stale: its process is dead on this host, it has not been refreshed for `ttl_s` seconds, or it has been
+    unreadable for a minute (claims are written whole; a broken one would otherwise block its run)."""
+    if info is None:
+        return age_s > min(ttl_s, ASIDE_MAX_AGE_S)
+    if info.get("host") == _host() and isinstance(info.get("pid"), int):
         if not pid_alive(info["pid"]):
             return True
     return age_s > ttl_s

@@ -174,10 +174,12 @@ def label_splits(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, fam
     has_scores = all("regression" in arrays[s] for s in mmsa.RAW_SPLITS)
     has_given = all("classification" in arrays[s] for s in mmsa.RAW_SPLITS)
     if has_given and (family is None or not has_scores):
-        top = max(int(np.max(arrays[s]["classification"], initial=0)) for s in mmsa.RAW_SPLITS)
+        # Checked (finite whole numbers >= 0) before the class count is taken from their maximum.
+        given = {s: labels.given_classes(arrays[s]["classification"], None, f"{path}: split '{s}'")[0]
+                 for s in mmsa.RAW_SPLITS}
+        top = max(int(np.max(given[s], initial=0)) for s in mmsa.RAW_SPLITS)
         k = num_classes if num_classes is not None else top + 1
-        out = {s: labels.given_classes(arrays[s]["classification"], k, f"{path}: split '{s}'")[0]
-               for s in mmsa.RAW_SPLITS}
+        out = {s: labels.given_classes(given[s], k, f"{path}: split '{s}'")[0] for s in mmsa.RAW_SPLITS}
         return out, k, f"labels: the file's classification_labels ({k} classes)"
     if not has_scores:
         raise DataError(f"{path}: no 'regression_labels' in every split and no 'classification_labels' in "

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.labels import given_classes
 from bench.data.safe_pickle import safe_load
 from bench.data.types import DataError
 
@@ -323,12 +324,23 @@ def check(path: Path | str) -> CheckReport:
         modalities = split_modalities(path, raw)
     except DataError as err:
         return CheckReport(path, [str(err)], [], [])
+    label_keys = {key: all(key in raw[split] for split in RAW_SPLITS)
+                  for key in ("regression_labels", "classification_labels")}
     classification_max = -1
     for split, clean in iter_clean_splits(path, raw, findings):
         shapes = ", ".join(f"{m} {tuple(x.shape[1:])}" for m, x in clean.features.items())
         summary.append(f"{split}: {clean.size} samples; {shapes}")
         if clean.classification is not None and clean.classification.size:
-            classification_max = max(classification_max, int(np.nanmax(clean.classification)))
+            # The loader's own check (whole numbers >= 0, finite), so `check` passes only what loads.
+            try:
+                given, _ = given_classes(clean.classification, None, f"{path}: split '{split}'")
+            except DataError as err:
+                findings.problem(str(err))
+                continue
+            classification_max = max(classification_max, int(given.max()))
+    if not any(label_keys.values()):  # every split has labels, but not of one kind: the loader refuses it
+        findings.problem(f"{path}: no 'regression_labels' in every split and no 'classification_labels' in "
+                         "every split: cannot make class labels")
     summary.insert(0, f"modalities: {', '.join(modalities)}")
     if classification_max >= 0:
         summary.append(f"classification_labels present: {classification_max + 1} classes (max + 1)")
