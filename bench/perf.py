@@ -189,21 +189,22 @@ def measure_methods(dataset: str, profile: str, epochs: int, modalities: tuple[s
     from bench.train import train_run
 
     data = load_dataset(dataset, profile)
-    per_epoch: dict[str, float] = {}
-    names = [n for n in sorted(REGISTRY) if n == "concat"] + [n for n in sorted(REGISTRY) if n != "concat"]
-    for name in names:
+    configs: dict[str, RunConfig] = {}
+    for name in sorted(REGISTRY):
         method = get_method(name)
         if name.startswith("test_") or not method.trains or method.needs(make_config(dataset, profile)):
             continue
         if not method.min_modalities <= len(modalities) <= method.max_modalities:
             continue
-        cfg = make_config(dataset, profile, method=name, modalities=modalities, max_epochs=epochs,
-                          early_stopping=False, window_end=-1)
-        timings = []
-        for _ in range(repeats + 1):  # the first is a warm-up; best of the rest
+        configs[name] = make_config(dataset, profile, method=name, modalities=modalities, max_epochs=epochs,
+                                    early_stopping=False, window_end=-1)
+    timings: dict[str, list[float]] = {name: [] for name in configs}
+    for round_index in range(repeats + 1):  # round 0 warms up; methods interleave so noise hits all alike
+        for name, cfg in configs.items():
             seconds, result = _timed(lambda cfg=cfg: train_run(cfg, dataset=data))
-            timings.append(seconds / max(1, int(result.metrics.get("epochs", epochs))))
-        per_epoch[name] = min(timings[1:])
+            if round_index:
+                timings[name].append(seconds / max(1, int(result.metrics.get("epochs", epochs))))
+    per_epoch = {name: min(values) for name, values in timings.items()}
     base = per_epoch.get("concat", float("nan"))
     return {name: {"s_per_epoch": round(s, 3), "vs_concat": round(s / base, 2)} for name, s in per_epoch.items()}
 

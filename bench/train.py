@@ -163,6 +163,7 @@ class Trainer:
         self.best_state: dict[str, Tensor] | None = None
         self.best_loss = math.inf
         self.best_epoch = -1
+        self.best_valid: dict[str, float] | None = None
         self.epochs_run = 0
 
     def batches(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> Iterator[Batch]:
@@ -253,6 +254,7 @@ class Trainer:
             self.best_loss = metrics["loss"]
             self.best_epoch = epoch
             self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_valid = metrics  # the checkpoint's own validation metrics: no second pass later
             return True
         return False
 
@@ -261,7 +263,7 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         test = evaluate(self.model, self.test_split)
-        valid = evaluate(self.model, self.valid_split)
+        valid = self.best_valid if self.best_valid is not None else evaluate(self.model, self.valid_split)
         self.log(self.best_epoch, "test", _epoch_series(test))
         metrics = {f"test_{k}": v for k, v in test.items()}
         metrics.update({"val_acc": valid["acc"], "val_loss": valid["loss"]})
@@ -296,6 +298,14 @@ def seed_everything(seed: int) -> None:
 def _is_out_of_memory(err: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     return (oom is not None and isinstance(err, oom)) or "out of memory" in str(err).lower()
+
+
+def release_device_memory(trainer: Trainer) -> None:
+    """After an out-of-memory failure, free what the run held so the worker's next job starts clean."""
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.state.scratch.clear()
+    if trainer.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def build_trainer(cfg: RunConfig, data: Dataset, deps: Mapping[str, Mapping[str, Tensor]] | None = None,
@@ -340,6 +350,7 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
         if not _is_out_of_memory(err):
             raise
         status, error = "failed", f"epoch {trainer.state.epoch}: out of memory ({err})"
+        release_device_memory(trainer)
     best = trainer.best_state if status == "ok" else None
     return RunResult(
         config=cfg, status=status, error=error, metrics=metrics, trajectory=trainer.trajectory,
