@@ -68,7 +68,7 @@ def test_plot_command_writes_png_and_pdf(small_store, tmp_path, capsys):
 
 def test_report_command(small_store, tmp_path, capsys):
     main(["report", "table-6.10", "--runs-dir", str(small_store), "--out-dir", str(tmp_path)])
-    assert f"written: {tmp_path / 'table-6.10.html'}" in capsys.readouterr().out
+    assert f"written: {tmp_path / 'table-6.10-report.html'}" in capsys.readouterr().out
 
 
 def test_real_preset_join(tmp_path, capsys):

@@ -91,7 +91,7 @@ def test_report_page_embeds_tables_and_figures(trend_store, tmp_path, monkeypatc
     monkeypatch.setattr(sources, "expand_preset", lambda preset, **kw: cells)
     path = page.write_report("table-6.10", runs, tmp_path)
     text = path.read_text()
-    assert path.name == "table-6.10.html" and text.startswith("<!DOCTYPE html>")
+    assert path.name == "table-6.10-report.html" and text.startswith("<!DOCTYPE html>")
     assert text.count('<table class="bench">') == 1
     assert "SYNTHETIC SURROGATE" in text and "Thesis accuracy" in text
     # 6.10 shows the ratio figure (baseline vs OGM) and the baseline's losses.

@@ -105,7 +105,7 @@ def plot(
 def report(
     preset: str = typer.Argument(..., help="Preset, e.g. table-6.10."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Store to read."),
-    out_dir: Path = typer.Option(Path("reports"), "--out-dir", help="Where <preset>.html goes."),
+    out_dir: Path = typer.Option(Path("reports"), "--out-dir", help="Where <preset>-report.html goes."),
     profile: str = typer.Option("quick", help=f"Profile the grid was run with: {', '.join(PROFILES)}."),
     dataset: str = typer.Option("mosi,mosei", "--dataset", help="Dataset families, comma-separated."),
     source: str = typer.Option("auto", help="auto, synth or real (as for `bench grid`)."),

@@ -58,7 +58,7 @@ class RenderedFigure:
 
 
 def write_report(preset: str, runs_dir: Path, out_dir: Path, **expand_kwargs: Any) -> Path:
-    """Write <out_dir>/<preset>.html and return its path."""
+    """Write <out_dir>/<preset>-report.html (the table files own <preset>.html) and return its path."""
     cells = sources.expand_preset(preset, **expand_kwargs)
     results, problems = sources.read_results(Path(runs_dir))
     sources.print_warnings(problems)
@@ -66,7 +66,7 @@ def write_report(preset: str, runs_dir: Path, out_dir: Path, **expand_kwargs: An
     figures = [fig for model in models for fig in table_figures(model, cells, results, Path(runs_dir))]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{preset}.html"
+    path = out_dir / f"{preset}-report.html"
     path.write_text(page_html(preset, Path(runs_dir), models, figures), encoding="utf-8")
     return path
 
