@@ -203,3 +203,12 @@ def test_presets_pin_the_current_data_version() -> None:
     assert pinned == {load_dataset("synth-mosi", "smoke").fingerprint}
     deps = [cfg for cfg in presets.jobs_with_dependencies(cells) if cfg.method == "unimodal"]
     assert deps and {cfg.data_version for cfg in deps} == pinned
+
+
+def test_all_preset_gives_dev_set_rows_to_exactly_the_methods_that_have_a_variant() -> None:
+    from bench.methods import REGISTRY
+
+    cells = presets.expand("all", profile="smoke", datasets=("mosi",), seeds=(0,))
+    with_dev = {cell.method for cell in cells if cell.config_label == "dev_set"}
+    assert with_dev == {name for name, cls in REGISTRY.items() if cls.has_dev_set_variant}
+    assert with_dev == {"ogm", "ogm_ge", "acc", "agm", "pmr"}

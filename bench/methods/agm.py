@@ -225,6 +225,7 @@ def dev_split_scores(model: LateFusionModel, state: TrainState) -> dict[str, flo
 @register
 class AGM(Method):
     name = "agm"
+    has_dev_set_variant = True
     Params = AGMParams
     description = "Adaptive Gradient Modulation: Shapley mono-modal outputs, gradient into o_m scaled by k_m"
 

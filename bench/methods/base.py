@@ -65,6 +65,8 @@ class Method:
     min_modalities: ClassVar[int] = 2
     max_modalities: ClassVar[int] = 3
     trains: ClassVar[bool] = True  # False: nothing to optimise (the soft-voting ensemble)
+    # True when `dev_set` changes what the method computes (ratios, scores, prototypes from the dev split)
+    has_dev_set_variant: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     # -- configuration -------------------------------------------------------------------------

@@ -178,6 +178,7 @@ def step_scores(model: nn.Module, state: TrainState) -> dict[str, float]:
 class RatioModulation(Method):
     """Shared hooks of OGM, OGM-GE and ACC; subclasses give the coefficients (and whether to add noise)."""
 
+    has_dev_set_variant = True
     adds_noise: ClassVar[bool] = False
 
     def validate(self, cfg: RunConfig, params: Any) -> None:

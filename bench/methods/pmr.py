@@ -216,6 +216,7 @@ def _shuffled_train(state: TrainState, pass_index: int) -> Iterator[Batch]:
 class PMR(Method):
     name = "pmr"
     Params = PMRParams
+    has_dev_set_variant = True
     description = "prototype cross-entropy added for the lagging modality (Prototypical Modal Rebalance)"
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
