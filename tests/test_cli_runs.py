@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import test_execute_fakes as fakes
+from clitools import bench
 
-from bench import cli, execute, presets, store
+from bench import execute, presets, store
 from bench.cli_runs import metric_differences, parse_modality_filter, parse_params, parse_window
 from bench.config import ConfigError, make_config
 
@@ -19,13 +20,6 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setattr(execute, "default_job_fn", lambda: fakes.fake_job)
 
 
-def bench(*args: str) -> int:
-    """Run the CLI in-process; its exit code (0 when it returns normally)."""
-    try:
-        cli.main(list(args))
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
 
 
 def test_run_prints_each_seed_and_the_mean(tmp_path, capsys):

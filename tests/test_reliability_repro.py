@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from clitools import bench as _bench
 from conftest import tiny_split
 
 import bench
-from bench import cli, store
+from bench import store
 from bench.config import make_config
 from bench.data import load_dataset
 
@@ -64,12 +65,6 @@ def test_two_processes_give_bit_identical_metrics_trajectories_and_weights(tmp_p
 
 # -- provenance and rerun -----------------------------------------------------------------------------------
 
-def _bench(*args: str) -> int:
-    try:
-        cli.main(list(args))
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
 
 
 def _write_data(path: Path, shift: float = 0.0) -> str:

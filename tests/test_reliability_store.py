@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import test_execute_fakes as fakes
 import test_reliability_fakes as rel
+from clitools import bench as _bench
 
-from bench import cli, execute, store
+from bench import execute, store
 
 TESTS_DIR = Path(__file__).resolve().parent
 KILLS = 10
@@ -174,12 +175,6 @@ def test_two_bench_grid_invocations_at_once_share_the_work_without_duplicates(tm
 
 # -- corrupt and foreign files ------------------------------------------------------------------------------
 
-def _bench(*args: str) -> int:
-    try:
-        cli.main(list(args))
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
 
 
 GRID = ["table-6.10", "--profile", "smoke", "--dataset", "mosi", "--method", "concat", "--modalities", "text+vision",
