@@ -14,11 +14,25 @@ import statistics
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
+
+# Options several commands share, each defined once (flag and help text); defaults stay in the signatures.
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Results store.")]
+ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="inline, local or slurm.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Worker processes (local executor).")]
+WorkersPerGpuOpt = Annotated[int, typer.Option("--workers-per-gpu", help="Workers per visible GPU.")]
+RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Retrain stored failures.")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Plain output, no live display.")]
+PartitionOpt = Annotated[str | None, typer.Option("--partition", help="Slurm partition.")]
+TimeOpt = Annotated[int | None, typer.Option("--time", help="Slurm time limit per job, minutes.")]
+GpusPerJobOpt = Annotated[int | None, typer.Option("--gpus-per-job", help="Slurm GPUs per job.")]
+ArrayParallelismOpt = Annotated[int | None, typer.Option("--array-parallelism", help="Slurm array parallelism.")]
+SlurmClusterOpt = Annotated[str | None, typer.Option("--slurm-cluster", hidden=True,
+                                                     help="submitit cluster (local/debug for testing).")]
 
 # -- parsing helpers -------------------------------------------------------------------------------
 
@@ -261,18 +275,17 @@ def run_command(
     profile: str = typer.Option("quick", "--profile", help=f"One of {', '.join(PROFILES)}."),
     param: list[str] | None = typer.Option(None, "--param", help="Method parameter name=value (repeatable)."),
     window: str | None = typer.Option(None, "--window", help="Modulation window START:END (epochs)."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Results store."),
-    executor: str | None = typer.Option(None, "--executor", help="inline, local or slurm."),
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes (local executor)."),
-    workers_per_gpu: int = typer.Option(1, "--workers-per-gpu", help="Workers per visible GPU."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retrain stored failures."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Plain output, no live display."),
-    partition: str | None = typer.Option(None, "--partition", help="Slurm partition."),
-    time_min: int | None = typer.Option(None, "--time", help="Slurm time limit per job, minutes."),
-    gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="Slurm GPUs per job."),
-    array_parallelism: int | None = typer.Option(None, "--array-parallelism", help="Slurm array parallelism."),
-    slurm_cluster: str | None = typer.Option(None, "--slurm-cluster", hidden=True,
-                                             help="submitit cluster (local/debug for testing)."),
+    runs_dir: RunsDir = Path("runs"),
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    workers_per_gpu: WorkersPerGpuOpt = 1,
+    retry_failed: RetryFailedOpt = False,
+    no_progress: NoProgressOpt = False,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = None,
+    gpus_per_job: GpusPerJobOpt = None,
+    array_parallelism: ArrayParallelismOpt = None,
+    slurm_cluster: SlurmClusterOpt = None,
 ) -> None:
     """Train one configuration over seeds (thesis defaults, flags on top); print per-seed results."""
     opts = _exec_options(runs_dir, executor, workers, workers_per_gpu, retry_failed, no_progress, partition,
@@ -305,18 +318,17 @@ def grid_command(
     dev_set: bool | None = typer.Option(None, "--dev-set/--no-dev-set", help="Only dev-set rows / only others."),
     seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Comma-separated seeds."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and what is stored; train nothing."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Results store."),
-    executor: str | None = typer.Option(None, "--executor", help="inline, local or slurm."),
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes (local executor)."),
-    workers_per_gpu: int = typer.Option(1, "--workers-per-gpu", help="Workers per visible GPU."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retrain stored failures."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Plain output, no live display."),
-    partition: str | None = typer.Option(None, "--partition", help="Slurm partition."),
-    time_min: int | None = typer.Option(None, "--time", help="Slurm time limit per job, minutes."),
-    gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="Slurm GPUs per job."),
-    array_parallelism: int | None = typer.Option(None, "--array-parallelism", help="Slurm array parallelism."),
-    slurm_cluster: str | None = typer.Option(None, "--slurm-cluster", hidden=True,
-                                             help="submitit cluster (local/debug for testing)."),
+    runs_dir: RunsDir = Path("runs"),
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    workers_per_gpu: WorkersPerGpuOpt = 1,
+    retry_failed: RetryFailedOpt = False,
+    no_progress: NoProgressOpt = False,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = None,
+    gpus_per_job: GpusPerJobOpt = None,
+    array_parallelism: ArrayParallelismOpt = None,
+    slurm_cluster: SlurmClusterOpt = None,
 ) -> None:
     """Train every run of a preset that is not stored yet (resumable), dependencies first."""
     from bench.presets import expand, jobs_with_dependencies
@@ -377,7 +389,7 @@ def print_dry_run(cells: Sequence[Any], jobs: Sequence[RunConfig], runs_dir: Pat
 # -- bench ls --------------------------------------------------------------------------------------
 
 def ls_command(
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Results store."),
+    runs_dir: RunsDir = Path("runs"),
     preset: str | None = typer.Option(None, "--preset", help="Also show what this preset still lacks."),
     profile: str = typer.Option("quick", "--profile", help="Profile of --preset."),
     dataset: str = typer.Option("mosi,mosei", "--dataset", help="Datasets of --preset."),
@@ -448,7 +460,7 @@ def metric_differences(stored: dict[str, float], fresh: dict[str, float]) -> lis
 
 def rerun_command(
     run_id: str = typer.Argument(..., help="Run id of a stored run."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Results store."),
+    runs_dir: RunsDir = Path("runs"),
     device: str | None = typer.Option(None, "--device", help="Device (default: cpu, or cuda if stored on a GPU)."),
 ) -> None:
     """Retrain a stored run from its config_json and check that every metric matches exactly."""

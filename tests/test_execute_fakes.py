@@ -17,7 +17,8 @@ from bench.presets import dependencies
 from bench.store import RunRecord
 
 
-def _seeds(name: str) -> set[int]:
+def seeds_from_env(name: str) -> set[int]:
+    """The comma-separated seeds in environment variable `name` (empty when unset)."""
     return {int(s) for s in os.environ.get(name, "").split(",") if s.strip()}
 
 
@@ -26,14 +27,19 @@ def _targeted(cfg: RunConfig) -> bool:
     return not methods or cfg.method in methods.split(",")
 
 
-def _log_start(cfg: RunConfig) -> None:
-    path = os.environ.get("BENCH_FAKE_LOG")
+def append_line(env_var: str, line: str) -> None:
+    """Append one line to the file named by `env_var` (if set), atomically (O_APPEND) from any process."""
+    path = os.environ.get(env_var)
     if path:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, f"{cfg.run_id} {os.getpid()}\n".encode())
+            os.write(fd, f"{line}\n".encode())
         finally:
             os.close(fd)
+
+
+def _log_start(cfg: RunConfig) -> None:
+    append_line("BENCH_FAKE_LOG", f"{cfg.run_id} {os.getpid()}")
 
 
 def fake_metrics(cfg: RunConfig) -> dict[str, float]:
@@ -48,9 +54,9 @@ def fake_job(cfg: RunConfig, deps: Any = None, device: str = "cpu") -> RunRecord
     """A quick stand-in for train_run that checks it got exactly its dependencies' checkpoints."""
     _log_start(cfg)
     time.sleep(float(os.environ.get("BENCH_FAKE_DELAY", "0")))
-    if _targeted(cfg) and cfg.seed in _seeds("BENCH_FAKE_EXIT_SEEDS"):
+    if _targeted(cfg) and cfg.seed in seeds_from_env("BENCH_FAKE_EXIT_SEEDS"):
         os._exit(3)
-    if _targeted(cfg) and cfg.seed in _seeds("BENCH_FAKE_FAIL_SEEDS"):
+    if _targeted(cfg) and cfg.seed in seeds_from_env("BENCH_FAKE_FAIL_SEEDS"):
         raise RuntimeError(f"planned failure for seed {cfg.seed}")
     wanted = {d.run_id: {"seed": [float(d.seed)] * 2} for d in dependencies(cfg)}
     got = {k: {"seed": list(v["seed"])} for k, v in (deps or {}).items()}

@@ -7,7 +7,7 @@ from itertools import combinations
 
 import pytest
 import torch
-from tiny import make_tiny_dataset
+from tiny import TAV, TV, make_tiny_dataset
 
 from bench.config import ConfigError, make_config
 from bench.methods import TrainState, get_method, validate_config
@@ -28,8 +28,6 @@ from bench.train import SplitTensors, seed_everything, train_run
 
 torch.set_num_threads(1)
 
-TV = ("text", "vision")
-TAV = ("text", "audio", "vision")
 E = math.e
 
 

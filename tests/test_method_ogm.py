@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tiny import make_tiny_dataset
+from tiny import TAV, TV, make_tiny_dataset
 
 from bench.config import ConfigError, make_config
 from bench.methods import TrainState, get_method, validate_config
@@ -22,9 +22,6 @@ from bench.models import EncoderSize, LateFusionModel, ModelSpec, model_spec
 from bench.train import SplitTensors, seed_everything, train_run
 
 torch.set_num_threads(1)
-
-TV = ("text", "vision")
-TAV = ("text", "audio", "vision")
 
 
 @pytest.fixture(scope="module")

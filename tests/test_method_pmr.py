@@ -24,7 +24,7 @@ from bench.methods.pmr import (
     rebalance_coefficients,
     update_prototypes,
 )
-from bench.train import Trainer, build_trainer, train_run
+from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)
 
@@ -40,11 +40,6 @@ def _cfg(**fields):
     base = {"method": "pmr", "modalities": ("text", "vision"), "max_epochs": 2}
     base.update(fields)
     return make_config("synth-mosi", "smoke", **base)
-
-
-def _trainer(cfg, data) -> Trainer:
-    """The loop's Trainer (model, state, batches) without running it, as train_run builds it."""
-    return build_trainer(cfg, data)
 
 
 # -- prototypes ---------------------------------------------------------------------------------------------
@@ -185,7 +180,7 @@ def _class_means_of_first(trainer, count: int, epoch: int) -> tuple[dict, dict]:
 
 
 def test_method_prototypes_come_from_the_first_tenth_of_a_fresh_shuffled_pass(tiny) -> None:
-    trainer = _trainer(_cfg(), tiny)
+    trainer = build_trainer(_cfg(), tiny)
     model, state, method = trainer.model, trainer.state, trainer.method
     method.on_train_start(model, state)
     # 64 training samples: ceil(0.1 * 64) = 7 samples, the first 7 of the hook shuffle of "epoch" 0
@@ -216,7 +211,7 @@ def _gradients(model, loss) -> dict[str, torch.Tensor]:
 
 
 def test_method_loss_in_the_window_adds_only_to_the_weaker_encoder(tiny) -> None:
-    trainer = _trainer(_cfg(method_params={"alpha": 0.5}), tiny)
+    trainer = build_trainer(_cfg(method_params={"alpha": 0.5}), tiny)
     model, state, method = trainer.model, trainer.state, trainer.method
     method.on_train_start(model, state)
     batch = next(trainer.batches("train", shuffle=False))
@@ -236,7 +231,7 @@ def test_method_loss_in_the_window_adds_only_to_the_weaker_encoder(tiny) -> None
 
 
 def test_method_loss_outside_the_window_is_plain_cross_entropy(tiny) -> None:
-    trainer = _trainer(_cfg(window_start=1, window_end=1, method_params={"entropy_mu": 0.5}), tiny)
+    trainer = build_trainer(_cfg(window_start=1, window_end=1, method_params={"entropy_mu": 0.5}), tiny)
     model, state, method = trainer.model, trainer.state, trainer.method
     method.on_train_start(model, state)
     batch = next(trainer.batches("train", shuffle=False))
@@ -250,7 +245,7 @@ def test_method_loss_outside_the_window_is_plain_cross_entropy(tiny) -> None:
 
 
 def test_dev_set_scores_are_recomputed_every_ratio_every_steps(tiny) -> None:
-    trainer = _trainer(_cfg(dev_set=True, ratio_every=2), tiny)
+    trainer = build_trainer(_cfg(dev_set=True, ratio_every=2), tiny)
     model, state, method = trainer.model, trainer.state, trainer.method
     method.on_train_start(model, state)
     calls: list[str] = []

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tiny import make_tiny_dataset
+from tiny import TAV, make_tiny_dataset
 
 from bench.config import ConfigError, make_config
 from bench.methods import get_method, validate_config
@@ -19,12 +19,11 @@ from bench.methods.reconboost import (
     previous_modality,
     stage_position,
 )
-from bench.train import Trainer, build_trainer, train_run
+from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
-TAV = ("text", "audio", "vision")
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +35,6 @@ def _cfg(**fields):
     base = {"method": "reconboost", "modalities": ("text", "vision"), "max_epochs": 2, "scheduler": "none"}
     base.update(fields)
     return make_config("synth-mosi", "smoke", **base)
-
-
-def _trainer(cfg, data) -> Trainer:
-    """The loop's Trainer (model, state, batches) without running it, as train_run builds it."""
-    return build_trainer(cfg, data)
 
 
 # -- phase-1 boosting loss ------------------------------------------------------------------------------
@@ -129,7 +123,7 @@ def test_members_and_previous_modality() -> None:
 
 
 def test_checkpoint_epoch_only_at_stage_ends(tiny) -> None:
-    trainer = _trainer(_cfg(max_epochs=6, method_params={"stage_epochs": 2, "rectify_epochs": 1}), tiny)
+    trainer = build_trainer(_cfg(max_epochs=6, method_params={"stage_epochs": 2, "rectify_epochs": 1}), tiny)
     flags = [trainer.method.checkpoint_epoch(e, trainer.state) for e in range(6)]
     assert flags == [False, False, True, False, False, True]
 
@@ -138,7 +132,7 @@ def test_checkpoint_epoch_only_at_stage_ends(tiny) -> None:
 
 
 def test_ensemble_is_eta_times_the_sum_of_the_learners(tiny) -> None:
-    trainer = _trainer(_cfg(modalities=TAV, method_params={"eta_init": 1.5}), tiny)
+    trainer = build_trainer(_cfg(modalities=TAV, method_params={"eta_init": 1.5}), tiny)
     model = trainer.model
     assert model.width == 32  # MOSI sizes: text 32, audio 16, vision 32 -> the largest
     # by hand on fixed logits: 2 * ((1, 0) + (0.5, -1)) = (3, -2)
@@ -172,7 +166,7 @@ def _grads_after_loss(trainer, epoch: int) -> tuple[dict[str, bool], dict]:
 
 
 def test_phase1_trains_only_the_stage_modality_and_the_head(tiny) -> None:
-    trainer = _trainer(_cfg(modalities=TAV, max_epochs=6), tiny)
+    trainer = build_trainer(_cfg(modalities=TAV, max_epochs=6), tiny)
     # epoch 0: stage 0 (text), phase 1; no other learner yet: q uniform, w = 1 - 0.25 / 3
     grads, logs = _grads_after_loss(trainer, epoch=0)
     assert grads == {"text": True, "audio": False, "vision": False, "head": True, "eta": False}
@@ -186,7 +180,7 @@ def test_phase1_trains_only_the_stage_modality_and_the_head(tiny) -> None:
 
 
 def test_phase2_trains_the_ensemble_members_the_head_and_eta(tiny) -> None:
-    trainer = _trainer(_cfg(modalities=TAV, max_epochs=6), tiny)
+    trainer = build_trainer(_cfg(modalities=TAV, max_epochs=6), tiny)
     grads, logs = _grads_after_loss(trainer, epoch=3)  # stage 1 (vision), phase 2: members text, vision
     assert grads == {"text": True, "audio": False, "vision": True, "head": True, "eta": True}
     assert "phase2_loss" in logs

@@ -26,19 +26,9 @@ from bench.methods import REGISTRY, Method, register
 # -- fake jobs ---------------------------------------------------------------------------------------
 
 
-def _seeds(name: str) -> set[int]:
-    return {int(s) for s in os.environ.get(name, "").split(",") if s.strip()}
-
-
 def log_start(cfg: RunConfig) -> None:
     """One line per training start, appended atomically (O_APPEND) by any process."""
-    path = os.environ.get("BENCH_REL_LOG")
-    if path:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, f"{cfg.run_id} {os.getpid()} {os.getppid()}\n".encode())
-        finally:
-            os.close(fd)
+    fakes.append_line("BENCH_REL_LOG", f"{cfg.run_id} {os.getpid()} {os.getppid()}")
 
 
 def _delay(cfg: RunConfig) -> float:
@@ -60,9 +50,9 @@ def sleepy_job(cfg: RunConfig, deps: Any = None, device: str = "cpu") -> Any:
     log_start(cfg)
     _wait_for_gate()
     time.sleep(_delay(cfg))
-    if cfg.seed in _seeds("BENCH_REL_EXIT_SEEDS"):
+    if cfg.seed in fakes.seeds_from_env("BENCH_REL_EXIT_SEEDS"):
         os._exit(7)
-    if cfg.seed in _seeds("BENCH_REL_KILL_SEEDS"):
+    if cfg.seed in fakes.seeds_from_env("BENCH_REL_KILL_SEEDS"):
         os.kill(os.getpid(), signal.SIGKILL)
     return fakes.fake_job(cfg, deps, device)
 

@@ -7,6 +7,8 @@ import numpy as np
 from bench.data.types import Dataset, SplitArrays
 
 DIMS = {"text": 6, "audio": 3, "vision": 4}
+TV = ("text", "vision")  # the modality tuples the method tests use most
+TAV = ("text", "audio", "vision")
 STEPS = {"text": 5, "audio": 7, "vision": 6}
 
 
