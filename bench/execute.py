@@ -18,6 +18,7 @@ Every executor follows the same rules:
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import pickle
@@ -114,6 +115,10 @@ def execute_one(cfg: RunConfig, dep_ids: Sequence[str], runs_dir: str | Path, jo
         result = job_fn(cfg, deps, device=device)
     except Exception as err:  # the job's own error: recorded, the grid goes on
         return store.failed_record(cfg, error_text(err), time.perf_counter() - started, device)
+    finally:
+        # A method's hooks may leave reference cycles (models in scratch, closures); collect them now so a
+        # worker's memory stays flat over a long grid instead of waiting for Python's next full collection.
+        gc.collect()
     problem = _result_problem(cfg, result)
     if problem:
         return store.failed_record(cfg, problem, time.perf_counter() - started, device)

@@ -24,7 +24,9 @@ from torch import nn
 
 from bench.config import RunConfig, make_config
 
-SECTIONS = ("overhead", "speedups", "methods", "seeds", "workers", "memory")
+SECTIONS = ("overhead", "speedups", "methods", "seeds", "seed-stacking", "workers", "memory", "worker-memory")
+# Sections that start fresh processes to read their memory: only on request
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("memory", "worker-memory"))
 
 
 def machine_info() -> dict[str, Any]:
@@ -61,7 +63,7 @@ def plain_loop(cfg: RunConfig, epochs: int) -> float:
     data = load_dataset(cfg.dataset, cfg.profile)
     seed_everything(cfg.seed)
     model = get_method("concat").build(model_spec(cfg, data.feature_dims, data.num_classes), cfg, {})
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # the harness's kernel too
     device = torch.device("cpu")
     train = SplitTensors(data.train, cfg.modalities, device)
     valid = SplitTensors(data.valid, cfg.modalities, device)
@@ -146,6 +148,7 @@ def _agm_without_shortcuts() -> contextlib.ExitStack:
 
 def measure_speedups(dataset: str, profile: str, epochs: int, repeats: int) -> dict[str, Any]:
     """Each optimisation against the code it replaced, same process and data: time ratio and result drift."""
+    import bench.train as train_module
     from bench.data import load_dataset
     from bench.models import SequenceEncoder
     from bench.train import train_run
@@ -165,6 +168,11 @@ def measure_speedups(dataset: str, profile: str, epochs: int, repeats: int) -> d
                         early_stopping=False),
             _agm_without_shortcuts),
     }
+    for optimizer in ("adam", "sgd"):
+        cases[f"optimizer: fused {optimizer} step vs op-by-op (concat, text+vision)"] = (
+            make_config(dataset, profile, method="concat", modalities=("text", "vision"), optimizer=optimizer,
+                        lr=5e-4 if optimizer == "adam" else 1e-2, max_epochs=epochs, early_stopping=False),
+            lambda: _swapped(train_module, "fused_optimizer_options", lambda groups: {}))
     out: dict[str, Any] = {}
     for label, (cfg, before) in cases.items():
         after_s, before_s = [], []
@@ -222,6 +230,124 @@ def measure_seeds(dataset: str, profile: str, epochs: int, n_seeds: int) -> dict
     return {"one_seed_s": round(one, 2), f"{n_seeds}_seeds_s": round(many, 2), "ratio": round(many / one, 2)}
 
 
+class _StackedLSTM(nn.Module):
+    """n one-layer LSTMs with stacked weights, stepped in a Python loop over batched matmuls.
+
+    Only for the `seed-stacking` measurement (what training seeds together would cost here); the
+    harness trains with nn.LSTM.
+    """
+
+    def __init__(self, lstms: list[nn.LSTM]) -> None:
+        super().__init__()
+        self.hidden = lstms[0].hidden_size
+        self.w_ih = nn.Parameter(torch.stack([m.weight_ih_l0.detach().T for m in lstms]))  # (S, D, 4H)
+        self.w_hh = nn.Parameter(torch.stack([m.weight_hh_l0.detach().T for m in lstms]))  # (S, H, 4H)
+        self.bias = nn.Parameter(torch.stack([(m.bias_ih_l0 + m.bias_hh_l0).detach() for m in lstms]))  # (S, 4H)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # x: (S, B, T, D); lengths: (S, B) -> the state at each sample's last true step, (S, B, H)
+        seeds, batch, steps, width = x.shape
+        gates_in = torch.baddbmm(self.bias.unsqueeze(1), x.reshape(seeds, batch * steps, width), self.w_ih)
+        h = c = x.new_zeros(seeds, batch, self.hidden)
+        states = []
+        for gates_t in gates_in.view(seeds, batch, steps, -1).unbind(2):  # unbind: one backward copy, not T
+            i, f, g, o = torch.baddbmm(gates_t, h, self.w_hh).chunk(4, dim=2)  # PyTorch's gate order
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            states.append(h)
+        last = (lengths - 1).clamp(min=0)[:, :, None, None].expand(seeds, batch, 1, self.hidden)
+        return torch.stack(states, dim=2).gather(2, last).squeeze(2)
+
+
+def _stacked_concat_epoch(models: list[nn.Module], split: Any, batch_size: int) -> tuple[Callable[[], None], float]:
+    """One epoch of n concat models trained together (each its own batch order); and how far the
+    stacked encoders' first outputs are from the models' own (a check that the prototype computes the same)."""
+    modalities = models[0].modalities
+    lstms = {m: _StackedLSTM([model.encoders[m].lstm for model in models]) for m in modalities}
+    projections = {m: (torch.stack([model.encoders[m].proj.weight.detach().T for model in models]),
+                       torch.stack([model.encoders[m].proj.bias.detach() for model in models]))
+                   for m in modalities}
+    head = (torch.stack([model.head.weight.detach().T for model in models]),
+            torch.stack([model.head.bias.detach() for model in models]))
+    params = [p for lstm in lstms.values() for p in lstm.parameters()]
+    for tensor in [t for pair in projections.values() for t in pair] + list(head):
+        params.append(tensor.requires_grad_(True))
+    optimizer = torch.optim.Adam(params, lr=5e-4, fused=True)
+
+    def features(index: torch.Tensor) -> torch.Tensor:
+        # index: (S, B) rows of each seed's batch -> concatenated features (S, B, sum of out widths)
+        parts = []
+        for m in modalities:
+            lengths = split.lengths[m][index]  # (S, B)
+            x = split.features[m][index.reshape(-1), :int(lengths.max())]  # (S*B, T, D)
+            state = lstms[m](x.view(*index.shape, *x.shape[1:]), lengths)
+            weight, bias = projections[m]
+            parts.append(torch.baddbmm(bias.unsqueeze(1), state, weight))
+        return torch.cat(parts, dim=2)
+
+    first = torch.arange(batch_size).repeat(len(models), 1)  # (S, B): the same rows for every seed
+    with torch.no_grad():
+        stacked = features(first)
+        own = torch.stack([torch.cat(list(model.encode(split.batch(first[0])).values()), dim=1) for model in models])
+    difference = float((stacked - own).abs().max())
+
+    def epoch() -> None:
+        orders = [torch.randperm(split.size, generator=torch.Generator().manual_seed(s)) for s in range(len(models))]
+        for start in range(0, split.size, batch_size):
+            index = torch.stack([order[start:start + batch_size] for order in orders])  # (S, B)
+            logits = torch.baddbmm(head[1].unsqueeze(1), features(index), head[0])  # (S, B, K)
+            # the sum of the seeds' mean losses: each seed's gradient is its own run's gradient
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), split.labels[index].flatten(),
+                                               reduction="none").view(index.shape).mean(dim=1).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return epoch, difference
+
+
+def measure_seed_stacking(dataset: str, profile: str, n_seeds: int) -> dict[str, Any]:
+    """What training n seeds together (stacked parameters) would cost on this machine, concat text+vision.
+
+    - floor: each seed has its own weights and batch order, so the text encoder's input projection
+      (x W_ih^T and its weight gradient, the largest matmuls of a step) cannot be shared between seeds;
+      those matmuls alone for n seeds, against a whole one-seed epoch of the harness.
+    - prototype: an epoch of n seeds stacked, the LSTM stepped over batched matmuls, against the same.
+    """
+    from bench.data import load_dataset
+    from bench.train import build_trainer
+
+    data = load_dataset(dataset, profile)
+    cfgs = [make_config(dataset, profile, method="concat", modalities=("text", "vision"), seed=seed,
+                        max_epochs=2, early_stopping=False) for seed in range(n_seeds)]
+    trainers = [build_trainer(cfg, data) for cfg in cfgs]
+    trainer, batch_size = trainers[0], cfgs[0].batch_size
+    trainer.train_epoch(0)  # warm-up
+    one_epoch_s, _ = _timed(lambda: trainer.train_epoch(1))
+
+    text_weight = trainer.model.encoders["text"].lstm.weight_ih_l0.detach()  # (4H, D)
+    weights = [text_weight.clone().requires_grad_(True) for _ in range(n_seeds)]
+    # per seed, its own batch order: a list of (B, T, D) text inputs
+    batches = [[batch.inputs["text"] for batch in trainer.train_split.iterate(batch_size, torch.Generator()
+                                                                                 .manual_seed(seed))]
+               for seed in range(n_seeds)]
+
+    def projections() -> None:
+        for weight, inputs in zip(weights, batches, strict=True):
+            for x in inputs:
+                gates = x @ weight.T  # (B, T, 4H)
+                gates.backward(torch.ones_like(gates))
+
+    projections()  # warm-up
+    floor_s, _ = _timed(projections)
+    stacked_epoch, difference = _stacked_concat_epoch([t.model for t in trainers], trainer.train_split, batch_size)
+    stacked_epoch()  # warm-up
+    stacked_s, _ = _timed(stacked_epoch)
+    return {"one_seed_epoch_s": round(one_epoch_s, 3), f"{n_seeds}_seeds_text_projection_s": round(floor_s, 3),
+            "floor_ratio": round(floor_s / one_epoch_s, 2), f"{n_seeds}_seeds_stacked_epoch_s": round(stacked_s, 3),
+            "stacked_ratio": round(stacked_s / one_epoch_s, 2), "stacked_max_feature_difference": difference}
+
+
 def measure_workers(dataset: str, profile: str, epochs: int, jobs: int) -> dict[str, Any]:
     """A small grid through the local executor with 1 and 2 workers (fresh runs directories)."""
     from bench.execute import run_jobs
@@ -238,6 +364,14 @@ def measure_workers(dataset: str, profile: str, epochs: int, jobs: int) -> dict[
     return out
 
 
+def _fresh_process_output(code: str) -> list[str] | dict[str, str]:
+    """Run `code` in a fresh Python process: its stdout words, or {"error": last stderr line}."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return done.stdout.split()
+
+
 def peak_memory_of_one_epoch(dataset: str, profile: str) -> dict[str, Any]:
     """Peak resident memory (MiB) of a fresh process that loads the data and trains one concat epoch."""
     code = (
@@ -251,16 +385,42 @@ def peak_memory_of_one_epoch(dataset: str, profile: str) -> dict[str, Any]:
         "train_run(c, dataset=d)\n"
         "print(b, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    array_bytes, max_rss_kib = (int(v) for v in done.stdout.split()[-2:])
+    words = _fresh_process_output(code)
+    if isinstance(words, dict):
+        return words
+    array_bytes, max_rss_kib = (int(v) for v in words[-2:])
     return {"array_MiB": round(array_bytes / 2**20, 1), "peak_rss_MiB": round(max_rss_kib / 1024, 1),
             "peak_over_arrays": round(max_rss_kib * 1024 / array_bytes, 2)}
 
 
+def worker_memory_over_jobs(dataset: str, profile: str, jobs: int) -> dict[str, Any]:
+    """Resident memory (MiB) of a fresh process after each of `jobs` concat runs through `execute_one`,
+    the path a local worker takes: it must stay flat, not grow with every job of a long grid."""
+    code = (
+        "import tempfile, torch; torch.set_num_threads(1)\n"
+        "from bench.config import make_config\nfrom bench.execute import default_job_fn, execute_one\n"
+        "def rss():\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS'))\n"
+        "runs = tempfile.mkdtemp()\n"
+        f"for seed in range({jobs}):\n"
+        f"    c = make_config({dataset!r}, {profile!r}, method='concat', modalities=('text','audio','vision'),"
+        " seed=seed, max_epochs=2)\n"
+        "    execute_one(c, (), runs, default_job_fn(), 'cpu')\n"
+        "    print(rss())\n"
+    )
+    words = _fresh_process_output(code)
+    if isinstance(words, dict):
+        return words
+    rss_mib = [int(v) / 1024 for v in words[-jobs:]]
+    # the first few jobs settle the allocator (one step of about 50-70 MiB); growth is read over the second half
+    half = jobs // 2
+    return {"after_job_1_MiB": round(rss_mib[0], 1), f"after_job_{half}_MiB": round(rss_mib[half - 1], 1),
+            f"after_job_{jobs}_MiB": round(rss_mib[-1], 1),
+            "growth_per_job_second_half_MiB": round((rss_mib[-1] - rss_mib[half - 1]) / (jobs - half), 1)}
+
+
 def perf(
-    sections: str = typer.Option(",".join(SECTIONS[:5]), help=f"Comma-separated subset of {', '.join(SECTIONS)}."),
+    sections: str = typer.Option(",".join(DEFAULT_SECTIONS), help=f"Comma-separated subset of {', '.join(SECTIONS)}."),
     dataset: str = typer.Option("synth-mosi", help="Dataset to measure on."),
     profile: str = typer.Option("quick", help="Data profile."),
     epochs: int = typer.Option(3, help="Epochs per timed run (early stopping off)."),
@@ -284,7 +444,9 @@ def perf(
                             "audio+vision+text": measure_methods(dataset, profile, epochs,
                                                                  ("text", "audio", "vision"), repeats)},
         "seeds": lambda: measure_seeds(dataset, profile, epochs, 5),
+        "seed-stacking": lambda: measure_seed_stacking(dataset, profile, 5),
         "workers": lambda: measure_workers(dataset, profile, epochs, 6),
+        "worker-memory": lambda: worker_memory_over_jobs(dataset, profile, 12),
         "memory": lambda: {pair: peak_memory_of_one_epoch(*pair.split(":"))
                            for pair in memory_profiles.split(",") if pair.strip()},
     }

@@ -158,21 +158,14 @@ class Trainer:
         )
         self.state = TrainState(
             cfg=cfg, params=params, device=device, num_classes=data.num_classes, optimizer=self.optimizer,
-            generator=torch.Generator(device=device).manual_seed(cfg.seed + 7919), batches=self.batches,
+            generator=torch.Generator(device=device).manual_seed(cfg.seed + 7919),
+            splits={"train": self.train_split, "valid": self.valid_split, "dev": self.dev_split},
         )
         self.best_state: dict[str, Tensor] | None = None
         self.best_loss = math.inf
         self.best_epoch = -1
         self.best_valid: dict[str, float] | None = None
         self.epochs_run = 0
-
-    def batches(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> Iterator[Batch]:
-        """Hook access to the data: 'train', 'dev' (dev-set runs only), 'valid'."""
-        source = {"train": self.train_split, "valid": self.valid_split, "dev": self.dev_split}[split]
-        if source is None:
-            raise ConfigError(f"split {split!r} is not available in this run (dev_set={self.cfg.dev_set})")
-        generator = torch.Generator().manual_seed(self.cfg.seed * 1009 + self.state.epoch) if shuffle else None
-        return source.iterate(batch_size or self.cfg.batch_size, generator)
 
     def log(self, epoch: int, split: str, logs: Mapping[str, float]) -> None:
         """Append flat logs as trajectory rows: keys 'series/modality', or 'split:series/modality'."""
@@ -282,11 +275,27 @@ def _epoch_series(metrics: Mapping[str, float]) -> dict[str, float]:
     return logs
 
 
+# Devices where torch has fused Adam/SGD kernels for float parameters.
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+
+
+def fused_optimizer_options(groups: list[dict[str, Any]]) -> dict[str, bool]:
+    """{"fused": True} when every parameter can take the fused kernel, else {} (the op-by-op loop).
+
+    The fused step is one kernel per tensor instead of one op per term of the formula: about 8 % of a
+    CPU epoch here. It computes the same update, rounded differently in the last bits.
+    """
+    params = [p for group in groups for p in group["params"]]
+    fusable = all(p.is_floating_point() and p.device.type in FUSED_OPTIMIZER_DEVICES for p in params)
+    return {"fused": True} if params and fusable else {}
+
+
 def build_optimizer(method: Method, model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     groups = method.param_groups(model, cfg)
+    options = fused_optimizer_options(groups)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **options)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **options)
 
 
 def seed_everything(seed: int) -> None:

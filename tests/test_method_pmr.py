@@ -170,7 +170,7 @@ def test_entropy_option_changes_the_loss_by_exactly_minus_mu_times_h() -> None:
 def _class_means_of_first(trainer, count: int, epoch: int) -> tuple[dict, dict]:
     """Class means and counts of the first `count` samples of the hook shuffle for `epoch`."""
     saved, trainer.state.epoch = trainer.state.epoch, epoch
-    first = next(trainer.batches("train", shuffle=True, batch_size=count))
+    first = next(trainer.state.batches("train", shuffle=True, batch_size=count))
     trainer.state.epoch = saved
     with torch.no_grad():
         features = trainer.model.eval().encode(first)
@@ -214,7 +214,7 @@ def test_method_loss_in_the_window_adds_only_to_the_weaker_encoder(tiny) -> None
     trainer = build_trainer(_cfg(method_params={"alpha": 0.5}), tiny)
     model, state, method = trainer.model, trainer.state, trainer.method
     method.on_train_start(model, state)
-    batch = next(trainer.batches("train", shuffle=False))
+    batch = next(trainer.state.batches("train", shuffle=False))
     loss, logs = method.loss(model, batch, state)
     weaker = "text" if logs["score/text"] < logs["score/vision"] else "vision"
     stronger = "vision" if weaker == "text" else "text"
@@ -234,7 +234,7 @@ def test_method_loss_outside_the_window_is_plain_cross_entropy(tiny) -> None:
     trainer = build_trainer(_cfg(window_start=1, window_end=1, method_params={"entropy_mu": 0.5}), tiny)
     model, state, method = trainer.model, trainer.state, trainer.method
     method.on_train_start(model, state)
-    batch = next(trainer.batches("train", shuffle=False))
+    batch = next(trainer.state.batches("train", shuffle=False))
     state.epoch = 0  # outside [1, 1]
     loss, logs = method.loss(model, batch, state)
     assert loss.item() == F.cross_entropy(model(batch).logits, batch.labels).item()
@@ -248,10 +248,10 @@ def test_dev_set_scores_are_recomputed_every_ratio_every_steps(tiny) -> None:
     trainer = build_trainer(_cfg(dev_set=True, ratio_every=2), tiny)
     model, state, method = trainer.model, trainer.state, trainer.method
     method.on_train_start(model, state)
+    batch = next(state.batches("train", shuffle=False))
     calls: list[str] = []
     batches = state.batches
     state.batches = lambda split, *a, **k: (calls.append(split), batches(split, *a, **k))[1]
-    batch = next(trainer.batches("train", shuffle=False))
     for step, expect_new_pass in [(0, True), (0, False), (1, False), (2, True), (3, False)]:
         state.step = step
         before = len(calls)

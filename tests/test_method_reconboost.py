@@ -140,7 +140,7 @@ def test_ensemble_is_eta_times_the_sum_of_the_learners(tiny) -> None:
     fixed = {"text": torch.tensor([[1.0, 0.0]]), "vision": torch.tensor([[0.5, -1.0]])}
     assert torch.allclose(model.ensemble(fixed), torch.tensor([[3.0, -2.0]]))
     model.boost_rate.data.fill_(1.5)
-    batch = next(trainer.batches("valid", shuffle=False))
+    batch = next(trainer.state.batches("valid", shuffle=False))
     model.set_members(TAV)
     out = model(batch)
     assert torch.allclose(out.logits, 1.5 * sum(out.modality_logits.values()), atol=1e-6)
@@ -154,7 +154,7 @@ def _grads_after_loss(trainer, epoch: int) -> tuple[dict[str, bool], dict]:
     state.epoch = epoch
     method.on_epoch_start(model, state)
     model.zero_grad(set_to_none=True)
-    loss, logs = method.loss(model, next(trainer.batches("train", shuffle=False)), state)
+    loss, logs = method.loss(model, next(trainer.state.batches("train", shuffle=False)), state)
     loss.backward()
     parts = {"text": model.encoders["text"], "audio": model.encoders["audio"],
              "vision": model.encoders["vision"], "head": model.head}

@@ -207,3 +207,51 @@ def test_a_config_pinned_to_other_data_is_refused(tiny) -> None:
         train_run(_cfg(data_version="0" * 64), dataset=tiny)
     # the version is part of the run id: new data, new runs
     assert _cfg(data_version="a").run_id != _cfg(data_version="b").run_id
+
+
+@pytest.mark.parametrize("method", ["concat", "agm", "pmr", "reconboost"])
+def test_a_finished_run_frees_its_data_without_the_cycle_collector(tiny, method, monkeypatch) -> None:
+    """A worker runs hundreds of jobs: a reference cycle through the loop would keep every job's tensors."""
+    import gc
+    import weakref
+
+    import bench.train as train_module
+
+    alive: list[weakref.ref] = []
+
+    class TrackedSplit(train_module.SplitTensors):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            alive.append(weakref.ref(self))
+
+    modalities = ("text", "audio", "vision") if method != "agm" else ("text", "vision")
+    cfg = _cfg(method=method, modalities=modalities, dev_set=method != "reconboost")
+    train_run(cfg, dataset=tiny)  # torch's one-time lazy set-up (first optimizer) keeps a frame: not per job
+    monkeypatch.setattr(train_module, "SplitTensors", TrackedSplit)
+    gc.disable()
+    try:
+        result = train_run(cfg, dataset=tiny)
+        still_alive = [ref() for ref in alive if ref() is not None]
+    finally:
+        gc.enable()
+    assert result.status == "ok"
+    assert len(alive) >= 3  # train, valid and test were built (and tracked)
+    assert still_alive == []
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_fused_optimizer_step_gives_the_op_by_op_result(tiny, optimizer, monkeypatch) -> None:
+    """The speed-up may only round differently: same metrics and weights within float tolerance."""
+    import bench.train as train_module
+
+    cfg = _cfg(optimizer=optimizer, lr=5e-3 if optimizer == "adam" else 5e-2, max_epochs=4, weight_decay=1e-3)
+    fused = train_run(cfg, dataset=tiny)
+    assert train_module.build_trainer(cfg, tiny).optimizer.defaults["fused"] is True
+    monkeypatch.setattr(train_module, "fused_optimizer_options", lambda groups: {})
+    assert not train_module.build_trainer(cfg, tiny).optimizer.defaults.get("fused")
+    op_by_op = train_run(cfg, dataset=tiny)
+    assert fused.status == op_by_op.status == "ok"
+    for key, value in op_by_op.metrics.items():
+        assert fused.metrics[key] == pytest.approx(value, abs=1e-3), key
+    for name, weight in op_by_op.state_dict.items():
+        assert torch.allclose(fused.state_dict[name], weight, atol=1e-5), name

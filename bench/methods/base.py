@@ -18,7 +18,7 @@ unless the key names another first: "valid:proto_acc/text". Methods never write 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -43,13 +43,23 @@ class TrainState:
     epoch: int = 0
     step: int = 0  # optimizer steps taken so far
     generator: torch.Generator | None = None  # seeded, for a method's own randomness (e.g. GE noise)
-    # Iterators over splits, built by the loop: batches("train"|"dev"|"valid", shuffle) -> Iterator[Batch]
-    batches: Callable[..., Iterator[Batch]] | None = None
+    # The loop's splits by name ("train", "valid", and "dev" in dev-set runs), read through `batches`.
+    # The state holds them itself, not a link back to the loop: no reference cycle keeps a finished
+    # run's data alive in a worker that goes on to its next job.
+    splits: Mapping[str, Any] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)  # method-owned state between hook calls
 
     @property
     def in_window(self) -> bool:
         return self.cfg.in_window(self.epoch)
+
+    def batches(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> Iterator[Batch]:
+        """Mini-batches of 'train', 'dev' (dev-set runs only) or 'valid'; a shuffle is seeded by seed and epoch."""
+        source = self.splits.get(split)
+        if source is None:
+            raise ConfigError(f"split {split!r} is not available in this run (dev_set={self.cfg.dev_set})")
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1009 + self.epoch) if shuffle else None
+        return source.iterate(batch_size or self.cfg.batch_size, generator)
 
 
 @dataclass(frozen=True)
