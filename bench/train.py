@@ -282,8 +282,8 @@ FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
 def fused_optimizer_options(groups: list[dict[str, Any]]) -> dict[str, bool]:
     """{"fused": True} when every parameter can take the fused kernel, else {} (the op-by-op loop).
 
-    The fused step is one kernel per tensor instead of one op per term of the formula: about 8 % of a
-    CPU epoch here. It computes the same update, rounded differently in the last bits.
+    The fused step is one kernel per tensor instead of one op per term of the formula (`bench perf`:
+    a concat run 1.06x faster with Adam on this CPU). Same update, rounded differently in the last bits.
     """
     params = [p for group in groups for p in group["params"]]
     fusable = all(p.is_floating_point() and p.device.type in FUSED_OPTIMIZER_DEVICES for p in params)
