@@ -239,6 +239,21 @@ def test_mixed_data_versions_are_flagged(tmp_path):
     assert "WARNING: runs of different data versions are combined: synth-mosi (2 data fingerprints)." in text
 
 
+def test_runs_of_several_code_versions_are_flagged(tmp_path, monkeypatch):
+    import bench.store
+
+    cells = [fake_cell("concat"), fake_cell("ogm")]
+    monkeypatch.setattr(bench.store, "git_commit", lambda: "a" * 40)
+    store_cell(tmp_path, cells[0], [50, 51, 52])
+    one_version = to_markdown(models_for(tmp_path, cells))
+    monkeypatch.setattr(bench.store, "git_commit", lambda: "b" * 40)
+    store_cell(tmp_path, cells[1], [60, 61])
+    text = to_markdown(models_for(tmp_path, cells))
+    assert "code versions" not in one_version
+    assert ("Runs trained by 2 code versions are combined (git commits: aaaaaaaaaaaa (3 runs), "
+            "bbbbbbbbbbbb (2 runs))") in text
+
+
 def test_baseline_taken_from_the_grid_when_the_preset_has_none(tmp_path):
     concat, ogm = fake_cell("concat", table="6.3"), fake_cell("ogm", table="6.3")
     store_cell(tmp_path, concat, [50, 51, 52, 53, 54])

@@ -7,6 +7,7 @@ the Markdown, LaTeX, CSV and HTML outputs cannot disagree.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,7 @@ class CellResult:
     n_failed: int
     fingerprints: tuple[str, ...]
     synthetic: bool
+    code_versions: tuple[str, ...] = ()  # the git commit of each ok run ("unknown" where none was recorded)
     metrics: dict[str, MetricCell] = field(default_factory=dict)
     baseline: CellResult | None = None
     thesis_note: str = ""
@@ -149,8 +151,10 @@ def join_cell(cell: Any, results: pd.DataFrame) -> CellResult:
         "synthetic" in ok and any(bool(v) for v in ok["synthetic"].dropna())
     )
     n_failed = int((rows["status"] != "ok").sum()) if len(rows) else 0
+    commits = ok["git_commit"].fillna("unknown") if "git_commit" in ok else ["unknown"] * len(ok)
     return CellResult(cell=cell, run_ids=run_ids, values=values, n_expected=len(run_ids),
-                      n_failed=n_failed, fingerprints=fingerprints, synthetic=synthetic)
+                      n_failed=n_failed, fingerprints=fingerprints, synthetic=synthetic,
+                      code_versions=tuple(str(c) or "unknown" for c in commits))
 
 
 def _check_provenance(cell: Any, rows: pd.DataFrame) -> None:
@@ -302,10 +306,23 @@ def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: s
     mixed = [f"{d} ({len(p)} data fingerprints)" for d, p in fingerprints.items() if len(p) > 1]
     if mixed:
         notes.append("WARNING: runs of different data versions are combined: " + ", ".join(mixed) + ".")
+    versions = _code_versions_note(members)
+    if versions:
+        notes.append(versions)
     borrowed = _borrowed_thesis(table, members)
     if borrowed:
         notes.append(borrowed)
     return notes
+
+
+def _code_versions_note(members: Sequence[CellResult]) -> str:
+    """A note when the table's runs were trained by more than one code version (git commit)."""
+    counts = Counter(commit for result in members for commit in result.code_versions)
+    if len(counts) < 2:
+        return ""
+    listed = ", ".join(f"{commit[:12]} ({n} runs)" for commit, n in counts.most_common())
+    return (f"Runs trained by {len(counts)} code versions are combined (git commits: {listed}); a change to "
+            "the training code between them can change numbers. A fresh --runs-dir trains every run with one.")
 
 
 def _borrowed_thesis(table: str, members: Sequence[CellResult]) -> str:

@@ -72,7 +72,8 @@ def baseline_pool(preset: str, cells: Sequence[Any], expand_kwargs: dict[str, An
         return []
 
 
-RESULT_COLUMNS = ("run_id", "dataset", "status", "test_acc", "test_loss", "data_fingerprint", "synthetic")
+RESULT_COLUMNS = ("run_id", "dataset", "status", "test_acc", "test_loss", "data_fingerprint", "synthetic",
+                  "git_commit")
 
 
 def _ensure_columns(results: pd.DataFrame) -> pd.DataFrame:
