@@ -255,3 +255,17 @@ def test_the_fused_optimizer_step_gives_the_op_by_op_result(tiny, optimizer, mon
         assert fused.metrics[key] == pytest.approx(value, abs=1e-3), key
     for name, weight in op_by_op.state_dict.items():
         assert torch.allclose(fused.state_dict[name], weight, atol=1e-5), name
+
+
+def test_preloaded_and_per_batch_reads_train_the_same_run(tiny, monkeypatch) -> None:
+    """Splits over PRELOAD_BYTES are read per batch (sorted reads of the memory map): same batches, same run."""
+    import bench.train as train_module
+
+    cfg = _cfg(modalities=("text", "audio", "vision"), max_epochs=2)
+    preloaded = train_run(cfg, dataset=tiny)
+    monkeypatch.setattr(train_module, "PRELOAD_BYTES", 0)
+    split = train_module.SplitTensors(tiny.train, cfg.modalities, torch.device("cpu"))
+    assert not split.preloaded
+    per_batch = train_run(cfg, dataset=tiny)
+    assert per_batch.metrics == preloaded.metrics
+    assert all(torch.equal(per_batch.state_dict[k], v) for k, v in preloaded.state_dict.items())
