@@ -1,4 +1,4 @@
-"""Shared test fixtures: an isolated array cache and tiny MMSA-schema records."""
+"""Shared test fixtures: an isolated array cache, tiny MMSA-schema records and the tiny dataset."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny import make_tiny_dataset
 
 # Tiny per-modality (padded steps, feature size); deliberately not the real MMSA sizes.
 TINY_SHAPES = {"text": (5, 8), "audio": (7, 3), "vision": (6, 4)}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny in-memory dataset of tests/tiny.py (train 64 / valid 24 / test 24)."""
+    return make_tiny_dataset()
 
 
 @pytest.fixture(scope="session", autouse=True)

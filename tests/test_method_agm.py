@@ -7,9 +7,9 @@ from itertools import combinations
 
 import pytest
 import torch
-from tiny import TAV, TV, make_tiny_dataset
+from tiny import TAV, TV, bare_state, series_by_step, smoke_config, whole_split
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import TrainState, get_method, validate_config
 from bench.methods.agm import (
     STATE_KEY,
@@ -31,19 +31,12 @@ torch.set_num_threads(1)
 E = math.e
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_dataset()
-
-
 def _cfg(modalities: tuple[str, ...] = TV, **fields):
-    return make_config("synth-mosi", "smoke", method="agm", modalities=modalities, **fields)
+    return smoke_config(method="agm", modalities=modalities, **fields)
 
 
 def _state(modalities: tuple[str, ...] = TV, epoch: int = 0, **fields) -> TrainState:
-    cfg = _cfg(modalities, **fields)
-    return TrainState(cfg=cfg, params=validate_config(cfg), device=torch.device("cpu"), num_classes=3,
-                      epoch=epoch, generator=torch.Generator().manual_seed(0))
+    return bare_state(_cfg(modalities, **fields), epoch)
 
 
 def _f(*values: float) -> torch.Tensor:
@@ -296,8 +289,7 @@ def test_dev_set_scores_are_reused_between_refreshes(tiny) -> None:
     cfg = _cfg(dev_set=True, ratio_every=2, lr=0.05)
     result = train_run(cfg, dataset=tiny)
     assert result.status == "ok"
-    scores = {row["step"]: row["value"] for row in result.trajectory
-              if row["series"] == "score" and row["modality"] == "vision"}
+    scores = series_by_step(result, "score", "vision")
     # 3 steps an epoch, 2 epochs; trajectory step t holds optimizer step t - 1; refreshes at 0, 2, 4
     assert sorted(scores) == [1, 2, 3, 4, 5, 6]
     assert scores[2] == scores[1] and scores[4] == scores[3] and scores[6] == scores[5]
@@ -305,8 +297,7 @@ def test_dev_set_scores_are_reused_between_refreshes(tiny) -> None:
     # the first value: the initial model's mean clamped NLL of o_vision over the 16 dev rows
     seed_everything(cfg.seed)
     initial = LateFusionModel(model_spec(cfg, tiny.feature_dims, tiny.num_classes)).eval()
-    dev = SplitTensors(tiny.split("dev"), TV, torch.device("cpu"))
-    whole = dev.batch(torch.arange(dev.size))
+    whole = whole_split(tiny, "dev", TV)
     with torch.no_grad():
         coalitions = coalition_logits(initial, whole) | {frozenset(TV): initial(whole).logits}
         expected = mono_modal_scores(mono_modal_outputs(coalitions, TV), whole.labels)["vision"]

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from tiny import TAV, TV, make_tiny_dataset
+from tiny import TAV, TV, bare_state, series_by_step, smoke_config, whole_split
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import TrainState, get_method, validate_config
 from bench.methods.ogm import (
     acc_coefficients,
@@ -24,19 +24,12 @@ from bench.train import SplitTensors, seed_everything, train_run
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_dataset()
-
-
 def _cfg(method: str, modalities: tuple[str, ...] = TV, **fields):
-    return make_config("synth-mosi", "smoke", method=method, modalities=modalities, **fields)
+    return smoke_config(method=method, modalities=modalities, **fields)
 
 
 def _state(method: str, modalities: tuple[str, ...] = TV, epoch: int = 0, **fields) -> TrainState:
-    cfg = _cfg(method, modalities, **fields)
-    return TrainState(cfg=cfg, params=validate_config(cfg), device=torch.device("cpu"), num_classes=3,
-                      epoch=epoch, generator=torch.Generator().manual_seed(123))
+    return bare_state(_cfg(method, modalities, **fields), epoch, generator_seed=123)
 
 
 def _model(modalities: tuple[str, ...] = TV) -> LateFusionModel:
@@ -275,8 +268,7 @@ def test_dev_set_scores_come_from_the_dev_split_and_are_reused_between_refreshes
     cfg = _cfg("ogm", dev_set=True, ratio_every=2, lr=0.05)
     result = train_run(cfg, dataset=tiny)
     assert result.status == "ok"
-    scores = {row["step"]: row["value"] for row in result.trajectory
-              if row["series"] == "score" and row["modality"] == "text"}
+    scores = series_by_step(result, "score", "text")
     # 48 carved training rows / batch 16 = 3 steps an epoch, 2 epochs; rows are logged after the step counter
     # moves, so trajectory step t holds optimizer step t - 1: refreshes at steps 0, 2, 4 -> rows 1, 3, 5
     assert sorted(scores) == [1, 2, 3, 4, 5, 6]
@@ -285,9 +277,8 @@ def test_dev_set_scores_come_from_the_dev_split_and_are_reused_between_refreshes
     # the first value: the initial model's s_text summed over the 16 dev rows
     seed_everything(cfg.seed)
     initial = LateFusionModel(model_spec(cfg, tiny.feature_dims, tiny.num_classes))
-    dev = SplitTensors(tiny.split("dev"), TV, torch.device("cpu"))
+    whole = whole_split(tiny, "dev", TV)
     with torch.no_grad():
-        whole = dev.batch(torch.arange(dev.size))
         expected = true_class_probability_sums(initial(whole).modality_logits, whole.labels)["text"]
     assert scores[1] == pytest.approx(float(expected), rel=1e-5)
 

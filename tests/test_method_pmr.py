@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from tiny import make_tiny_dataset
+from tiny import LN2, LN3, smoke_config
 from torch.nn import functional as F
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import validate_config
 from bench.methods.pmr import (
     Prototypes,
@@ -28,18 +28,9 @@ from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)
 
-LN2, LN3 = math.log(2.0), math.log(3.0)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_dataset()
-
 
 def _cfg(**fields):
-    base = {"method": "pmr", "modalities": ("text", "vision"), "max_epochs": 2}
-    base.update(fields)
-    return make_config("synth-mosi", "smoke", **base)
+    return smoke_config(**{"method": "pmr", "max_epochs": 2, **fields})
 
 
 # -- prototypes ---------------------------------------------------------------------------------------------

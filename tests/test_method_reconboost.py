@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from tiny import TAV, make_tiny_dataset
+from tiny import LN2, LN3, TAV, smoke_config
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import get_method, validate_config
 from bench.methods.reconboost import (
     boosting_loss,
@@ -23,18 +23,9 @@ from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)
 
-LN2, LN3 = math.log(2.0), math.log(3.0)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_dataset()
-
 
 def _cfg(**fields):
-    base = {"method": "reconboost", "modalities": ("text", "vision"), "max_epochs": 2, "scheduler": "none"}
-    base.update(fields)
-    return make_config("synth-mosi", "smoke", **base)
+    return smoke_config(**{"method": "reconboost", "max_epochs": 2, "scheduler": "none", **fields})
 
 
 # -- phase-1 boosting loss ------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_dataset
+from tiny import smoke_config
 from torch import nn
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import REGISTRY, Method, get_method, register
 from bench.methods.baselines import unimodal_config
 from bench.metrics import classification_metrics, macro_f1, sentiment_metrics
@@ -19,15 +19,8 @@ from bench.train import SplitTensors, evaluate, train_run
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return make_tiny_dataset()
-
-
 def _cfg(**fields):
-    base = {"method": "concat", "modalities": ("text", "vision"), "max_epochs": 3}
-    base.update(fields)
-    return make_config("synth-mosi", "smoke", **base)
+    return smoke_config(**{"method": "concat", "max_epochs": 3, **fields})
 
 
 def test_step_every_4_equals_a_four_times_larger_batch(tiny) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
+import torch
 
 from bench.data.types import Dataset, SplitArrays
 
 DIMS = {"text": 6, "audio": 3, "vision": 4}
 TV = ("text", "vision")  # the modality tuples the method tests use most
 TAV = ("text", "audio", "vision")
+LN2, LN3 = math.log(2.0), math.log(3.0)  # cross-entropy of a uniform guess over 2 / 3 classes
 STEPS = {"text": 5, "audio": 7, "vision": 6}
 
 
@@ -38,3 +43,32 @@ def make_tiny_dataset(n_train: int = 64, n_valid: int = 24, n_test: int = 24, se
         train=train, valid=tiny_split(n_valid, rng, num_classes), test=tiny_split(n_test, rng, num_classes),
         dev_index=np.arange(0, n_train, 4), fingerprint=f"tiny-{seed}", synthetic=True, source="tests",
     )
+
+
+def smoke_config(**fields: Any) -> Any:
+    """A smoke-profile synth-mosi RunConfig (text+vision unless `modalities` is given)."""
+    from bench.config import make_config
+
+    return make_config("synth-mosi", "smoke", **{"modalities": TV, **fields})
+
+
+def bare_state(cfg: Any, epoch: int = 0, generator_seed: int = 0) -> Any:
+    """A TrainState for calling one method's hooks directly, outside a training loop."""
+    from bench.methods import TrainState, validate_config
+
+    return TrainState(cfg=cfg, params=validate_config(cfg), device=torch.device("cpu"), num_classes=3,
+                      epoch=epoch, generator=torch.Generator().manual_seed(generator_seed))
+
+
+def series_by_step(result: Any, series: str, modality: str) -> dict[int, float]:
+    """A run's trajectory values of one series and modality, keyed by the logged step."""
+    return {row["step"]: row["value"] for row in result.trajectory
+            if row["series"] == series and row["modality"] == modality}
+
+
+def whole_split(dataset: Dataset, split: str, modalities: tuple[str, ...]) -> Any:
+    """Every row of a split as one Batch."""
+    from bench.train import SplitTensors
+
+    tensors = SplitTensors(dataset.split(split), modalities, torch.device("cpu"))
+    return tensors.batch(torch.arange(tensors.size))
