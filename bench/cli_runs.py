@@ -31,6 +31,8 @@ PartitionOpt = Annotated[str | None, typer.Option("--partition", help="Slurm par
 TimeOpt = Annotated[int | None, typer.Option("--time", help="Slurm time limit per job, minutes.")]
 GpusPerJobOpt = Annotated[int | None, typer.Option("--gpus-per-job", help="Slurm GPUs per job.")]
 ArrayParallelismOpt = Annotated[int | None, typer.Option("--array-parallelism", help="Slurm array parallelism.")]
+LabelRuleOpt = Annotated[str | None, typer.Option(
+    "--label-rule", help="MOSEI's 7 classes: binned ([133]'s bins, the default) or round (round half to even).")]
 SlurmClusterOpt = Annotated[str | None, typer.Option("--slurm-cluster", hidden=True,
                                                      help="submitit cluster (local/debug for testing).")]
 
@@ -176,7 +178,8 @@ def _exit_with(summary: Any) -> None:
 
 def run_configs(method: str, modalities: str, dataset: str, source: str, optimizer: str, lr: float | None,
                 dev_set: bool, step_every: int | None, seeds: Sequence[int], profile: str,
-                params: Sequence[str] | None, window: str | None) -> list[RunConfig]:
+                params: Sequence[str] | None, window: str | None,
+                label_rule: str | None = None) -> list[RunConfig]:
     """The one-cell grid of `bench run`: thesis defaults for this method/modalities/dataset, flags on top."""
     from bench.methods import validate_config
     from bench.presets import resolve_dataset, thesis_config
@@ -198,6 +201,8 @@ def run_configs(method: str, modalities: str, dataset: str, source: str, optimiz
         overrides["step_every"] = step_every
     if window is not None:
         overrides["window"] = parse_window(window)
+    if label_rule is not None:
+        overrides["label_rule"] = label_rule
     configs = [thesis_config(name, method, mods, profile=profile, optimizer=optimizer, config_label=label,
                              seed=seed, **overrides) for seed in seeds]
     available = dataset_modalities(name, profile)
@@ -275,6 +280,7 @@ def run_command(
     profile: str = typer.Option("quick", "--profile", help=f"One of {', '.join(PROFILES)}."),
     param: list[str] | None = typer.Option(None, "--param", help="Method parameter name=value (repeatable)."),
     window: str | None = typer.Option(None, "--window", help="Modulation window START:END (epochs)."),
+    label_rule: LabelRuleOpt = None,
     runs_dir: RunsDir = Path("runs"),
     executor: ExecutorOpt = None,
     workers: WorkersOpt = None,
@@ -292,12 +298,13 @@ def run_command(
                          time_min, gpus_per_job, array_parallelism, slurm_cluster)
     opts.resolved_executor()  # reject conflicting flags before anything is built
     configs = run_configs(method, modalities, dataset, source, optimizer, lr, dev_set, step_every,
-                          parse_seeds(seeds), profile, param, window)
+                          parse_seeds(seeds), profile, param, window, label_rule)
     first = configs[0]
     synthetic = " (synthetic surrogate)" if first.dataset.startswith("synth-") else ""
     _announce_synthetic([first.dataset])
     typer.echo(f"{method} {modality_key(first.modalities)} on {first.dataset}{synthetic}, profile {profile}, "
-               f"{first.optimizer} lr {first.lr:g}, params {dict(first.method_params)}, {len(configs)} seed(s)")
+               f"labels {first.label_rule}, {first.optimizer} lr {first.lr:g}, params {dict(first.method_params)}, "
+               f"{len(configs)} seed(s)")
     summary = _run(configs, opts)
     print_seed_table(configs, runs_dir)
     _print_failures(summary)
@@ -317,6 +324,7 @@ def grid_command(
                                           help="Only these combinations, e.g. text+vision,audio+vision."),
     dev_set: bool | None = typer.Option(None, "--dev-set/--no-dev-set", help="Only dev-set rows / only others."),
     seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Comma-separated seeds."),
+    label_rule: LabelRuleOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and what is stored; train nothing."),
     runs_dir: RunsDir = Path("runs"),
     executor: ExecutorOpt = None,
@@ -341,7 +349,8 @@ def grid_command(
         opts.resolved_executor()
     cells = expand(preset, profile=profile, datasets=parse_list(dataset) or [], source=source,
                    seeds=parse_seeds(seeds), methods=parse_list(method), optimizers=parse_list(optimizer),
-                   modalities=parse_modality_filter(modalities), dev_set=dev_set)
+                   modalities=parse_modality_filter(modalities), dev_set=dev_set,
+                   overrides={"label_rule": label_rule} if label_rule else None)
     jobs = jobs_with_dependencies(cells)
     for name in sorted({c.dataset for c in cells}):
         dataset_modalities(name, profile)  # a missing real file is an error now, not 250 failed runs
@@ -395,6 +404,7 @@ def ls_command(
     dataset: str = typer.Option("mosi,mosei", "--dataset", help="Datasets of --preset."),
     source: str = typer.Option("auto", "--source", help="Data source of --preset."),
     seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Seeds of --preset."),
+    label_rule: LabelRuleOpt = None,
 ) -> None:
     """What is stored (counts by dataset / method / status), corrupt files, what a preset lacks."""
     from bench import store
@@ -405,11 +415,12 @@ def ls_command(
         counts = results.groupby(["dataset", "method", "status"]).size().unstack("status", fill_value=0)
         typer.echo(counts.to_string())
     for problem in problems:
-        typer.echo(f"corrupt: {problem}")
+        typer.echo(f"{'left out' if store.is_old_scheme_problem(problem) else 'corrupt'}: {problem}")
     print_mixed_data(results)
     if preset is not None:
         print_preset_status(preset, results, runs_dir, profile=profile, datasets=parse_list(dataset) or [],
-                            source=source, seeds=parse_seeds(seeds))
+                            source=source, seeds=parse_seeds(seeds),
+                            overrides={"label_rule": label_rule} if label_rule else None)
 
 
 def print_mixed_data(results: Any) -> None:

@@ -1,6 +1,9 @@
 """Run configuration: one frozen RunConfig per training run, its run id, and the data profiles.
 
-Every field that changes a result lives here; the run id is a hash of all of them.
+Every field that changes a result lives here; the run id is a hash of all of them. Two fields are
+resolved when a config is made, so the id covers what the run really uses, not only what was typed:
+`method_params` holds every parameter of the method (its Params defaults filled in), and `label_rule`
+the class-label rule of the dataset's family (MOSEI: "binned" unless "round" is asked for).
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from typing import Any
 
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 """Canonical modality order: the fused vector is concatenated in this order."""
+
+# Version of the run-id scheme, stored in every result row (`id_scheme`). 2: the id covers the label
+# rule and every resolved method parameter; rows without the column were written by scheme 1.
+RUN_ID_SCHEME = 2
 
 OPTIMIZERS = ("adam", "sgd")
 PROFILES = ("smoke", "quick", "full")
@@ -86,6 +93,9 @@ class RunConfig:
     """Everything that changes the result of one training run."""
 
     dataset: str = "synth-mosi"
+    # How class labels are made from the scores (bench.data.labels): "sign" (MOSI, 3 classes),
+    # "binned" ([133]'s bins) or "round" (MOSEI, 7 classes). "" = the family's default, filled in.
+    label_rule: str = ""
     modalities: tuple[str, ...] = ("text", "vision")
     method: str = "concat"
     # Method hyper-parameters as sorted (name, value) pairs, validated against the method's Params.
@@ -116,6 +126,9 @@ class RunConfig:
     data_version: str = ""
 
     def __post_init__(self) -> None:
+        if not self.label_rule:
+            object.__setattr__(self, "label_rule", default_label_rule(self.dataset))
+        object.__setattr__(self, "method_params", resolved_method_params(self.method, self.method_params))
         _check_basic(self)
 
     # -- identity -----------------------------------------------------------------------------
@@ -161,6 +174,46 @@ class RunConfig:
         return cls(**values)
 
 
+def label_family(dataset: str) -> str:
+    """The label family of a dataset name: 'mosi' / 'mosei', a path by its name ('mosei' in it -> 'mosei')."""
+    from bench.data.labels import family_for_path
+
+    family = dataset_family(dataset)
+    return family if family != "custom" else family_for_path(dataset)
+
+
+def default_label_rule(dataset: str) -> str:
+    """The label rule a dataset uses unless a run asks for another."""
+    from bench.data.labels import default_rule
+
+    return default_rule(label_family(dataset))
+
+
+def resolved_method_params(method: str, given: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """`given` with every other parameter of the registered method at its default, as sorted pairs.
+
+    Ints given for float parameters become floats, so `alpha=1` and `alpha=1.0` are one run. Unknown
+    names are kept (validation reports them); an unregistered method keeps `given` as it is.
+    """
+    import bench.methods  # noqa: F401  (registers the built-in methods)
+    from bench.methods.base import REGISTRY
+
+    pairs = dict(given)
+    cls = REGISTRY.get(method)
+    if cls is None:
+        return _pairs(pairs)
+    resolved: dict[str, Any] = {}
+    for f in dataclasses.fields(cls.Params):
+        if f.name in pairs:
+            value = pairs[f.name]
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            resolved[f.name] = float(value) if str(f.type) == "float" and is_int else value
+        elif f.default is not dataclasses.MISSING:
+            resolved[f.name] = f.default
+    resolved.update({k: v for k, v in pairs.items() if k not in resolved})
+    return _pairs(resolved)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
@@ -187,6 +240,13 @@ def _check_basic(cfg: RunConfig) -> None:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if cfg.profile not in PROFILES:
         raise ConfigError(f"unknown profile {cfg.profile!r}; choose from {', '.join(PROFILES)}")
+    from bench.data.labels import check_rule
+    from bench.data.types import DataError
+
+    try:
+        check_rule(label_family(cfg.dataset), cfg.label_rule)
+    except DataError as err:
+        raise ConfigError(f"{cfg.dataset}: {err}") from err
     if cfg.scheduler not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
     if tuple(canonical_modalities(cfg.modalities)) != tuple(cfg.modalities):

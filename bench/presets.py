@@ -11,8 +11,9 @@ The hyper-parameters come from the thesis (6.2.5, table 6.2, appendix A) and doc
 - AGM: alpha 2, window 0..9, ratio every 2 steps on the dev set.
 - PMR: alpha 0.3 (audio+vision) / 0.5 (otherwise), window 0..9, ratio every 5 on the dev set;
   `ema` 0.1 in the ema_prototypes rows, else 0.
-- ReconBoost: w1 1, w2 0.25, consolidation alpha 0.5 ("thesis" reading), 1 + 1 epochs per stage,
-  no scheduler, 200 epochs (100 stages) at the full profile.
+- ReconBoost: w1 1, w2 0.25, consolidation alpha 0.5 (both sides detached, as the official code and
+  the thesis's text), 1 + 1 epochs per stage, no scheduler, a fresh optimizer at every phase start,
+  200 epochs (100 stages) at the full profile.
 
 Parameters that pick a reading of a method (OGM `form`, `include_biases`, AGM `clip_c`, PMR
 `entropy_mu`) are left at the method's defaults, which are the documented choices.
@@ -46,6 +47,7 @@ from bench.config import (
     make_config,
     modality_key,
 )
+from bench.data.labels import FAMILY_RULES
 
 AV: tuple[str, ...] = ("audio", "vision")
 TV: tuple[str, ...] = ("text", "vision")
@@ -71,7 +73,7 @@ TABLE_10_TRIMODAL = ("ensemble", "unipre", "concat", "reconboost")
 
 _WINDOWS = {"ogm": (0, 4), "ogm_ge": (0, 4), "acc": (0, 4), "agm": (0, 9), "pmr": (0, 9)}
 _DEV_RATIO_EVERY = {"ogm": 5, "ogm_ge": 5, "acc": 5, "agm": 2, "pmr": 5}
-_RECONBOOST_PARAMS = {"w1": 1.0, "w2": 0.25, "consolidation_alpha": 0.5, "consolidation": "thesis",
+_RECONBOOST_PARAMS = {"w1": 1.0, "w2": 0.25, "consolidation_alpha": 0.5, "consolidation": "official",
                       "stage_epochs": 1, "rectify_epochs": 1}
 # Configurations under which the baseline is the standard one (see the module docstring).
 _BASELINE_AS_STANDARD = ("dev_set", "ema_prototypes", "modulate_first_5_epochs", "lr_8e-5_long_patience")
@@ -410,6 +412,15 @@ def _datasets(datasets: Sequence[str] | str, source: str) -> list[tuple[str, str
     return out
 
 
+def _check_label_rule(rule: str | None, families: Sequence[str]) -> None:
+    """A label rule must apply to at least one of the grid's datasets (it applies to those it fits)."""
+    if rule and not any(rule in FAMILY_RULES.get(f, ()) for f in families):
+        fitting = sorted(f for f, rules in FAMILY_RULES.items() if rule in rules) or ["none"]
+        raise ConfigError(f"label rule {rule!r} applies to {', '.join(fitting)} only, not to "
+                          f"{', '.join(dict.fromkeys(families))}; choose from "
+                          f"{', '.join(sorted({r for f in families for r in FAMILY_RULES.get(f, ())}))}")
+
+
 def _row_cells(row: _Row, dataset: str, family: str, profile: str, seeds: tuple[int, ...],
                overrides: Mapping[str, Any]) -> Cell:
     """The cell of one table row for one dataset: its config for each seed."""
@@ -417,6 +428,9 @@ def _row_cells(row: _Row, dataset: str, family: str, profile: str, seeds: tuple[
     params = dict(fields.pop("method_params", ()))
     extra = dict(overrides)
     params.update(dict(extra.pop("method_params", None) or {}))
+    rule = extra.pop("label_rule", None)
+    if rule and rule in FAMILY_RULES.get(family, ()):
+        extra["label_rule"] = rule  # a MOSEI rule leaves MOSI (one rule: sign) as it is
     configs = tuple(
         thesis_config(dataset, row.method, row.modalities, profile=profile, optimizer=row.optimizer,
                       config_label=row.config_label, seed=seed, method_params=params, **{**fields, **extra})
@@ -454,8 +468,10 @@ def expand(preset: str, profile: str = "quick", datasets: Sequence[str] = ("mosi
     _check_choice("method", want_methods, {r.method for r in rows})
     _check_choice("optimizer", want_opts, OPTIMIZERS)
     seed_list = _seeds(seeds)
+    chosen = _datasets(datasets, source)
+    _check_label_rule((overrides or {}).get("label_rule"), [family for _, family in chosen])
     cells = []
-    for dataset, family in _datasets(datasets, source):
+    for dataset, family in chosen:
         for row in rows:
             if family not in row.families or (want_methods and row.method not in want_methods):
                 continue

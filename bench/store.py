@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import __version__
-from bench.config import MODALITIES, RunConfig, modality_key
+from bench.config import MODALITIES, RUN_ID_SCHEME, RunConfig, modality_key
 
 RESULTS = "results"
 TRAJECTORIES = "trajectories"
@@ -346,7 +346,8 @@ def result_columns(result: ResultLike) -> dict[str, tuple[Any, pa.DataType]]:
     """The one result row as column -> (value, arrow type), in a fixed order."""
     cfg = result.config
     metrics = dict(result.metrics or {})
-    columns: dict[str, tuple[Any, pa.DataType]] = {"run_id": (cfg.run_id, pa.string())}
+    columns: dict[str, tuple[Any, pa.DataType]] = {"run_id": (cfg.run_id, pa.string()),
+                                                   "id_scheme": (RUN_ID_SCHEME, pa.int64())}
     columns.update(config_columns(cfg))
     columns.update(param_columns(cfg))
     columns["config_json"] = (json.dumps(cfg.to_dict(), sort_keys=True), pa.string())
@@ -492,7 +493,35 @@ def read_results(runs_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[s
             frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["run_id", "status", *METRIC_COLUMNS]), problems
-    return pd.concat(frames, ignore_index=True), problems
+    results = pd.concat(frames, ignore_index=True)
+    old = old_scheme_mask(results)
+    if old.any():
+        problems.append(old_scheme_problem(Path(runs_dir), int(old.sum())))
+    return results[~old].reset_index(drop=True), problems
+
+
+def old_scheme_mask(results: pd.DataFrame) -> pd.Series:
+    """Rows written by an older run-id scheme (no `id_scheme`, or a lower one)."""
+    if "id_scheme" not in results.columns:
+        return pd.Series(True, index=results.index)
+    scheme = pd.to_numeric(results["id_scheme"], errors="coerce")
+    return scheme.isna() | (scheme < RUN_ID_SCHEME)
+
+
+OLD_SCHEME_MARK = "run(s) of an older run-id scheme"
+
+
+def is_old_scheme_problem(problem: str) -> bool:
+    """Whether a read_results problem line is the old-scheme note (not a corrupt file)."""
+    return OLD_SCHEME_MARK in problem
+
+
+def old_scheme_problem(runs_dir: Path, count: int) -> str:
+    """The one line that says why old-scheme rows are left out, and what to do."""
+    return (f"{runs_dir / RESULTS}: {count} {OLD_SCHEME_MARK} (before scheme {RUN_ID_SCHEME}: "
+            "the id did not cover the label rule and the method's default parameters, so they may hold "
+            "numbers of old defaults such as rounded MOSEI labels): left out of every listing and table; "
+            "retrain with a fresh --runs-dir, or delete those result files to retrain them in place")
 
 
 def read_trajectories(runs_dir: str | os.PathLike[str],

@@ -149,13 +149,7 @@ class Trainer:
         self.dev_split = SplitTensors(data.split("dev"), mods, device) if cfg.dev_set else None
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.optimizer = build_optimizer(method, model, cfg) if method.trains else None
-        self.scheduler = (
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
-            )
-            if self.optimizer is not None and method.uses_scheduler(cfg)
-            else None
-        )
+        self.scheduler = build_scheduler(method, self.optimizer, cfg)
         self.state = TrainState(
             cfg=cfg, params=params, device=device, num_classes=data.num_classes, optimizer=self.optimizer,
             generator=torch.Generator(device=device).manual_seed(cfg.seed + 7919),
@@ -186,6 +180,8 @@ class Trainer:
         for epoch in range(self.cfg.max_epochs):
             self.state.epoch = epoch
             self.epochs_run = epoch + 1
+            if epoch > 0 and self.method.fresh_optimizer(epoch, self.state):
+                self.renew_optimizer()
             self.log(epoch, "train", self.method.on_epoch_start(self.model, self.state))
             train_loss = self.train_epoch(epoch)
             self.log(epoch, "train", {"loss": train_loss})
@@ -196,6 +192,12 @@ class Trainer:
             bad_epochs = 0 if improved else bad_epochs + 1
             if self.cfg.early_stopping and bad_epochs >= self.cfg.patience:
                 break
+
+    def renew_optimizer(self) -> None:
+        """A new optimizer and schedule, as the method asks: nothing of the old ones carries over."""
+        self.optimizer = build_optimizer(self.method, self.model, self.cfg)
+        self.scheduler = build_scheduler(self.method, self.optimizer, self.cfg)
+        self.state.optimizer = self.optimizer
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training data; returns the mean objective."""
@@ -298,6 +300,15 @@ def build_optimizer(method: Method, model: nn.Module, cfg: RunConfig) -> torch.o
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **options)
 
 
+def build_scheduler(method: Method, optimizer: torch.optim.Optimizer | None,
+                    cfg: RunConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """ReduceLROnPlateau on validation loss when the method trains with one, else None."""
+    if optimizer is None or not method.uses_scheduler(cfg):
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
+                                                      patience=cfg.lr_patience)
+
+
 def seed_everything(seed: int) -> None:
     """Seed every generator a run touches (CPU results are then bit-identical)."""
     torch.manual_seed(seed)
@@ -328,6 +339,11 @@ def build_trainer(cfg: RunConfig, data: Dataset, deps: Mapping[str, Mapping[str,
             f"run {cfg.run_id} was configured for data {cfg.data_version[:12]}, but {cfg.dataset} is now "
             f"{data.fingerprint[:12]} (the data file or the surrogate changed): expand the preset again"
         )
+    if data.label_rule not in ("", "given", cfg.label_rule):
+        raise ConfigError(
+            f"run {cfg.run_id} uses label rule {cfg.label_rule!r}, but the dataset was labelled with "
+            f"{data.label_rule!r}: load it with load_dataset(..., label_rule={cfg.label_rule!r})"
+        )
     deps = dict(deps or {})
     missing = [need.run_id for need in method.needs(cfg) if need.run_id not in deps]
     if missing:
@@ -347,7 +363,7 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
               on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
     """Train one RunConfig. Bad config/data raise; numerical failures return status 'failed'."""
     started = time.perf_counter()
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.profile)
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.profile, label_rule=cfg.label_rule)
     trainer = build_trainer(cfg, data, deps, device, on_epoch)
     status, error, metrics = "ok", None, {}
     try:

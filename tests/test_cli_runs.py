@@ -27,7 +27,8 @@ def test_run_prints_each_seed_and_the_mean(tmp_path, capsys):
                  "smoke", "--seeds", "0,1,2", "--runs-dir", str(tmp_path), "--param", "alpha=0.7")
     out = capsys.readouterr().out
     assert code == 0
-    assert "(synthetic surrogate)" in out and "params {'alpha': 0.7}" in out
+    assert "(synthetic surrogate)" in out and "labels sign" in out
+    assert "params {'alpha': 0.7, 'form': 'official', 'include_biases': False}" in out  # every parameter resolved
     seed_lines = [line for line in out.splitlines() if line.startswith("seed ")]
     assert [line.split()[1:3] for line in seed_lines] == [["0", "ok"], ["1", "ok"], ["2", "ok"]]
     assert "acc 42.00" in seed_lines[0] and "epochs 2" in seed_lines[0]

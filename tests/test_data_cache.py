@@ -123,8 +123,12 @@ def test_named_real_dataset_uses_the_family_rule(own_cache, tiny_record, write_r
     folder.mkdir(parents=True)
     write_record(record).rename(folder / "unaligned_50.pkl")
     data = loader.load_dataset("mosei", "full", data_dir=tmp_path / "data")
-    assert data.name == "mosei" and data.num_classes == 7 and data.train.labels[:2].tolist() == [3, 5]
+    # [133]'s bins: -0.5 in [-1, 0) -> 2, 2.5 > 2 -> 6
+    assert data.name == "mosei" and data.num_classes == 7 and data.train.labels[:2].tolist() == [2, 6]
+    assert data.label_rule == "binned"
     assert data.dev_index.shape == (1,)  # min(200, round(0.1 * 12))
+    rounded = loader.load_dataset("mosei", "full", data_dir=tmp_path / "data", label_rule="round")
+    assert rounded.train.labels[:2].tolist() == [3, 5] and rounded.label_rule == "round"  # half to even
 
 
 def test_unknown_profile_is_an_error() -> None:

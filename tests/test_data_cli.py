@@ -125,3 +125,23 @@ def test_calibrate_targets_match_the_thesis_reference() -> None:
 def test_bad_options_exit_2(capsys, argv: list[str], message: str) -> None:
     code, _, stderr = _run(argv, capsys)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_inspect_shows_the_histogram_under_the_rule_in_force(capsys) -> None:
+    from bench.data.labels import classes_by_rule
+
+    code, stdout, _ = _run(["data", "inspect", "synth-mosei", "--profile", "smoke"], capsys)
+    assert code == 0 and "7 classes (rule binned)" in stdout
+    scores = np.asarray(loader.load_dataset("synth-mosei", "smoke").train.regression)
+    binned = np.bincount(classes_by_rule(scores, "binned"), minlength=7)
+    names = ("<-2", "[-2,-1)", "[-1,0)", "0", "(0,1]", "(1,2]", ">2")
+    expected = "  labels " + "  ".join(f"{n}:{c}" for n, c in zip(names, binned, strict=True))
+    assert stdout.splitlines()[stdout.splitlines().index("train: 64 samples") + 4] == expected
+    code, stdout, _ = _run(["data", "inspect", "synth-mosei", "--profile", "smoke", "--label-rule", "round"],
+                           capsys)
+    rounded = np.bincount(classes_by_rule(scores, "round"), minlength=7)
+    assert code == 0 and "7 classes (rule round)" in stdout and not np.array_equal(binned, rounded)
+    assert "  labels " + "  ".join(f"{n}:{c}" for n, c in zip(("-3", "-2", "-1", "0", "+1", "+2", "+3"), rounded,
+                                                               strict=True)) in stdout
+    code, _, err = _run(["data", "inspect", "synth-mosi", "--profile", "smoke", "--label-rule", "round"], capsys)
+    assert code == 2 and "label rule 'round' does not apply to 3-class MOSI" in err

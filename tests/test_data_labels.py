@@ -7,10 +7,13 @@ import pytest
 
 from bench.data.labels import (
     binary_labels,
+    classes_by_rule,
     classes_for_family,
+    default_rule,
     family_for_path,
     given_classes,
-    mosei_classes,
+    mosei_binned_classes,
+    mosei_rounded_classes,
     mosi_classes,
 )
 from bench.data.types import DataError
@@ -21,17 +24,46 @@ def test_mosi_three_classes_by_sign() -> None:
     assert mosi_classes(scores).tolist() == [0, 0, 0, 1, 2, 2, 2]
 
 
-@pytest.mark.parametrize(
-    ("score", "label"),
-    [(-3.0, 0), (-2.5, 1), (-1.5, 1), (-0.5, 3), (-1 / 3, 3), (0.0, 3), (1 / 3, 3), (0.5, 3), (0.6, 4),
-     (1.5, 5), (2.5, 5), (2 + 2 / 3, 6), (3.0, 6)],
-)
-def test_mosei_seven_classes_round_half_to_even(score: float, label: int) -> None:
-    assert mosei_classes(np.array([score], dtype=np.float32)).tolist() == [label]
+# Every value of the 1/3 grid from -3 to 3 plus the half points, with its class written out by hand
+# under [133]'s bins (y < -2 | [-2, -1) | [-1, 0) | 0 | (0, 1] | (1, 2] | > 2) and under rounding.
+GRID_CLASSES = [
+    # score,   binned, round
+    (-3.0,     0, 0), (-8 / 3, 0, 0), (-2.5, 0, 1), (-7 / 3, 0, 1),
+    (-2.0,     1, 1), (-5 / 3, 1, 1), (-1.5, 1, 1), (-4 / 3, 1, 2),
+    (-1.0,     2, 2), (-2 / 3, 2, 2), (-0.5, 2, 3), (-1 / 3, 2, 3),
+    (0.0,      3, 3),
+    (1 / 3,    4, 3), (0.5,    4, 3), (2 / 3,  4, 4), (1.0,    4, 4),
+    (4 / 3,    5, 4), (1.5,    5, 5), (5 / 3,  5, 5), (2.0,    5, 5),
+    (7 / 3,    6, 5), (2.5,    6, 5), (8 / 3,  6, 6), (3.0,    6, 6),
+]
 
 
-def test_mosei_clips_before_rounding() -> None:
-    assert mosei_classes(np.array([-3.4, 3.6])).tolist() == [0, 6]
+@pytest.mark.parametrize(("score", "binned", "rounded"), GRID_CLASSES)
+def test_mosei_seven_classes_on_the_third_grid(score: float, binned: int, rounded: int) -> None:
+    as_stored = np.array([score], dtype=np.float32)  # MMSA files hold float32 scores
+    assert mosei_binned_classes(as_stored).tolist() == [binned]
+    assert mosei_rounded_classes(as_stored).tolist() == [rounded]
+    assert classes_by_rule(as_stored, "binned").tolist() == [binned]
+    assert classes_by_rule(as_stored, "round").tolist() == [rounded]
+
+
+def test_binned_rule_is_the_mosei_default_and_keeps_only_exact_zero_neutral() -> None:
+    scores = np.array([-1e-6, 0.0, 1e-6], dtype=np.float32)
+    assert default_rule("mosei") == "binned" and default_rule("mosi") == "sign"
+    assert classes_for_family(scores, "mosei").tolist() == [2, 3, 4]
+    assert classes_for_family(scores, "mosei", "round").tolist() == [3, 3, 3]
+
+
+def test_mosei_rules_beyond_the_range() -> None:
+    assert mosei_rounded_classes(np.array([-3.4, 3.6])).tolist() == [0, 6]
+    assert mosei_binned_classes(np.array([-3.4, 3.6])).tolist() == [0, 6]
+
+
+def test_a_rule_of_another_family_is_refused() -> None:
+    with pytest.raises(DataError, match="label rule 'round' does not apply to 3-class MOSI"):
+        classes_for_family(np.array([0.5]), "mosi", "round")
+    with pytest.raises(DataError, match="unknown label rule 'nearest'"):
+        classes_by_rule(np.array([0.5]), "nearest")
 
 
 def test_binary_labels_with_and_without_zero() -> None:
@@ -44,7 +76,8 @@ def test_family_rule_for_paths() -> None:
     assert family_for_path("/data/CMU-MOSEI/Processed/unaligned_50.pkl") == "mosei"
     assert family_for_path("/data/MOSI/aligned_50.pkl") == "mosi"
     assert family_for_path("custom.pkl") == "mosi"
-    assert classes_for_family(np.array([-0.5, 2.5]), "mosei").tolist() == [3, 5]
+    assert classes_for_family(np.array([-0.5, 2.5]), "mosei").tolist() == [2, 6]
+    assert classes_for_family(np.array([-0.5, 2.5]), "mosei", "round").tolist() == [3, 5]
     assert classes_for_family(np.array([-0.5, 2.5]), "custom").tolist() == [0, 2]
 
 

@@ -173,7 +173,7 @@ def test_custom_file_family_rule_by_name(tiny_record, write_record) -> None:
     record["train"]["regression_labels"][:3] = [-0.5, 2.5, 0.0]
     data = _load(write_record(record, name="my_mosei_subset.pkl"))
     assert data.num_classes == 7
-    assert data.train.labels[:3].tolist() == [3, 5, 3]
+    assert data.train.labels[:3].tolist() == [2, 6, 3]  # the binned rule: [-1, 0), > 2, exactly 0
 
 
 def test_check_collects_every_problem(tiny_record, write_record) -> None:

@@ -14,6 +14,7 @@ from bench.methods import validate_config
 from bench.methods.pmr import (
     Prototypes,
     class_means,
+    ema_for_pass,
     empty_prototypes,
     leading_modalities,
     mean_entropy,
@@ -274,3 +275,36 @@ def test_pmr_runs_on_the_smoke_profile(tiny, modalities) -> None:
     assert expected <= present
     assert {row["split"] for row in result.trajectory if row["series"] == "proto_acc"} == {"valid"}
     assert all(math.isfinite(row["value"]) for row in result.trajectory)
+
+
+def test_ema_starts_with_the_update_after_epoch_one_as_in_the_official_code() -> None:
+    # pass 0 = before epoch 0, pass 1 = after epoch 0: plain means; pass 2 = after epoch 1: EMA
+    assert [ema_for_pass(k, 0.3) for k in range(4)] == [0.0, 0.0, 0.3, 0.3]
+
+
+def test_method_prototypes_after_epoch_zero_are_plain_means_even_with_ema(tiny) -> None:
+    trainer = build_trainer(_cfg(method_params={"ema": 0.5}), tiny)
+    model, state, method = trainer.model, trainer.state, trainer.method
+    method.on_train_start(model, state)
+    with torch.no_grad():
+        for p in model.encoders.parameters():
+            p.add_(0.1)
+    before = {m: p.centers.clone() for m, p in state.scratch["prototypes"].items()}
+    method.on_epoch_end(model, state)  # epoch 0 ends: pass 1, no smoothing
+    means, counts = _class_means_of_first(trainer, 7, epoch=1)
+    for m in ("text", "vision"):
+        present = counts[m].unsqueeze(1) > 0
+        assert torch.allclose(state.scratch["prototypes"][m].centers, torch.where(present, means[m], before[m]),
+                              atol=1e-6)
+    after_one = {m: p.centers.clone() for m, p in state.scratch["prototypes"].items()}
+    state.epoch = 1
+    with torch.no_grad():
+        for p in model.encoders.parameters():
+            p.add_(0.1)
+    method.on_epoch_end(model, state)  # epoch 1 ends: pass 2, C = 0.5 C_new + 0.5 C_old
+    means, counts = _class_means_of_first(trainer, 7, epoch=2)
+    for m in ("text", "vision"):
+        present = counts[m].unsqueeze(1) > 0
+        smoothed = 0.5 * means[m] + 0.5 * after_one[m]
+        assert torch.allclose(state.scratch["prototypes"][m].centers, torch.where(present, smoothed, after_one[m]),
+                              atol=1e-6)

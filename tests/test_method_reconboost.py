@@ -47,10 +47,15 @@ def test_phase1_weight_is_w1_minus_w2_q_of_the_true_class() -> None:
     assert torch.allclose(others_distribution(two, 1.0, 2, 2)[0], torch.tensor([0.9, 0.1]))
 
 
-def test_q_is_uniform_before_any_other_learner_exists() -> None:
+def test_q_before_any_other_learner_exists_official_and_uniform() -> None:
+    # official: a softmax over a size-1 dimension, so q_{i,k} = 1 and w = w1 - w2 = 1 - 0.25 = 0.75
     q = others_distribution({}, eta=1.0, batch_size=2, num_classes=3)
+    assert torch.equal(q, torch.ones(2, 3))
+    weights = boosting_weights(q, torch.tensor([0, 2]), 1.0, 0.25)
+    assert torch.allclose(weights, torch.tensor([0.75, 0.75]))
+    # uniform reading: q = 1/3, w = 1 - 0.25 / 3 = 0.91666...
+    q = others_distribution({}, eta=1.0, batch_size=2, num_classes=3, stage0_q="uniform")
     assert torch.equal(q, torch.full((2, 3), 1.0 / 3))
-    # w = 1 - 0.25 / 3 = 0.91666...
     weights = boosting_weights(q, torch.tensor([0, 2]), 1.0, 0.25)
     assert torch.allclose(weights, torch.tensor([11.0 / 12.0, 11.0 / 12.0]))
 
@@ -63,9 +68,9 @@ def test_boosting_loss_by_hand() -> None:
     assert loss.item() == pytest.approx(0.640625 * LN2)
 
 
-def test_consolidation_switch_thesis_has_a_gradient_official_none() -> None:
+def test_consolidation_switch_live_has_a_gradient_official_none() -> None:
     previous = torch.tensor([[LN3, 0.0]])  # softmax (3/4, 1/4)
-    for mode, expect_gradient in [("thesis", True), ("official", False)]:
+    for mode, expect_gradient in [("live", True), ("official", False)]:
         current = torch.zeros(1, 2, requires_grad=True)  # softmax (1/2, 1/2)
         term = consolidation_loss(current, previous, mode)
         # MSE = ((1/2 - 3/4)^2 + (1/2 - 1/4)^2) / 2 = 0.0625 in both modes
@@ -158,15 +163,17 @@ def _grads_after_loss(trainer, epoch: int) -> tuple[dict[str, bool], dict]:
 
 def test_phase1_trains_only_the_stage_modality_and_the_head(tiny) -> None:
     trainer = build_trainer(_cfg(modalities=TAV, max_epochs=6), tiny)
-    # epoch 0: stage 0 (text), phase 1; no other learner yet: q uniform, w = 1 - 0.25 / 3
+    # epoch 0: stage 0 (text), phase 1; no other learner yet: official q = 1, w = 1 - 0.25
     grads, logs = _grads_after_loss(trainer, epoch=0)
     assert grads == {"text": True, "audio": False, "vision": False, "head": True, "eta": False}
-    assert logs["phase1_weight"] == pytest.approx(11.0 / 12.0)
+    assert logs["phase1_weight"] == pytest.approx(0.75)
+    uniform = build_trainer(_cfg(modalities=TAV, max_epochs=6, method_params={"stage0_q": "uniform"}), tiny)
+    assert _grads_after_loss(uniform, epoch=0)[1]["phase1_weight"] == pytest.approx(11.0 / 12.0)
     assert "consolidation_loss" not in logs  # no previous stage
     # epoch 2: stage 1 (vision), phase 1: text is fixed (no gradient), consolidation with text
     grads, logs = _grads_after_loss(trainer, epoch=2)
     assert grads == {"text": False, "audio": False, "vision": True, "head": True, "eta": False}
-    assert logs["phase1_weight"] != pytest.approx(11.0 / 12.0)  # q now comes from the text learner
+    assert logs["phase1_weight"] != pytest.approx(0.75)  # q now comes from the text learner
     assert "consolidation_loss" in logs
 
 
@@ -215,3 +222,22 @@ def test_early_stopping_patience_counts_stages(tiny) -> None:
     assert result.metrics["best_epoch"] == 2 * best_stage + 1
     # stops one stage (2 epochs) after the best one, or at the cap
     assert result.metrics["epochs"] == min(2 * (best_stage + 2), 12)
+
+
+def _adam_steps(trainer) -> set[int]:
+    """The step counts Adam holds for the shared head (one per optimizer step it took)."""
+    return {int(trainer.optimizer.state[p]["step"]) for p in trainer.model.head.parameters()}
+
+
+@pytest.mark.parametrize(("reset", "phase_epochs"), [("phase", 1), ("run", 2)])
+def test_a_fresh_optimizer_at_every_phase_start(tiny, reset: str, phase_epochs: int) -> None:
+    trainer = build_trainer(_cfg(max_epochs=2, method_params={"optimizer_reset": reset}), tiny)
+    first = trainer.optimizer
+    assert [trainer.method.fresh_optimizer(e, trainer.state) for e in range(4)] == (
+        [True, True, True, True] if reset == "phase" else [False] * 4)  # 1 + 1 epochs: every epoch starts a phase
+    trainer.fit()
+    # 64 training samples in batches of 16: 4 optimizer steps per epoch. With "phase" the optimizer of
+    # phase 2 (epoch 1) starts at step 0, so Adam's count is 4; with one optimizer per run it is 8.
+    assert _adam_steps(trainer) == {4 * phase_epochs}
+    assert (trainer.optimizer is first) == (reset == "run")
+    assert trainer.state.optimizer is trainer.optimizer

@@ -84,16 +84,19 @@ def test_thesis_learning_rates():
 def test_method_hyper_parameters_and_windows():
     cells = expand("table-6.10", source="synth", datasets=["mosi"])
     cfg = {(c.method, c.modalities): c.configs[0] for c in cells}
+    ogm_readings = {"form": "official", "include_biases": False}  # every parameter is resolved
     ogm = cfg[("ogm", "text+vision")]
-    assert ogm.params == {"alpha": 0.5} and (ogm.window_start, ogm.window_end) == (0, 4)
-    assert cfg[("acc", "audio+vision")].params == {"alpha": 0.5}
+    assert ogm.params == {"alpha": 0.5, **ogm_readings} and (ogm.window_start, ogm.window_end) == (0, 4)
+    assert cfg[("acc", "audio+vision")].params == {"alpha": 0.5, "include_biases": False}  # acc has no form
     agm = cfg[("agm", "audio+vision")]
-    assert agm.params == {"alpha": 2.0} and agm.window_end == 9
-    assert cfg[("pmr", "audio+vision")].params == {"alpha": 0.3, "ema": 0.0}
-    assert cfg[("pmr", "text+vision")].params == {"alpha": 0.5, "ema": 0.1}  # 6.10 TV = the EMA rows
+    assert agm.params == {"alpha": 2.0, "clip_c": 7.0} and agm.window_end == 9
+    pmr_readings = {"entropy_mu": 0.0, "proto_fraction": 0.1}
+    assert cfg[("pmr", "audio+vision")].params == {"alpha": 0.3, "ema": 0.0, **pmr_readings}
+    assert cfg[("pmr", "text+vision")].params == {"alpha": 0.5, "ema": 0.1, **pmr_readings}  # 6.10 TV: EMA rows
     rb = cfg[("reconboost", "audio+vision+text")]
-    assert rb.params == {"w1": 1.0, "w2": 0.25, "consolidation_alpha": 0.5, "consolidation": "thesis",
-                         "stage_epochs": 1, "rectify_epochs": 1}
+    assert rb.params == {"w1": 1.0, "w2": 0.25, "consolidation_alpha": 0.5, "consolidation": "official",
+                         "stage_epochs": 1, "rectify_epochs": 1, "eta_init": 1.0, "stage0_q": "official",
+                         "optimizer_reset": "phase"}
     assert rb.scheduler == "none" and rb.max_epochs == 12
     assert all(c.max_epochs == 12 and c.profile == "quick" for c in cfg.values())
 
@@ -212,3 +215,16 @@ def test_all_preset_gives_dev_set_rows_to_exactly_the_methods_that_have_a_varian
     with_dev = {cell.method for cell in cells if cell.config_label == "dev_set"}
     assert with_dev == {name for name, cls in REGISTRY.items() if cls.has_dev_set_variant}
     assert with_dev == {"ogm", "ogm_ge", "acc", "agm", "pmr"}
+
+
+def test_a_label_rule_override_applies_to_the_datasets_it_fits():
+    cells = expand("table-6.10", profile="smoke", source="synth", seeds=(0,), methods=["concat"],
+                   overrides={"label_rule": "round"})
+    rules = {c.family: {cfg.label_rule for cfg in c.configs} for c in cells}
+    assert rules == {"mosi": {"sign"}, "mosei": {"round"}}
+    default = expand("table-6.10", profile="smoke", source="synth", seeds=(0,), methods=["concat"],
+                     datasets=["mosei"])
+    assert {cfg.label_rule for c in default for cfg in c.configs} == {"binned"}
+    assert {c.run_ids for c in default}.isdisjoint({c.run_ids for c in cells})
+    with pytest.raises(ConfigError, match="label rule 'round' applies to mosei only, not to mosi"):
+        expand("table-6.10", profile="smoke", source="synth", datasets=["mosi"], overrides={"label_rule": "round"})

@@ -69,6 +69,8 @@ def test_plot_command_writes_png_and_pdf(small_store, tmp_path, capsys):
 def test_report_command(small_store, tmp_path, capsys):
     main(["report", "table-6.10", "--runs-dir", str(small_store), "--out-dir", str(tmp_path)])
     assert f"written: {tmp_path / 'table-6.10-report.html'}" in capsys.readouterr().out
+    page = (tmp_path / "table-6.10-report.html").read_text(encoding="utf-8")
+    assert "sample std over seeds (ddof=1)" in page  # the std convention, in the page's captions
 
 
 def test_real_preset_join(tmp_path, capsys):

@@ -264,3 +264,12 @@ def test_baseline_taken_from_the_grid_when_the_preset_has_none(tmp_path):
     text = to_markdown(models)
     assert "Late Concatenation (Baseline) |" not in text  # the baseline row is not invented into the table
     assert "taken from elsewhere in the grid): audio+vision synth-mosi standard/adam." in text
+
+
+def test_every_format_states_the_std_convention(av_store):
+    runs, cells = av_store
+    models = models_for(runs, cells)
+    for fmt in ("md", "latex", "html"):
+        assert "sample std over seeds (ddof=1)" in render(models, fmt), fmt
+    frame = pd.read_csv(io.StringIO(render(models, "csv")))
+    assert set(frame["std_convention"]) == {"sample std over seeds (ddof=1)"}

@@ -42,7 +42,7 @@ def test_saved_row_has_every_contract_column(tmp_path, ogm_cfg):
     row = rows.iloc[0]
     assert row["run_id"] == ogm_cfg.run_id and row["status"] == "ok"
     assert row["modalities"] == "text+vision" and row["method"] == "ogm" and row["seed"] == 3
-    assert json.loads(row["method_params"]) == {"alpha": 0.5, "form": "shifted"}
+    assert json.loads(row["method_params"]) == {"alpha": 0.5, "form": "shifted", "include_biases": False}
     assert row["param_alpha"] == 0.5 and row["param_form"] == "shifted" and math.isnan(row["param_ema"])
     assert row["test_acc"] == 61.5 and row["test_loss"] == 80.25
     assert math.isnan(row["test_acc_audio"])  # not a modality of this run

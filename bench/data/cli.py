@@ -89,16 +89,19 @@ def inspect_command(
     path: str = typer.Argument(..., help="An MMSA-schema pickle, or synth-mosi / synth-mosei / mosi / mosei."),
     profile: str = typer.Option("full", "--profile", help="Profile for dataset names (files: always full)."),
     num_classes: int = typer.Option(None, "--num-classes", help="Classes of a file's classification_labels."),
+    label_rule: str = typer.Option(None, "--label-rule",
+                                   help="MOSEI-style 7 classes: binned (default) or round; MOSI: sign."),
 ) -> None:
     """Print splits, shapes, length statistics, label histogram, SHA-256 and the published-file check."""
     from bench.data.loader import load_dataset, load_file, published_match
 
     if path in DATASET_NAMES:
-        dataset = load_dataset(path, profile)
+        dataset = load_dataset(path, profile, label_rule=label_rule)
     else:
-        dataset = load_file(Path(path), "full", num_classes=num_classes)
-    typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes, modalities {', '.join(dataset.modalities)}"
-               + ("  [SYNTHETIC]" if dataset.synthetic else ""))
+        dataset = load_file(Path(path), "full", num_classes=num_classes, label_rule=label_rule)
+    rule = "the file's classification_labels" if dataset.label_rule == "given" else f"rule {dataset.label_rule}"
+    typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes ({rule}), modalities "
+               f"{', '.join(dataset.modalities)}" + ("  [SYNTHETIC]" if dataset.synthetic else ""))
     typer.echo(f"source {dataset.source}")
     if dataset.synthetic:
         typer.echo(f"generator fingerprint {dataset.fingerprint}")
@@ -113,7 +116,7 @@ def describe(dataset) -> list[str]:
     """Per split: size, shapes, true-length min/median/max per modality, label histogram."""
     from bench.data.labels import class_names
 
-    names = class_names(dataset.num_classes)
+    names = class_names(dataset.num_classes, dataset.label_rule)
     lines = []
     for split in ("train", "valid", "test"):
         part = dataset.split(split)

@@ -1,8 +1,13 @@
 """Class labels from the continuous sentiment score in [-3, 3] (thesis 6.2.1).
 
-MOSI: 3 classes, negative (y < 0) -> 0, neutral (y == 0) -> 1, positive (y > 0) -> 2.
-MOSEI: 7 classes, round(clip(y, -3, 3)) + 3 with numpy's half-to-even rounding, so -0.5 -> 3 and
-2.5 -> 5. Custom files use their `classification_labels` when they have them, else the family rule.
+MOSI: 3 classes by sign ("sign"): negative (y < 0) -> 0, neutral (y == 0) -> 1, positive (y > 0) -> 2.
+MOSEI: 7 classes, two rules (a run's `label_rule`, part of its run id):
+- "binned" (the default): the bins of the thesis's reference [133] (Delbrouck et al., 2020; their
+  code's `cmumosei_7`): y < -2 -> 0, [-2, -1) -> 1, [-1, 0) -> 2, y == 0 -> 3, (0, 1] -> 4,
+  (1, 2] -> 5, y > 2 -> 6. Only an exact 0 is neutral.
+- "round": round(clip(y, -3, 3)) + 3 with numpy's half-to-even rounding (the usual Acc-7 convention),
+  so -0.5 -> 3 and 2.5 -> 5.
+Custom files use their `classification_labels` when they have them, else the family rule.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ import numpy as np
 from bench.data.types import DataError
 
 FAMILY_CLASSES = {"mosi": 3, "mosei": 7}
+# The label rules each family admits; the first is its default.
+FAMILY_RULES: dict[str, tuple[str, ...]] = {"mosi": ("sign",), "mosei": ("binned", "round")}
+LABEL_RULES: tuple[str, ...] = ("sign", "binned", "round")
 MOSI_CLASS_NAMES = ("negative", "neutral", "positive")
-MOSEI_CLASS_NAMES = ("-3", "-2", "-1", "0", "+1", "+2", "+3")
+MOSEI_CLASS_NAMES = ("-3", "-2", "-1", "0", "+1", "+2", "+3")  # rounded scores
+MOSEI_BIN_NAMES = ("<-2", "[-2,-1)", "[-1,0)", "0", "(0,1]", "(1,2]", ">2")  # [133]'s bins
 
 
 def mosi_classes(scores: np.ndarray) -> np.ndarray:
@@ -24,10 +33,43 @@ def mosi_classes(scores: np.ndarray) -> np.ndarray:
     return (np.sign(scores).astype(np.int64) + 1).reshape(scores.shape)
 
 
-def mosei_classes(scores: np.ndarray) -> np.ndarray:
+def mosei_rounded_classes(scores: np.ndarray) -> np.ndarray:
     """(N,) scores -> (N,) int64 in 0..6: round(clip(y, -3, 3)) + 3, ties to even as numpy rounds."""
     rounded = np.round(np.clip(np.asarray(scores, dtype=np.float64), -3.0, 3.0))
     return rounded.astype(np.int64) + 3
+
+
+def mosei_binned_classes(scores: np.ndarray) -> np.ndarray:
+    """(N,) scores -> (N,) int64 in 0..6 by [133]'s bins: left-closed below 0, right-closed above 0."""
+    values = np.asarray(scores, dtype=np.float64)
+    below = np.digitize(values, [-2.0, -1.0, 0.0], right=False)  # y < -2 -> 0, [-2,-1) -> 1, [-1,0) -> 2
+    above = 3 + np.digitize(values, [0.0, 1.0, 2.0], right=True)  # 0 -> 3, (0,1] -> 4, (1,2] -> 5, > 2 -> 6
+    return np.where(values < 0, below, above).astype(np.int64).reshape(values.shape)
+
+
+def classes_by_rule(scores: np.ndarray, rule: str) -> np.ndarray:
+    """Class indices of `scores` under a label rule ("sign", "binned" or "round")."""
+    if rule == "sign":
+        return mosi_classes(scores)
+    if rule == "binned":
+        return mosei_binned_classes(scores)
+    if rule == "round":
+        return mosei_rounded_classes(scores)
+    raise DataError(f"unknown label rule {rule!r}; choose from {', '.join(LABEL_RULES)}")
+
+
+def default_rule(family: str) -> str:
+    """The label rule a family uses unless a run asks for another ('mosei' -> binned, else sign)."""
+    return FAMILY_RULES.get(family, FAMILY_RULES["mosi"])[0]
+
+
+def check_rule(family: str, rule: str) -> None:
+    """DataError unless `rule` is one of the family's rules (MOSI-like data has only 'sign')."""
+    allowed = FAMILY_RULES.get(family, FAMILY_RULES["mosi"])
+    if rule not in allowed:
+        classes = num_classes_for_family(family)
+        raise DataError(f"label rule {rule!r} does not apply to {classes}-class {family.upper()}-style labels; "
+                        f"choose from {', '.join(allowed)}")
 
 
 def binary_labels(scores: np.ndarray, include_zero: bool = True) -> np.ndarray:
@@ -41,21 +83,23 @@ def family_for_path(path: Path | str) -> str:
     return "mosei" if "mosei" in str(path).lower() else "mosi"
 
 
-def classes_for_family(scores: np.ndarray, family: str) -> np.ndarray:
-    """Class indices by the family's rule ('mosei' -> 7 classes, anything else -> 3)."""
-    return mosei_classes(scores) if family == "mosei" else mosi_classes(scores)
+def classes_for_family(scores: np.ndarray, family: str, rule: str | None = None) -> np.ndarray:
+    """Class indices by the family's default rule, or `rule` ('mosei' -> 7 classes, anything else -> 3)."""
+    chosen = default_rule(family) if rule is None else rule
+    check_rule(family if family in FAMILY_RULES else "mosi", chosen)
+    return classes_by_rule(scores, chosen)
 
 
 def num_classes_for_family(family: str) -> int:
     return FAMILY_CLASSES.get(family, 3)
 
 
-def class_names(num_classes: int) -> tuple[str, ...]:
-    """Readable names for the histogram in `bench data inspect`."""
+def class_names(num_classes: int, rule: str = "") -> tuple[str, ...]:
+    """Readable names for the histogram in `bench data inspect` (7 classes: the bins of `rule`)."""
     if num_classes == 3:
         return MOSI_CLASS_NAMES
     if num_classes == 7:
-        return MOSEI_CLASS_NAMES
+        return MOSEI_BIN_NAMES if rule == "binned" else MOSEI_CLASS_NAMES
     return tuple(str(k) for k in range(num_classes))
 
 

@@ -11,6 +11,7 @@ at that profile (synth.SIZES: MOSI family 500/150/300 and 48/24/24, MOSEI 800/20
 Labels: the MOSI / MOSEI rules (bench.data.labels) for the named datasets, for the surrogate and for a
 file whose SHA-256 is a published MMSA one; any other file uses its `classification_labels` when it
 has them (K = max + 1, or `num_classes`), else the family rule by path ("mosei" in the path -> 7).
+`label_rule` picks among a family's rules (MOSEI: "binned", the default, or "round"); None = default.
 """
 
 from __future__ import annotations
@@ -48,16 +49,17 @@ def published_match(sha256: str) -> str | None:
     return f"matches the published MMSA file ({known[1]})" if known else None
 
 
-def load_dataset(name: str, profile: str = "quick", data_dir: Path | None = None) -> Dataset:
+def load_dataset(name: str, profile: str = "quick", data_dir: Path | None = None,
+                 label_rule: str | None = None) -> Dataset:
     """The dataset `name` ("synth-mosi", "synth-mosei", "mosi", "mosei" or a path) at `profile`."""
     if profile not in PROFILES:
         raise DataError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     key = str(name).strip()
     if key in ("synth-mosi", "synth-mosei"):
-        return load_synth(key.removeprefix("synth-"), profile)
+        return load_synth(key.removeprefix("synth-"), profile, label_rule=label_rule)
     if key in ("mosi", "mosei"):
-        return load_file(real_file_path(key, data_dir), profile, family=key, name=key)
-    return load_file(Path(key).expanduser(), profile)
+        return load_file(real_file_path(key, data_dir), profile, family=key, name=key, label_rule=label_rule)
+    return load_file(Path(key).expanduser(), profile, label_rule=label_rule)
 
 
 def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = None) -> str:
@@ -98,7 +100,7 @@ def real_file_path(family: str, data_dir: Path | None = None) -> Path:
 
 
 def load_file(path: Path, profile: str = "full", family: str | None = None, name: str | None = None,
-              num_classes: int | None = None) -> Dataset:
+              num_classes: int | None = None, label_rule: str | None = None) -> Dataset:
     """An MMSA-schema pickle, converted to the cache on first use."""
     path = Path(path)
     if not path.exists():
@@ -106,12 +108,12 @@ def load_file(path: Path, profile: str = "full", family: str | None = None, name
     check_readable_file(path)
     stat = path.stat()
     return _load_file_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, profile, family,
-                             name or path.stem, num_classes)
+                             name or path.stem, num_classes, label_rule)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, family: str | None, name: str,
-                      num_classes: int | None) -> Dataset:
+                      num_classes: int | None, label_rule: str | None = None) -> Dataset:
     path = Path(resolved)
     digest = cache.known_sha256(path)
     directory = convert_file(path, digest)
@@ -119,7 +121,7 @@ def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, fam
     published = PUBLISHED_SHA256.get(digest)
     rule_family = family or (published[0] if published else None)
     full = {split: cache.read_arrays(directory, split) for split in mmsa.RAW_SPLITS}
-    labelled, k, label_note = label_splits(full, path, rule_family, num_classes)
+    labelled, k, label_note, rule = label_splits(full, path, rule_family, num_classes, label_rule)
     data_family = rule_family or labels.family_for_path(path)
     parts = {split: _split_arrays(full[split], labelled[split], meta["modalities"]) for split in mmsa.RAW_SPLITS}
     notes = list(meta.get("notes", [])) + [label_note]
@@ -130,7 +132,7 @@ def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, fam
         name=name, num_classes=k, modalities=tuple(meta["modalities"]), train=parts["train"],
         valid=parts["valid"], test=parts["test"],
         dev_index=splits.dev_index(parts["train"].labels, data_family), fingerprint=digest, synthetic=False,
-        source=str(path), notes=tuple(notes),
+        source=str(path), notes=tuple(notes), label_rule=rule,
     )
 
 
@@ -169,8 +171,9 @@ def _save_clean(save: cache.ArrayWriter, split: str, clean: mmsa.CleanSplit) -> 
 
 
 def label_splits(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, family: str | None,
-                 num_classes: int | None) -> tuple[dict[str, np.ndarray], int, str]:
-    """Class labels per split, the number of classes and a note saying which rule made them."""
+                 num_classes: int | None,
+                 label_rule: str | None = None) -> tuple[dict[str, np.ndarray], int, str, str]:
+    """Class labels per split, the number of classes, a note saying which rule made them, and the rule."""
     has_scores = all("regression" in arrays[s] for s in mmsa.RAW_SPLITS)
     has_given = all("classification" in arrays[s] for s in mmsa.RAW_SPLITS)
     if has_given and (family is None or not has_scores):
@@ -180,7 +183,7 @@ def label_splits(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, fam
         top = max(int(np.max(given[s], initial=0)) for s in mmsa.RAW_SPLITS)
         k = num_classes if num_classes is not None else top + 1
         out = {s: labels.given_classes(given[s], k, f"{path}: split '{s}'")[0] for s in mmsa.RAW_SPLITS}
-        return out, k, f"labels: the file's classification_labels ({k} classes)"
+        return out, k, f"labels: the file's classification_labels ({k} classes)", "given"
     if not has_scores:
         raise DataError(f"{path}: no 'regression_labels' in every split and no 'classification_labels' in "
                         "every split: cannot make class labels")
@@ -189,8 +192,10 @@ def label_splits(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, fam
     if num_classes is not None and num_classes != k:
         raise DataError(f"{path}: the {rule.upper()} rule gives {k} classes, not the {num_classes} asked for "
                         "(a different number needs classification_labels in the file)")
-    out = {s: labels.classes_for_family(arrays[s]["regression"], rule) for s in mmsa.RAW_SPLITS}
-    return out, k, f"labels: {rule.upper()} rule on regression_labels ({k} classes)"
+    chosen = label_rule or labels.default_rule(rule)
+    labels.check_rule(rule, chosen)
+    out = {s: labels.classes_for_family(arrays[s]["regression"], rule, chosen) for s in mmsa.RAW_SPLITS}
+    return out, k, f"labels: {rule.upper()} rule '{chosen}' on regression_labels ({k} classes)", chosen
 
 
 def _split_arrays(arrays: dict[str, np.ndarray], classes: np.ndarray, modalities: list[str]) -> SplitArrays:
@@ -232,7 +237,8 @@ def _frozen(split: SplitArrays) -> SplitArrays:
 
 
 @functools.lru_cache(maxsize=8)
-def load_synth(like: str, profile: str = "quick", seed: int = synth.DATA_SEED) -> Dataset:
+def load_synth(like: str, profile: str = "quick", seed: int = synth.DATA_SEED,
+               label_rule: str | None = None) -> Dataset:
     """synth-<like> at `profile`: generated once into the cache, then memory-mapped."""
     params = synth.synth_params(like, profile, seed)
     directory = cache.entry_dir("synth", params.fingerprint)
@@ -240,10 +246,11 @@ def load_synth(like: str, profile: str = "quick", seed: int = synth.DATA_SEED) -
         if not cache.is_complete(directory):
             cache.write_entry(directory, functools.partial(_fill_synth, params))
     except OSError as err:  # read-only or full cache: generate in memory instead
-        return synth_dataset(params, notes=(f"cache not writable ({err}); generated in memory",))
+        return synth_dataset(params, notes=(f"cache not writable ({err}); generated in memory",),
+                             label_rule=label_rule)
     meta = cache.read_meta(directory)
     arrays = {split: cache.read_arrays(directory, split) for split in mmsa.RAW_SPLITS}
-    return _synth_from_arrays(params, arrays, tuple(meta.get("notes", [])))
+    return _synth_from_arrays(params, arrays, tuple(meta.get("notes", [])), label_rule)
 
 
 def _fill_synth(params: synth.SynthParams, save: cache.ArrayWriter, open_array: Any) -> dict[str, Any]:
@@ -262,7 +269,7 @@ def _fill_synth(params: synth.SynthParams, save: cache.ArrayWriter, open_array: 
             "params": params.to_json(), "synthetic": True}
 
 
-def synth_dataset(params: synth.SynthParams, notes: tuple[str, ...] = ()) -> Dataset:
+def synth_dataset(params: synth.SynthParams, notes: tuple[str, ...] = (), label_rule: str | None = None) -> Dataset:
     """The surrogate built in memory (no cache): for calibration experiments and fallbacks."""
     arrays = {}
     for plan in synth.plan_splits(params):
@@ -270,17 +277,19 @@ def synth_dataset(params: synth.SynthParams, notes: tuple[str, ...] = ()) -> Dat
         record.update({f"{m}_lengths": plan.lengths[m] for m in plan.lengths})
         record.update({"regression": plan.scores, "ids": plan.ids})
         arrays[plan.name] = record
-    dataset = _synth_from_arrays(params, arrays, notes)
+    dataset = _synth_from_arrays(params, arrays, notes, label_rule)
     for split in (dataset.train, dataset.valid, dataset.test):
         _frozen(split)
     return dataset
 
 
 def _synth_from_arrays(params: synth.SynthParams, arrays: dict[str, dict[str, np.ndarray]],
-                       notes: tuple[str, ...]) -> Dataset:
+                       notes: tuple[str, ...], label_rule: str | None = None) -> Dataset:
     modalities = [m.name for m in params.modalities]
+    rule = label_rule or labels.default_rule(params.like)
+    labels.check_rule(params.like, rule)
     parts = {
-        split: _split_arrays(arrays[split], labels.classes_for_family(arrays[split]["regression"], params.like),
+        split: _split_arrays(arrays[split], labels.classes_for_family(arrays[split]["regression"], params.like, rule),
                              modalities)
         for split in mmsa.RAW_SPLITS
     }
@@ -288,7 +297,7 @@ def _synth_from_arrays(params: synth.SynthParams, arrays: dict[str, dict[str, np
         name=f"synth-{params.like}", num_classes=params.num_classes, modalities=tuple(modalities),
         train=parts["train"], valid=parts["valid"], test=parts["test"],
         dev_index=splits.dev_index(parts["train"].labels, params.like), fingerprint=params.fingerprint,
-        synthetic=True, source=params.source, notes=notes,
+        synthetic=True, source=params.source, notes=notes, label_rule=rule,
     )
 
 

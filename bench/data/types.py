@@ -53,6 +53,9 @@ class Dataset:
     synthetic: bool
     source: str  # path of the file, or "generator:<params>"
     notes: tuple[str, ...] = ()  # what loading changed, e.g. "zeroed 12 -inf values in audio"
+    # The rule that made the class labels from the scores ("sign", "binned", "round"); "given" when
+    # the labels are the file's own classification_labels.
+    label_rule: str = ""
 
     @property
     def feature_dims(self) -> dict[str, int]:

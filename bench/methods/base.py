@@ -4,6 +4,7 @@ A method is a subclass of `Method` in its own file, registered with `@register`.
 
     on_train_start(model, state)                  once, before epoch 0
     for each epoch:
+        fresh_optimizer(epoch, state) -> bool       True: a new optimizer (and schedule) from here on
         on_epoch_start(model, state)
         for each batch:  loss(model, batch, state) -> (loss, logs); loss.backward()
         every `step_every` batches:  after_backward(model, state) -> logs; optimizer.step()
@@ -122,6 +123,11 @@ class Method:
     def checkpoint_epoch(self, epoch: int, state: TrainState) -> bool:
         """Whether to validate / checkpoint / early-stop after this epoch (ReconBoost: stage ends)."""
         return True
+
+    def fresh_optimizer(self, epoch: int, state: TrainState) -> bool:
+        """Whether the loop replaces the optimizer before this epoch (> 0): no moments or step counts carry
+        over, learning rates restart at the config's (ReconBoost: every phase start)."""
+        return False
 
     def uses_scheduler(self, cfg: RunConfig) -> bool:
         return cfg.scheduler == "plateau"

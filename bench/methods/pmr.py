@@ -15,6 +15,8 @@ Design choices (documented in the report too):
 - A class absent from the prototype set keeps its previous prototype; before it has ever been seen
   its prototype is the zero vector. EMA (C <- (1 - ema) C_new + ema C_old) applies only to classes
   that already had a prototype, so the first prototypes are plain class means (not shrunk toward 0).
+- EMA timing follows the official code: the passes before epoch 0 and after epoch 0 (pass indices 0
+  and 1) take plain class means; the EMA applies from the pass after epoch 1 (index 2) on.
 - Dev-set variant: prototypes come from the dev split (per epoch, as above), and the scores s_m (hence
   the ratio and the coefficients) are computed on the dev split, eval mode, no gradient, every
   `ratio_every` optimizer steps and reused in between (methods.md "Dev-set variant": the thesis used
@@ -84,6 +86,14 @@ def update_prototypes(old: Prototypes, means: Tensor, counts: Tensor, ema: float
     smoothed = torch.where(old.seen.unsqueeze(1), (1.0 - ema) * means + ema * old.centers, means)  # (K, D)
     centers = torch.where(present.unsqueeze(1), smoothed, old.centers)
     return Prototypes(centers=centers, seen=old.seen | present)
+
+
+FIRST_EMA_PASS = 2  # the official code's first smoothed update: the one after epoch 1
+
+
+def ema_for_pass(pass_index: int, ema: float) -> float:
+    """The momentum of prototype pass `pass_index` (0 = before epoch 0, k = after epoch k - 1)."""
+    return ema if pass_index >= FIRST_EMA_PASS else 0.0
 
 
 def euclidean_distances(points: Tensor, centers: Tensor) -> Tensor:
@@ -241,7 +251,7 @@ class PMR(Method):
         current: dict[str, Prototypes] = state.scratch["prototypes"]
         for m, z in features.items():
             means, counts = class_means(z, labels, state.num_classes)
-            current[m] = update_prototypes(current[m], means, counts, state.params.ema)
+            current[m] = update_prototypes(current[m], means, counts, ema_for_pass(pass_index, state.params.ema))
 
     def _prototype_accuracy(self, model: nn.Module, state: TrainState) -> Logs:
         """Accuracy (%) of argmax pi^m on the validation split."""

@@ -10,8 +10,18 @@ epochs of phase 2:
   l_i = -(1/K) (w1 - w2 q_{i,y_i}) log softmax(f_m(x_m,i))_{y_i}, q = softmax(eta sum_{j != m} f_j)
   without gradient, so samples the other learners already get right weigh less; plus
   consolidation_alpha * MSE(softmax f_m, softmax f_prev) with the previous stage's modality
-  ("thesis": f_prev detached, f_m live; "official": both detached, i.e. no gradient at all);
+  ("official", the default: both detached, as the official code and the thesis's text have it, so the
+  term is logged but carries no gradient; "live": f_m keeps its gradient);
 - phase 2 (global rectification) trains every ensemble member, H and eta on CE(F(x), y).
+
+Official-code details followed by default, each with the other reading as a parameter:
+- Stage 0 has no other learner. The official code's q is then a softmax over a size-1 dimension, so
+  every q_{i,k} = 1 and the weight is w1 - w2 (0.75); `stage0_q=uniform` uses q = 1/K instead.
+- The official code builds a fresh optimizer at the start of every phase 1 and every phase 2, so no
+  moments or step counts carry over between phases (`optimizer_reset=phase`); `optimizer_reset=run`
+  keeps one optimizer for the whole run. The fresh optimizer is the run's own (cfg.optimizer, lr,
+  momentum, weight decay): the official code's SGD with weight decay 5e-4 is not imposed on the
+  thesis's Adam rows.
 
 Design choices (documented in the report too):
 - Common width = the largest encoder output size among the run's modalities (32 on MOSI, 64 with MOSEI
@@ -40,7 +50,9 @@ from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, Logs, Method, ModelOutput, TrainState, register, resolve_params
 
 STAGE_ORDER: tuple[str, ...] = ("text", "vision", "audio")  # the official MOSEI schedule
-CONSOLIDATION_MODES = ("thesis", "official")
+CONSOLIDATION_MODES = ("official", "live")
+STAGE0_Q_MODES = ("official", "uniform")
+OPTIMIZER_RESETS = ("phase", "run")
 
 
 @dataclass(frozen=True)
@@ -48,10 +60,12 @@ class ReconBoostParams:
     w1: float = 1.0  # weight of the direct term of the boosting loss
     w2: float = 0.25  # weight of the residual term (down-weights samples the others already get right)
     consolidation_alpha: float = 0.5  # weight of the memory-consolidation MSE
-    consolidation: str = "thesis"  # "thesis": f_prev detached, f_m live; "official": both detached
+    consolidation: str = "official"  # "official": both sides detached (no gradient); "live": f_m live
     stage_epochs: int = 1  # phase-1 (alternating boosting) epochs per stage
     rectify_epochs: int = 1  # phase-2 (global rectification) epochs per stage
     eta_init: float = 1.0  # initial boost rate
+    stage0_q: str = "official"  # q with no other learner: "official" q = 1 (weight w1 - w2); "uniform" 1/K
+    optimizer_reset: str = "phase"  # "phase": a fresh optimizer at every phase start; "run": one per run
 
 
 # -- schedule (pure functions of the epoch) --------------------------------------------------------------
@@ -68,6 +82,7 @@ class StagePosition:
     modality: str  # the modality this stage trains
     phase: int  # 1 = alternating boosting, 2 = global rectification
     last_epoch_of_stage: bool
+    first_epoch_of_phase: bool
 
 
 def stage_position(epoch: int, modalities: tuple[str, ...], stage_epochs: int,
@@ -77,7 +92,8 @@ def stage_position(epoch: int, modalities: tuple[str, ...], stage_epochs: int,
     length = stage_epochs + rectify_epochs
     stage, offset = divmod(epoch, length)
     return StagePosition(stage=stage, modality=order[stage % len(order)],
-                         phase=1 if offset < stage_epochs else 2, last_epoch_of_stage=offset == length - 1)
+                         phase=1 if offset < stage_epochs else 2, last_epoch_of_stage=offset == length - 1,
+                         first_epoch_of_phase=offset in (0, stage_epochs))
 
 
 def ensemble_members(stage: int, modalities: tuple[str, ...]) -> tuple[str, ...]:
@@ -158,10 +174,15 @@ class ReconBoostModel(nn.Module):
 
 
 def others_distribution(other_logits: Mapping[str, Tensor], eta: Tensor | float, batch_size: int,
-                        num_classes: int) -> Tensor:
-    """q = softmax(eta * sum_{j != m} f_j), uniform when no other learner exists: (B, K), no gradient."""
+                        num_classes: int, stage0_q: str = "official") -> Tensor:
+    """q = softmax(eta * sum_{j != m} f_j): (B, K), no gradient.
+
+    With no other learner: every q_{i,k} = 1 ("official": the official code's softmax over a size-1
+    dimension), or 1/K ("uniform").
+    """
     if not other_logits:
-        return torch.full((batch_size, num_classes), 1.0 / num_classes)
+        fill = 1.0 if stage0_q == "official" else 1.0 / num_classes
+        return torch.full((batch_size, num_classes), fill)
     with torch.no_grad():
         summed = torch.stack([f.detach() for f in other_logits.values()]).sum(dim=0)  # (B, K)
         return torch.softmax(eta * summed, dim=1)
@@ -180,8 +201,8 @@ def boosting_loss(learner_logits: Tensor, labels: Tensor, weights: Tensor) -> Te
 
 
 def consolidation_loss(current_logits: Tensor, previous_logits: Tensor, mode: str) -> Tensor:
-    """MSE(softmax f_m, softmax f_prev) (mean over B x K); f_prev always detached, f_m per `mode`."""
-    current = current_logits.detach() if mode == "official" else current_logits
+    """MSE(softmax f_m, softmax f_prev) (mean over B x K); f_prev always detached, f_m live only in "live"."""
+    current = current_logits if mode == "live" else current_logits.detach()
     return F.mse_loss(torch.softmax(current, dim=1), torch.softmax(previous_logits.detach(), dim=1))
 
 
@@ -197,11 +218,12 @@ class ReconBoost(Method):
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:
             raise ConfigError("reconboost computes no ratios; it has no dev-set variant")
-        if params.consolidation not in CONSOLIDATION_MODES:
-            raise ConfigError(
-                f"reconboost consolidation must be one of {', '.join(CONSOLIDATION_MODES)}, "
-                f"got {params.consolidation!r}"
-            )
+        choices = {"consolidation": CONSOLIDATION_MODES, "stage0_q": STAGE0_Q_MODES,
+                   "optimizer_reset": OPTIMIZER_RESETS}
+        for name, allowed in choices.items():
+            if getattr(params, name) not in allowed:
+                raise ConfigError(f"reconboost {name} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(params, name)!r}")
         if params.stage_epochs < 1 or params.rectify_epochs < 0:
             raise ConfigError("reconboost needs stage_epochs >= 1 and rectify_epochs >= 0")
         stage_length = params.stage_epochs + params.rectify_epochs
@@ -237,6 +259,10 @@ class ReconBoost(Method):
     def checkpoint_epoch(self, epoch: int, state: TrainState) -> bool:
         return self._position(epoch, state).last_epoch_of_stage
 
+    def fresh_optimizer(self, epoch: int, state: TrainState) -> bool:
+        """A new optimizer at every phase start, as the official code builds one (optimizer_reset=phase)."""
+        return state.params.optimizer_reset == "phase" and self._position(epoch, state).first_epoch_of_phase
+
     def on_epoch_start(self, model: nn.Module, state: TrainState) -> Logs:
         position = self._position(state.epoch, state)
         model.set_members(ensemble_members(position.stage, state.cfg.modalities))
@@ -263,7 +289,7 @@ class ReconBoost(Method):
             needed = tuple(dict.fromkeys(others + ((previous,) if previous else ())))
             fixed = model.learner_logits(batch, needed)
         q = others_distribution({j: fixed[j] for j in others}, model.boost_rate.detach(), batch.size,
-                                current.shape[1]).to(current.device)  # (B, K)
+                                current.shape[1], params.stage0_q).to(current.device)  # (B, K)
         weights = boosting_weights(q, batch.labels, params.w1, params.w2)  # (B,)
         boost = boosting_loss(current, batch.labels, weights)
         logs: Logs = {"phase1_loss": float(boost.detach()), "phase1_weight": float(weights.mean())}

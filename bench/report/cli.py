@@ -29,7 +29,7 @@ def _seeds(value: str | None) -> tuple[int, ...] | None:
 
 
 def expand_options(profile: str, dataset: str, source: str, seeds: str, method: str | None,
-                   optimizer: str | None, modalities: str | None) -> dict[str, Any]:
+                   optimizer: str | None, modalities: str | None, label_rule: str | None = None) -> dict[str, Any]:
     """The bench.presets.expand keyword arguments for the shared CLI filters."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
@@ -44,7 +44,12 @@ def expand_options(profile: str, dataset: str, source: str, seeds: str, method: 
         kwargs["optimizers"] = _split(optimizer)
     if modalities:
         kwargs["modalities"] = [modalities]
+    if label_rule:
+        kwargs["overrides"] = {"label_rule": label_rule}
     return kwargs
+
+
+LabelRule = typer.Option(None, "--label-rule", help="MOSEI's classes the runs used: binned (default) or round.")
 
 
 def table(
@@ -60,11 +65,12 @@ def table(
     fmt: str = typer.Option("md", "--format", help="md, latex, csv or html."),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of printing."),
     vs_thesis: bool = typer.Option(False, "--vs-thesis", help="Add the thesis's figure and the delta."),
+    label_rule: str | None = LabelRule,
 ) -> None:
     """Print (or write) a preset's table from the store: mean ± std over seeds, ranks, significance."""
     from bench.report.tables import render_table
 
-    kwargs = expand_options(profile, dataset, source, seeds, method, optimizer, modalities)
+    kwargs = expand_options(profile, dataset, source, seeds, method, optimizer, modalities, label_rule)
     text = render_table(preset, runs_dir, fmt, vs_thesis, **kwargs)
     if out is None:
         typer.echo(text, nl=False)
@@ -110,11 +116,12 @@ def report(
     dataset: str = typer.Option("mosi,mosei", "--dataset", help="Dataset families, comma-separated."),
     source: str = typer.Option("auto", help="auto, synth or real (as for `bench grid`)."),
     seeds: str = typer.Option("0,1,2,3,4", help="Seeds the table expects, comma-separated."),
+    label_rule: str | None = LabelRule,
 ) -> None:
     """Write one standalone HTML page: the preset's tables (vs the thesis) and its figures."""
     from bench.report.page import write_report
 
-    kwargs = expand_options(profile, dataset, source, seeds, None, None, None)
+    kwargs = expand_options(profile, dataset, source, seeds, None, None, None, label_rule)
     path = write_report(preset, runs_dir, out_dir, **kwargs)
     typer.echo(f"written: {path}")
 

@@ -156,7 +156,7 @@ def _fingerprint_list(model: TableModel, datasets: Sequence[str]) -> str:
 
 
 def _cell_format(model: TableModel) -> str:
-    return (f"Cells: mean ± standard deviation over seeds (sample std, ddof=1), 2 decimals; "
+    return (f"Cells: mean ± standard deviation over seeds ({STD_CONVENTION}), 2 decimals; "
             f"{model.seeds_expected} seeds requested; (n=k/{model.seeds_expected}) marks a cell with "
             f"fewer successful seeds, 'k failed' counts failed runs (never averaged in); "
             f"{MISSING}: missing, no successful run; {NOT_AVAILABLE}: undefined (std of one seed). "
@@ -320,8 +320,9 @@ def _latex_text(text: Text) -> str:
 # -- CSV ------------------------------------------------------------------------------------------
 
 CSV_COLUMNS = ("preset", "table", "dataset", "synthetic", "data_fingerprint", "modalities", "method",
-               "config", "optimizer", "metric", "mean", "std", "n", "n_expected", "n_failed", "rank",
-               "thesis", "thesis_std", "delta", "p_value", "ci_low", "ci_high", "verdict")
+               "config", "optimizer", "metric", "mean", "std", "std_convention", "n", "n_expected", "n_failed",
+               "rank", "thesis", "thesis_std", "delta", "p_value", "ci_low", "ci_high", "verdict")
+STD_CONVENTION = "sample std over seeds (ddof=1)"
 
 
 def tidy_frame(models: Sequence[TableModel]) -> pd.DataFrame:
@@ -343,7 +344,7 @@ def _tidy_record(model: TableModel, row: Row, dataset: str, result: CellResult, 
         "synthetic": model.synthetic[dataset], "data_fingerprint": ";".join(result.fingerprints),
         "modalities": row.block, "method": row.method, "config": row.config_label,
         "optimizer": row.optimizer, "metric": key, "mean": metric.summary.mean,
-        "std": metric.summary.std, "n": result.n, "n_expected": result.n_expected,
+        "std": metric.summary.std, "std_convention": STD_CONVENTION, "n": result.n, "n_expected": result.n_expected,
         "n_failed": result.n_failed, "rank": metric.rank or None, "thesis": metric.thesis_mean,
         "thesis_std": metric.thesis_std, "delta": metric.delta, "p_value": metric.p_value,
         "ci_low": metric.ci_low, "ci_high": metric.ci_high, "verdict": metric.verdict,
