@@ -318,7 +318,28 @@ def _selection(method: str | None, dataset: str | None) -> Selection:
     return Selection(methods=items(method), datasets=items(dataset))
 
 
-@export_app.command("tensorboard")
+TENSORBOARD_HELP = "\n\n".join((
+    "Write stored trajectories as TensorBoard event files; view them with `tensorboard --logdir OUT`.",
+    "One folder per run: <dataset>/<method>/<modalities>/<optimizer>/seed<k>-<first 8 digits of the run id> "
+    "(the optimizer folder is <optimizer>-dev for runs with a dev set). Scalars are tagged <split>/<series>, "
+    "or <split>/<series>/<modality> for a per-modality series, e.g. train/ratio/audio, valid/loss, test/acc.",
+    "The x axis (step) is the number of optimizer steps taken when the value was logged: per-step series at "
+    "every step, per-epoch losses and accuracies at the step that ended the epoch, test metrics at the last "
+    "step. Values are float32 (TensorBoard's scalars); every event carries the run's finish time as its wall "
+    "time, so only the step axis is meaningful. Each run also has its config as text (TEXT tab) and as "
+    "hparams (HPARAMS tab).",
+    "Re-exporting replaces a run's event file. The parquet store stays the source of truth.",
+))
+CSV_HELP = "\n\n".join((
+    "Write flat CSV copies for spreadsheets: OUT/results.csv and OUT/trajectories.csv.",
+    "results.csv: every stored result row, every column of the store. trajectories.csv: every trajectory "
+    "row (run_id, epoch, step, split, series, modality, value) with the run's dataset, method, modalities, "
+    "optimizer, dev_set and seed joined in.",
+    "A snapshot: the parquet store under --runs-dir stays the source of truth (pandas.read_parquet reads it).",
+))
+
+
+@export_app.command("tensorboard", help=TENSORBOARD_HELP)
 def tensorboard_command(
     runs_dir: RunsDirOpt = Path("runs"),
     out: Path = typer.Option(Path("reports/tensorboard"), "--out", help="Log directory to write."),
@@ -326,21 +347,11 @@ def tensorboard_command(
     dataset: DatasetOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Write stored trajectories as TensorBoard event files: `tensorboard --logdir OUT`.
-
-    One folder per run, <dataset>/<method>/<modalities>/<optimizer>[-dev]/seed<k>-<run_id[:8]>; scalars
-    tagged <split>/<series>[/<modality>]. The x axis (step) is the number of optimizer steps taken when
-    the value was logged: per-step series at every step, per-epoch losses and accuracies at the step
-    that ended the epoch, test metrics at the last step. Values are float32 (TensorBoard's scalars);
-    the wall time of every event is the run's finish time, so only the step axis is meaningful. Each run
-    also carries its config as text (TEXT tab) and as hparams (HPARAMS tab). Re-exporting replaces a
-    run's event file. The parquet store stays the source of truth.
-    """
     folders = export_tensorboard(runs_dir, out, _selection(method, dataset), progress=not no_progress)
     typer.echo(f"written: {out} ({len(folders)} runs); view with: tensorboard --logdir {out}")
 
 
-@export_app.command("csv")
+@export_app.command("csv", help=CSV_HELP)
 def csv_command(
     runs_dir: RunsDirOpt = Path("runs"),
     out: Path = typer.Option(Path("reports/csv"), "--out", help="Folder for results.csv and trajectories.csv."),
@@ -348,13 +359,6 @@ def csv_command(
     dataset: DatasetOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Write flat CSV copies for spreadsheets: results.csv and trajectories.csv.
-
-    results.csv: every stored result row (every column of the store). trajectories.csv: every
-    trajectory row (run_id, epoch, step, split, series, modality, value) with the run's dataset,
-    method, modalities, optimizer, dev_set and seed joined in. A snapshot: the parquet store under
-    --runs-dir stays the source of truth, and `pandas.read_parquet` reads it directly.
-    """
     paths = export_csv(runs_dir, out, _selection(method, dataset), progress=not no_progress)
     typer.echo("written: " + ", ".join(str(p) for p in paths.values()))
 

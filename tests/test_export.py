@@ -135,3 +135,9 @@ def test_run_folders_are_sanitised_and_unique() -> None:
     folders = run_folders(clash)
     assert sorted(p.name for p in folders.values()) == ["seed3-0123456789abcdef", "seed3-0123456799999999",
                                                         "seed4-fedcba98"]
+
+
+@pytest.mark.parametrize("kind", ["tensorboard", "csv"])
+def test_export_help_renders(kind: str, capsys) -> None:
+    assert bench("export", kind, "--help") == 0
+    assert "source of truth" in " ".join(capsys.readouterr().out.split())
