@@ -363,9 +363,11 @@ def to_csv(models: Sequence[TableModel]) -> str:
 
 HTML_STYLE = f"""
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #111; }}
-table.bench {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
-table.bench th, table.bench td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; }}
-table.bench td.num {{ text-align: right; white-space: nowrap; }}
+code {{ overflow-wrap: anywhere; }}
+section {{ overflow-x: auto; }}
+table.bench {{ border-collapse: collapse; margin: 1em 0; font-size: 0.8em; }}
+table.bench th, table.bench td {{ padding: 0.25em 0.4em; border-bottom: 1px solid #ddd; }}
+table.bench td.num {{ text-align: right; }}
 table.bench tr.block td {{ font-style: italic; font-weight: 600; background: #f6f6f6; }}
 td.rank1 {{ background: {SHADES[1]}; }}
 td.rank2 {{ background: {SHADES[2]}; }}
@@ -420,7 +422,8 @@ def html_fragment(model: TableModel, vs_thesis: bool) -> str:
 def _html_text(text: Text) -> str:
     css = f"num rank{text.rank}" if text.rank else "num"
     tooltip = f' title="{html.escape(text.tooltip)}"' if text.tooltip else ""
-    content = html.escape(text.value + text.mark + text.suffix)
+    # The value never wraps; a trailing note such as " (n=3/5, 2 failed)" may.
+    content = html.escape(text.value).replace(" ", "&nbsp;") + html.escape(text.mark + text.suffix)
     return f'<td class="{css}"{tooltip}>{content}</td>'
 
 
