@@ -90,7 +90,7 @@ def _ours_text(result: CellResult, metric: MetricCell) -> Text:
         notes.append(f"n={result.n}/{result.n_expected}")
     if result.n_failed:
         notes.append(f"{result.n_failed} failed")
-    if result.note:
+    if result.note and metric is result.metrics.get(METRICS[0].key):  # once per cell, beside its first metric
         notes.append(result.note)
     suffix = f" ({', '.join(notes)})" if notes else ""
     if result.missing:
