@@ -43,7 +43,8 @@ def grid_file(tmp_path: Path) -> Path:
 
 def test_every_list_is_crossed(grid_file):
     cells = api.cells(str(grid_file))
-    runs = [(c.method, c.modalities, dict(cfg.method_params).get("alpha"), cfg.seed) for c in cells for cfg in c.configs]
+    runs = [(c.method, c.modalities, dict(cfg.method_params).get("alpha"), cfg.seed)
+            for c in cells for cfg in c.configs]
     assert len(runs) == 12 and len({cfg.run_id for c in cells for cfg in c.configs}) == 12
     assert sum(1 for r in runs if r[0] == "concat") == 4  # 2 pairs x 2 seeds
     assert sorted({r[2] for r in runs if r[0] == "ogm"}) == [0.1, 0.5] and sum(r[0] == "ogm" for r in runs) == 8
@@ -62,7 +63,8 @@ def test_grid_trains_a_file_and_table_and_ls_read_it(grid_file, tmp_path, capsys
     rows, _ = store.read_results(runs)
     assert len(rows) == 12 and sorted(rows[rows["method"] == "ogm"]["param_alpha"].unique()) == [0.1, 0.5]
     assert bench("ls", "--runs-dir", str(runs), "--preset", str(grid_file)) == 0
-    assert "grid file my-grid (smoke): 12 runs incl. dependencies, 12 ok, 0 failed, 0 missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "grid file my-grid (smoke): 12 runs incl. dependencies, 12 ok, 0 failed, 0 missing" in out
     assert bench("table", str(grid_file), "--runs-dir", str(runs)) == 0
     out = capsys.readouterr().out
     assert "Grid 'my-grid'" in out and out.count("| Standard training [alpha=0.5] | OGM |") == 2  # both blocks
