@@ -282,14 +282,16 @@ def resolve(query: GridQuery, results: pd.DataFrame) -> Resolved:
         profiles = _sorted_values(rows["profile"].astype(str)) if len(rows) else []
         if len(profiles) == 1:
             query = query.replace(profile=profiles[0])
-            chosen.append(f"--profile {profiles[0]}")
+            if profiles[0] != DEFAULT_PROFILE:  # the default needs no note
+                chosen.append(f"--profile {profiles[0]}")
     if open_seeds and len(rows):
         mine = rows[rows["profile"].astype(str) == query.resolved_profile()]
         seed_sets = {frozenset(int(s) for s in group["seed"]) for _, group in mine.groupby(row_keys(mine))}
         if len(seed_sets) == 1:
             seeds = tuple(sorted(seed_sets.pop()))
             query = query.replace(seeds=seeds)
-            chosen.append(f"--seeds {','.join(map(str, seeds))}")
+            if seeds != DEFAULT_SEEDS:
+                chosen.append(f"--seeds {','.join(map(str, seeds))}")
     note = ""
     if chosen:
         what = " and ".join(name for name, flag in (("profile", "--profile"), ("seed set", "--seeds"))
