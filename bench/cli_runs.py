@@ -7,18 +7,17 @@ run exits 1 (sys.exit, which cli.main passes through).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
-import statistics
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
+from bench.selection import EmptySelection, GridQuery
 
 # Options several commands share, each defined once (flag and help text); defaults stay in the signatures.
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Results store.")]
@@ -87,185 +86,50 @@ def parse_value(text: str) -> Any:
 
 
 def parse_params(items: Sequence[str] | None, method: str) -> dict[str, Any]:
-    """--param name=value pairs; ints become floats where the method's parameter is a float."""
-    from bench.methods import get_method
+    """--param name=value pairs, checked against the method's parameters (bench.params: alpha=1 is 1.0)."""
+    from bench.params import check_value
 
-    params_cls = get_method(method).Params
-    types = {f.name: str(f.type) for f in dataclasses.fields(params_cls)}
     params: dict[str, Any] = {}
     for item in items or ():
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"--param must look like name=value, got {item!r}")
-        value = parse_value(raw.strip())
-        if types.get(name.strip()) == "float" and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)  # alpha=1 and alpha=1.0 are the same run
-        params[name.strip()] = value
+        params[name.strip()] = check_value(method, name.strip(), parse_value(raw.strip()))
     return params
 
 
 # -- execution options shared by run and grid ------------------------------------------------------
 
-@dataclasses.dataclass
-class ExecOptions:
-    """How `run` and `grid` execute: store, executor, workers, retry, progress, Slurm settings."""
-
-    runs_dir: Path
-    executor: str | None
-    workers: int | None
-    workers_per_gpu: int
-    retry_failed: bool
-    progress: bool
-    slurm: dict[str, Any]
-
-    def resolved_executor(self) -> str:
-        """--executor, or local when several workers or a GPU are available, else inline."""
-        from bench.execute import check_options, gpu_count
-
-        executor = self.executor or ("local" if (self.workers or 1) > 1 or gpu_count() else "inline")
-        check_options(executor, self.workers, self.workers_per_gpu)
-        given = sorted(k for k, v in self.slurm.items() if v is not None and k != "cluster")
-        if given and executor != "slurm":
-            raise ConfigError(f"--{given[0].replace('_', '-')} only applies to --executor slurm")
-        return executor
-
-
-def _exec_options(runs_dir: Path, executor: str | None, workers: int | None, workers_per_gpu: int,
-                  retry_failed: bool, no_progress: bool, partition: str | None, time_min: int | None,
-                  gpus_per_job: int | None, array_parallelism: int | None, slurm_cluster: str | None) -> ExecOptions:
+def _exec_kwargs(executor: str | None, workers: int | None, workers_per_gpu: int, retry_failed: bool,
+                 no_progress: bool, partition: str | None, time_min: int | None, gpus_per_job: int | None,
+                 array_parallelism: int | None, slurm_cluster: str | None) -> dict[str, Any]:
+    """The execution keyword arguments of bench.api.run / bench.api.grid for the CLI's flags."""
     slurm = {"partition": partition, "time": time_min, "gpus": gpus_per_job,
              "array_parallelism": array_parallelism, "cluster": slurm_cluster}
-    return ExecOptions(runs_dir, executor, workers, workers_per_gpu, retry_failed, not no_progress, slurm)
+    return {"executor": executor, "workers": workers, "workers_per_gpu": workers_per_gpu,
+            "retry_failed": retry_failed, "progress": not no_progress, "slurm": slurm}
 
 
-def _run(jobs: list[RunConfig], opts: ExecOptions) -> Any:
-    """run_jobs with the CLI's execution options; Ctrl-C exits 130."""
-    from bench import execute
-
-    executor = opts.resolved_executor()
-    slurm = {k: v for k, v in opts.slurm.items() if v is not None}
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C during training exits 130 (finished runs are stored; rerunning resumes)."""
     try:
-        return execute.run_jobs(jobs, opts.runs_dir, executor=executor, workers=opts.workers,
-                                workers_per_gpu=opts.workers_per_gpu, retry_failed=opts.retry_failed,
-                                progress=opts.progress, slurm_options=slurm)
+        yield
     except KeyboardInterrupt:
         # Exit here: typer turns KeyboardInterrupt into a return value that cli.main does not pass on.
         typer.echo("interrupted: finished runs are stored; rerun the same command to resume", err=True)
         sys.exit(130)
 
 
-def _announce_synthetic(datasets: Iterable[str]) -> None:
-    synth = sorted({d for d in datasets if d.startswith("synth-")})
-    if synth:
-        typer.echo(f"note: using the synthetic surrogate ({', '.join(synth)}): real MOSI/MOSEI files were "
-                   "not found under $BENCH_DATA_DIR (or --source synth was given)")
+def _exit_unless_all_ok(rows: Any) -> None:
+    """Exit 1 unless every run is stored ok."""
+    from bench.api import all_ok
 
-
-def _print_failures(summary: Any, limit: int = 20) -> None:
-    for run_id, error in summary.failures[:limit]:
-        typer.echo(f"failed {run_id}: {error}")
-    if len(summary.failures) > limit:
-        typer.echo(f"... and {len(summary.failures) - limit} more failures")
-
-
-def _exit_with(summary: Any) -> None:
-    code = summary.exit_code
-    if code:
-        sys.exit(code)  # typer.Exit would be swallowed by cli.main's standalone_mode=False
+    if not all_ok(rows):
+        sys.exit(1)  # typer.Exit would be swallowed by cli.main's standalone_mode=False
 
 
 # -- bench run -------------------------------------------------------------------------------------
-
-def run_configs(method: str, modalities: str, dataset: str, source: str, optimizer: str, lr: float | None,
-                dev_set: bool, step_every: int | None, seeds: Sequence[int], profile: str,
-                params: Sequence[str] | None, window: str | None,
-                label_rule: str | None = None) -> list[RunConfig]:
-    """The one-cell grid of `bench run`: thesis defaults for this method/modalities/dataset, flags on top."""
-    from bench.methods import validate_config
-    from bench.presets import resolve_dataset, thesis_config
-
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    mods = canonical_modalities(modalities)
-    name = resolve_dataset(dataset, source)
-    if name not in ("mosi", "mosei", "synth-mosi", "synth-mosei") and not Path(name).expanduser().is_file():
-        raise FileNotFoundError(f"dataset {dataset!r} is neither mosi, mosei, synth-mosi, synth-mosei "
-                                "nor an existing file")
-    label = "dev_set" if dev_set else ("step_every_4" if step_every == 4 else "standard")
-    overrides: dict[str, Any] = {"method_params": parse_params(params, method)}
-    if lr is not None:
-        overrides["lr"] = lr
-    if dev_set:
-        overrides["dev_set"] = True
-    if step_every is not None:
-        overrides["step_every"] = step_every
-    if window is not None:
-        overrides["window"] = parse_window(window)
-    if label_rule is not None:
-        overrides["label_rule"] = label_rule
-    configs = [thesis_config(name, method, mods, profile=profile, optimizer=optimizer, config_label=label,
-                             seed=seed, **overrides) for seed in seeds]
-    available = dataset_modalities(name, profile)
-    for cfg in configs:
-        validate_config(cfg, available)
-    return configs
-
-
-def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
-    """The modalities of a dataset file, checked before anything trains (None for the built-in names).
-
-    A file given by path is loaded (and validated: a bad file is a DataError, exit 2, not a failed run);
-    a named real dataset must exist. The surrogate has every modality.
-    """
-    from bench.data import load_dataset
-    from bench.data.loader import real_file_path
-
-    if name.startswith("synth-"):
-        return None
-    if name in ("mosi", "mosei"):
-        real_file_path(name)  # DataError saying where the file must be
-        return None
-    return load_dataset(name, profile).modalities
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(number) else f"{number:.{digits}f}"
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    """'mean ± std' with ddof=1 ('n/a' without values)."""
-    if not values:
-        return "n/a"
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{mean:.2f} ± {_fmt(std)}"
-
-
-def print_seed_table(configs: Sequence[RunConfig], runs_dir: Path) -> None:
-    """One line per seed from the store, then mean ± std (ddof=1) over the ok seeds."""
-    from bench import store
-
-    accs, losses = [], []
-    for cfg in configs:
-        try:
-            row = store.read_row(runs_dir, cfg.run_id)
-        except (OSError, ValueError):
-            typer.echo(f"seed {cfg.seed}  missing  {cfg.run_id}")
-            continue
-        line = (f"seed {cfg.seed}  {row['status']:<6}  acc {_fmt(row['test_acc'])}  loss {_fmt(row['test_loss'])}"
-                f"  epochs {_fmt(row['epochs'], 0)}  wall {_fmt(row['wall_s'], 1)}s  {cfg.run_id}")
-        if row["status"] != "ok":
-            line += f"  {row['error']}"
-        else:
-            accs.append(float(row["test_acc"]))
-            losses.append(float(row["test_loss"]))
-        typer.echo(line)
-    typer.echo(f"mean ± std over {len(accs)} ok seed(s) (ddof=1): acc {_mean_std(accs)}  loss {_mean_std(losses)}")
-
 
 def run_command(
     method: str = typer.Option(..., "--method", help="Method name (bench.methods registry)."),
@@ -294,36 +158,37 @@ def run_command(
     slurm_cluster: SlurmClusterOpt = None,
 ) -> None:
     """Train one configuration over seeds (thesis defaults, flags on top); print per-seed results."""
-    opts = _exec_options(runs_dir, executor, workers, workers_per_gpu, retry_failed, no_progress, partition,
-                         time_min, gpus_per_job, array_parallelism, slurm_cluster)
-    opts.resolved_executor()  # reject conflicting flags before anything is built
-    configs = run_configs(method, modalities, dataset, source, optimizer, lr, dev_set, step_every,
-                          parse_seeds(seeds), profile, param, window, label_rule)
-    first = configs[0]
-    synthetic = " (synthetic surrogate)" if first.dataset.startswith("synth-") else ""
-    _announce_synthetic([first.dataset])
-    typer.echo(f"{method} {modality_key(first.modalities)} on {first.dataset}{synthetic}, profile {profile}, "
-               f"labels {first.label_rule}, {first.optimizer} lr {first.lr:g}, params {dict(first.method_params)}, "
-               f"{len(configs)} seed(s)")
-    summary = _run(configs, opts)
-    print_seed_table(configs, runs_dir)
-    _print_failures(summary)
-    _exit_with(summary)
+    from bench import api
+
+    execution = _exec_kwargs(executor, workers, workers_per_gpu, retry_failed, no_progress, partition, time_min,
+                             gpus_per_job, array_parallelism, slurm_cluster)
+    api.Execution(**execution).resolved_executor()  # conflicting flags before the parameters are parsed
+    seed_list = parse_seeds(seeds)
+    with _interruptible():
+        rows = api.run(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
+                       step_every=step_every, seeds=seed_list, profile=profile, params=parse_params(param, method),
+                       window=parse_window(window) if window is not None else None, label_rule=label_rule,
+                       runs_dir=runs_dir,
+                       echo=typer.echo, **execution)
+    _exit_unless_all_ok(rows)
 
 
 # -- bench grid ------------------------------------------------------------------------------------
 
 def grid_command(
-    preset: str = typer.Argument(..., help="Preset name, e.g. table-6.10 (see `bench ls`)."),
-    profile: str = typer.Option("quick", "--profile", help=f"One of {', '.join(PROFILES)}."),
-    dataset: str = typer.Option("mosi,mosei", "--dataset", help="Comma-separated: mosi, mosei (or synth-*)."),
-    source: str = typer.Option("auto", "--source", help="auto (real files if present), synth or real."),
+    preset: str | None = typer.Argument(None, help="Preset name (e.g. table-6.10) or grid file (my-grid.toml)."),
+    show: bool = typer.Option(False, "--show", help="Print the preset (or file) as a grid file and exit."),
+    profile: str | None = typer.Option(None, "--profile", help=f"One of {', '.join(PROFILES)} (default: the "
+                                       "file's, else quick)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Comma-separated: mosi, mosei (or synth-*)."),
+    source: str | None = typer.Option(None, "--source", help="auto (real files if present), synth or real."),
     method: str | None = typer.Option(None, "--method", help="Only these methods (comma-separated)."),
     optimizer: str | None = typer.Option(None, "--optimizer", help="Only these optimizers (comma-separated)."),
     modalities: str | None = typer.Option(None, "--modalities",
                                           help="Only these combinations, e.g. text+vision,audio+vision."),
     dev_set: bool | None = typer.Option(None, "--dev-set/--no-dev-set", help="Only dev-set rows / only others."),
-    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Comma-separated seeds."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the file's, else "
+                                     "0,1,2,3,4)."),
     label_rule: LabelRuleOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and what is stored; train nothing."),
     runs_dir: RunsDir = Path("runs"),
@@ -338,78 +203,92 @@ def grid_command(
     array_parallelism: ArrayParallelismOpt = None,
     slurm_cluster: SlurmClusterOpt = None,
 ) -> None:
-    """Train every run of a preset that is not stored yet (resumable), dependencies first."""
-    from bench.presets import expand, jobs_with_dependencies
+    """Train every run of a preset or grid file that is not stored yet (resumable), dependencies first."""
+    from bench import api
 
+    if preset is None:
+        raise ConfigError("bench grid needs a preset (e.g. table-6.10) or a grid file (my-grid.toml)")
     if dry_run and retry_failed:
         raise ConfigError("--dry-run trains nothing; it conflicts with --retry-failed")
-    opts = _exec_options(runs_dir, executor, workers, workers_per_gpu, retry_failed, no_progress, partition,
-                         time_min, gpus_per_job, array_parallelism, slurm_cluster)
-    if not dry_run:
-        opts.resolved_executor()
-    cells = expand(preset, profile=profile, datasets=parse_list(dataset) or [], source=source,
-                   seeds=parse_seeds(seeds), methods=parse_list(method), optimizers=parse_list(optimizer),
-                   modalities=parse_modality_filter(modalities), dev_set=dev_set,
-                   overrides={"label_rule": label_rule} if label_rule else None)
-    jobs = jobs_with_dependencies(cells)
-    for name in sorted({c.dataset for c in cells}):
-        dataset_modalities(name, profile)  # a missing real file is an error now, not 250 failed runs
-    _announce_synthetic(c.dataset for c in cells)
-    if dry_run:
-        print_dry_run(cells, jobs, runs_dir)
+    selection = {"profile": profile, "datasets": parse_list(dataset), "source": source,
+                 "seeds": parse_seeds(seeds) if seeds is not None else None, "methods": parse_list(method),
+                 "optimizers": parse_list(optimizer), "modalities": parse_modality_filter(modalities),
+                 "dev_set": dev_set, "label_rule": label_rule}
+    if show:
+        typer.echo(show_grid(preset, selection), nl=False)
         return
-    typer.echo(f"{preset} ({profile}): {len(cells)} cells, {len(jobs)} runs incl. dependencies")
-    summary = _run(jobs, opts)
-    typer.echo(str(summary))
-    _print_failures(summary)
-    _exit_with(summary)
+    if dry_run:
+        query = GridQuery(preset, **selection)
+        cells = query.cells()
+        api.check_data(cells, query.resolved_profile())
+        api.announce_synthetic(typer.echo, (c.dataset for c in cells))
+        print_dry_run(cells, runs_dir)
+        return
+    execution = _exec_kwargs(executor, workers, workers_per_gpu, retry_failed, no_progress, partition, time_min,
+                             gpus_per_job, array_parallelism, slurm_cluster)
+    with _interruptible():
+        rows = api.grid(preset, runs_dir=runs_dir, echo=typer.echo, **execution, **selection)
+    _exit_unless_all_ok(rows)
 
 
-def job_labels(cells: Sequence[Any]) -> dict[str, str]:
-    """run_id -> the config label(s) of the cells it belongs to."""
-    labels: dict[str, list[str]] = {}
-    for cell in cells:
-        for cfg in cell.configs:
-            names = labels.setdefault(cfg.run_id, [])
-            if cell.config_label not in names:
-                names.append(cell.config_label)
-    return {rid: ",".join(names) for rid, names in labels.items()}
+def show_grid(target: str, selection: dict[str, Any]) -> str:
+    """`bench grid --show`: a preset (or a grid file, normalised) as grid-file text."""
+    from bench import gridfile
+
+    query = GridQuery(target, **selection)
+    filters = [flag for flag, value in (("--method", query.methods), ("--optimizer", query.optimizers),
+                                        ("--modalities", query.modalities), ("--dev-set", query.dev_set))
+               if value is not None]
+    if filters:
+        raise ConfigError(f"--show writes the whole grid; {filters[0]} does not apply (edit the file instead)")
+    spec = query.spec()
+    if spec is None:
+        return gridfile.preset_as_file(target, query.profile, query.datasets, query.seeds, query.resolved_source())
+    changes = {k: v for k, v in (("profile", query.profile), ("seeds", query.seeds),
+                                 ("datasets", query.datasets), ("source", query.source)) if v is not None}
+    return gridfile.to_toml(spec.replace(**changes), [f"bench grid file {spec.where}, as `bench grid --show` "
+                                                      "reads it."])
 
 
-def print_dry_run(cells: Sequence[Any], jobs: Sequence[RunConfig], runs_dir: Path) -> None:
+def print_dry_run(cells: Sequence[Any], runs_dir: Path) -> None:
     """The job list with what is stored; trains nothing."""
-    from bench import store
+    from bench import api
 
-    stored = store.stored_status(runs_dir)
-    labels = job_labels(cells)
+    jobs = api.job_table(cells, runs_dir)
     typer.echo(f"{'run_id':<16}  {'dataset':<12} {'modalities':<18} {'method':<11} {'optimizer':<9} "
                f"{'config':<22} {'seed':>4}  stored")
-    for cfg in jobs:
-        typer.echo(f"{cfg.run_id:<16}  {cfg.dataset:<12} {modality_key(cfg.modalities):<18} {cfg.method:<11} "
-                   f"{cfg.optimizer:<9} {labels.get(cfg.run_id, '(dependency)'):<22} {cfg.seed:>4}  "
-                   f"{stored.get(cfg.run_id, '-')}")
-    ok = sum(1 for cfg in jobs if stored.get(cfg.run_id) == "ok")
-    failed = sum(1 for cfg in jobs if stored.get(cfg.run_id) == "failed")
-    deps = len(jobs) - len(labels)
-    typer.echo(f"{len(jobs)} jobs ({len(cells)} cells, {deps} dependency runs): {ok} already stored ok, "
-               f"{failed} stored failures, {len(jobs) - ok - failed} to train")
+    for job in jobs.itertuples():
+        typer.echo(f"{job.run_id:<16}  {job.dataset:<12} {job.modalities:<18} {job.method:<11} "
+                   f"{job.optimizer:<9} {job.config:<22} {job.seed:>4}  {job.stored}")
+    ok, failed = int((jobs["stored"] == "ok").sum()), int((jobs["stored"] == "failed").sum())
+    typer.echo(f"{len(jobs)} jobs ({len(cells)} cells, {int(jobs['dependency'].sum())} dependency runs): {ok} already "
+               f"stored ok, {failed} stored failures, {len(jobs) - ok - failed} to train")
 
 
 # -- bench ls --------------------------------------------------------------------------------------
 
 def ls_command(
     runs_dir: RunsDir = Path("runs"),
-    preset: str | None = typer.Option(None, "--preset", help="Also show what this preset still lacks."),
-    profile: str = typer.Option("quick", "--profile", help="Profile of --preset."),
-    dataset: str = typer.Option("mosi,mosei", "--dataset", help="Datasets of --preset."),
-    source: str = typer.Option("auto", "--source", help="Data source of --preset."),
-    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Seeds of --preset."),
+    preset: str | None = typer.Option(None, "--preset", help="Also show what this preset or grid file lacks."),
+    profile: str | None = typer.Option(None, "--profile", help="Profile of --preset (default: the file's, or "
+                                       "the one the store holds, else quick)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Datasets of --preset."),
+    source: str | None = typer.Option(None, "--source", help="Data source of --preset."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Seeds of --preset (default: the file's, or the set "
+                                     "the store holds, else 0,1,2,3,4)."),
     label_rule: LabelRuleOpt = None,
 ) -> None:
     """What is stored (counts by dataset / method / status), corrupt files, what a preset lacks."""
-    from bench import store
+    from bench import api, store
 
-    results, problems = store.read_results(runs_dir)
+    if preset is not None:
+        chosen = api.select(preset, runs_dir, profile=profile, datasets=parse_list(dataset), source=source,
+                            seeds=parse_seeds(seeds) if seeds is not None else None, label_rule=label_rule)
+        results, problems = chosen.results, chosen.problems
+    else:
+        results, problems = store.read_results(runs_dir)
+        if not len(results) and not problems:
+            raise EmptySelection(f"no stored runs under {runs_dir} (bench run or bench grid trains some)")
     typer.echo(f"{runs_dir}: {len(results)} stored run(s)")
     if len(results):
         counts = results.groupby(["dataset", "method", "status"]).size().unstack("status", fill_value=0)
@@ -418,9 +297,7 @@ def ls_command(
         typer.echo(f"{'left out' if store.is_old_scheme_problem(problem) else 'corrupt'}: {problem}")
     print_mixed_data(results)
     if preset is not None:
-        print_preset_status(preset, results, runs_dir, profile=profile, datasets=parse_list(dataset) or [],
-                            source=source, seeds=parse_seeds(seeds),
-                            overrides={"label_rule": label_rule} if label_rule else None)
+        print_preset_status(chosen.query, chosen.cells, results)
 
 
 def print_mixed_data(results: Any) -> None:
@@ -435,16 +312,16 @@ def print_mixed_data(results: Any) -> None:
             typer.echo(f"warning: {dataset} runs were trained on {len(distinct)} different data versions: {shown}")
 
 
-def print_preset_status(preset: str, results: Any, runs_dir: Path, **expand_kwargs: Any) -> None:
-    """How much of a preset is stored; the cells that still lack runs."""
-    from bench.presets import expand, jobs_with_dependencies
+def print_preset_status(query: Any, cells: Sequence[Any], results: Any) -> None:
+    """How much of a preset or grid file is stored; the cells that still lack runs."""
+    from bench.presets import jobs_with_dependencies
 
-    cells = expand(preset, **expand_kwargs)
     jobs = jobs_with_dependencies(cells)
     status = dict(zip(results["run_id"], results["status"], strict=True)) if len(results) else {}
     ok = sum(1 for cfg in jobs if status.get(cfg.run_id) == "ok")
     failed = sum(1 for cfg in jobs if status.get(cfg.run_id) == "failed")
-    typer.echo(f"preset {preset} ({expand_kwargs.get('profile')}): {len(jobs)} runs incl. dependencies, "
+    kind = "grid file" if query.is_file else "preset"
+    typer.echo(f"{kind} {query.name} ({query.resolved_profile()}): {len(jobs)} runs incl. dependencies, "
                f"{ok} ok, {failed} failed, {len(jobs) - ok - failed} missing")
     for cell in cells:
         lacking = [cfg.seed for cfg in cell.configs if status.get(cfg.run_id) != "ok"]

@@ -412,7 +412,12 @@ def _datasets(datasets: Sequence[str] | str, source: str) -> list[tuple[str, str
     return out
 
 
-def _check_label_rule(rule: str | None, families: Sequence[str]) -> None:
+def label_rule_fields(rule: str | None, family: str) -> dict[str, str]:
+    """{"label_rule": rule} where the family has that rule, else {}: a MOSEI rule leaves MOSI (sign) as it is."""
+    return {"label_rule": rule} if rule and rule in FAMILY_RULES.get(family, ()) else {}
+
+
+def check_label_rule(rule: str | None, families: Sequence[str]) -> None:
     """A label rule must apply to at least one of the grid's datasets (it applies to those it fits)."""
     if rule and not any(rule in FAMILY_RULES.get(f, ()) for f in families):
         fitting = sorted(f for f, rules in FAMILY_RULES.items() if rule in rules) or ["none"]
@@ -428,9 +433,7 @@ def _row_cells(row: _Row, dataset: str, family: str, profile: str, seeds: tuple[
     params = dict(fields.pop("method_params", ()))
     extra = dict(overrides)
     params.update(dict(extra.pop("method_params", None) or {}))
-    rule = extra.pop("label_rule", None)
-    if rule and rule in FAMILY_RULES.get(family, ()):
-        extra["label_rule"] = rule  # a MOSEI rule leaves MOSI (one rule: sign) as it is
+    extra.update(label_rule_fields(extra.pop("label_rule", None), family))
     configs = tuple(
         thesis_config(dataset, row.method, row.modalities, profile=profile, optimizer=row.optimizer,
                       config_label=row.config_label, seed=seed, method_params=params, **{**fields, **extra})
@@ -469,7 +472,7 @@ def expand(preset: str, profile: str = "quick", datasets: Sequence[str] = ("mosi
     _check_choice("optimizer", want_opts, OPTIMIZERS)
     seed_list = _seeds(seeds)
     chosen = _datasets(datasets, source)
-    _check_label_rule((overrides or {}).get("label_rule"), [family for _, family in chosen])
+    check_label_rule((overrides or {}).get("label_rule"), [family for _, family in chosen])
     cells = []
     for dataset, family in chosen:
         for row in rows:

@@ -18,7 +18,7 @@ def _parse_datasets(value: str) -> tuple[str, ...]:
 
 
 def reproduce(
-    preset: str = typer.Argument("table-6.10", help="Preset to reproduce, e.g. table-6.10."),
+    preset: str = typer.Argument("table-6.10", help="Preset to reproduce (e.g. table-6.10) or a grid file."),
     profile: str = typer.Option("quick", help=f"Data/epochs profile: {', '.join(PROFILES)}."),
     dataset: str = typer.Option("mosi,mosei", help="Dataset families, comma-separated."),
     source: str = typer.Option("auto", help="auto (real files if $BENCH_DATA_DIR has them), synth, real."),
@@ -29,27 +29,18 @@ def reproduce(
     workers: int = typer.Option(2, help="Worker processes for the local executor."),
 ) -> None:
     """Train every run of PRESET that is not stored yet, then write <out-dir>/<preset>.{md,tex,csv,html}."""
-    from bench.execute import run_jobs
-    from bench.presets import expand, jobs_with_dependencies
-    from bench.report.tables import render_table, write_table_files
+    from bench import api
 
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
-    expand_kwargs = {"profile": profile, "datasets": _parse_datasets(dataset), "source": source,
-                     "seeds": seed_list}
-    cells = expand(preset, **expand_kwargs)
-    jobs = jobs_with_dependencies(cells)
-    typer.echo(f"{preset}: {len(cells)} cells, {len(jobs)} runs (incl. dependencies), profile {profile}")
+    selection = {"profile": profile, "datasets": _parse_datasets(dataset), "source": source, "seeds": seeds}
     started = time.perf_counter()
-    summary = run_jobs(jobs, runs_dir, executor=executor, workers=workers)
-    elapsed = time.perf_counter() - started
-    typer.echo(f"grid finished in {elapsed / 60:.1f} min: {summary}")
-    paths = write_table_files(preset, runs_dir, out_dir, **expand_kwargs)
-    typer.echo(render_table(preset, runs_dir, "md", vs_thesis=True, **expand_kwargs))
+    rows = api.grid(preset, runs_dir=runs_dir, executor=executor, workers=workers, echo=typer.echo, **selection)
+    typer.echo(f"grid finished in {(time.perf_counter() - started) / 60:.1f} min")
+    paths = api.write_tables(preset, runs_dir, out_dir, vs_thesis=True, **selection)
+    typer.echo(paths["md"].read_text(encoding="utf-8"))
     typer.echo("written: " + ", ".join(str(p) for p in paths.values()))
-    failed = getattr(summary, "failed", 0)
-    if failed:
+    if not api.all_ok(rows):
         raise typer.Exit(1)
 
 

@@ -215,7 +215,9 @@ def test_csv_is_tidy(av_store):
 def test_stats_helpers():
     assert math.isnan(stats.summarise([1.0]).std)
     assert stats.dense_ranks([1.0, 3.0, math.nan, 3.0], higher_is_better=True) == [2, 1, 0, 1]
-    assert stats.welch_p([1, 1, 1], [1, 1, 1]) == 1.0
+    assert math.isnan(stats.welch_p([1, 1, 1], [1, 1, 1]))  # no test: the t statistic is undefined
+    assert stats.untestable([1, 1, 1], [2, 2, 2]) == stats.NO_VARIANCE
+    assert stats.untestable([1.0], [1, 2, 3]) == stats.FEW_SEEDS and stats.untestable([1, 2], [1, 3]) == ""
     low, high = stats.bootstrap_ci([1, 2, 3], [1, 2, 3])
     assert low < 0 < high and (low, high) == stats.bootstrap_ci([1, 2, 3], [1, 2, 3])  # reproducible
 
@@ -273,3 +275,36 @@ def test_every_format_states_the_std_convention(av_store):
         assert "sample std over seeds (ddof=1)" in render(models, fmt), fmt
     frame = pd.read_csv(io.StringIO(render(models, "csv")))
     assert set(frame["std_convention"]) == {"sample std over seeds (ddof=1)"}
+
+
+def test_equal_seeds_give_no_library_warning_and_the_caption_says_why(tmp_path):
+    """Two seeds with equal accuracies: scipy's ttest_ind warned "Precision loss occurred in moment calculation"."""
+    import warnings
+
+    cells = [fake_cell("concat", seeds=(0, 1)), fake_cell("ogm", seeds=(0, 1)), fake_cell("agm", seeds=(0, 1)),
+             fake_cell("pmr", seeds=(0, 1))]
+    store_cell(tmp_path, cells[0], [50.0, 52.0], [90.0, 90.0])
+    store_cell(tmp_path, cells[1], [55.0, 55.0], [90.0, 90.0])  # constant accuracy; loss constant on both sides
+    store_cell(tmp_path, cells[2], [51.0], [91.0])  # one seed
+    store_cell(tmp_path, cells[3], [60.0, 61.0], [80.0, 81.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        models = models_for(tmp_path, cells)
+        text = to_markdown(models)
+    by_method = {r.cell.method: r for r in models[0].cells()}
+    ogm = by_method["ogm"].metrics
+    # One constant group: the test is defined (df = n - 1 of the other group) and matches scipy's value.
+    expected = scipy_stats.ttest_ind_from_stats(55.0, 0.0, 2, 51.0, np.std([50, 52], ddof=1), 2,
+                                                equal_var=False).pvalue
+    assert ogm["acc"].p_value == pytest.approx(expected) and ogm["acc"].untested == ""
+    assert math.isnan(ogm["loss"].p_value) and ogm["loss"].verdict == "n/a"
+    assert ogm["loss"].untested == stats.NO_VARIANCE
+    assert by_method["agm"].metrics["acc"].untested == stats.FEW_SEEDS
+    assert by_method["pmr"].metrics["acc"].untested == ""
+    note = next(line for line in text.splitlines() if line.startswith("Not tested against the baseline"))
+    assert f"{stats.NO_VARIANCE}: OGM audio+vision synth-mosi standard/adam loss" in note
+    assert f"{stats.FEW_SEEDS}: AGM audio+vision synth-mosi standard/adam accuracy, AGM" in note
+    assert "PMR" not in note
+    frame = pd.read_csv(io.StringIO(to_csv(models)))
+    untested = frame[(frame["method"] == "ogm") & (frame["metric"] == "loss")]["untested"].iloc[0]
+    assert untested == stats.NO_VARIANCE

@@ -95,3 +95,21 @@ def test_old_scheme_rows_are_left_out_with_one_line(tmp_path, capsys) -> None:
     bench("table", "table-6.10", "--runs-dir", str(tmp_path), "--profile", "smoke", "--dataset", "mosi",
           "--seeds", "0,1")
     assert "older run-id scheme" in capsys.readouterr().err
+
+
+def test_the_label_rule_flag_reaches_grid_files_and_runs(tmp_path, capsys) -> None:
+    from bench import api
+
+    grid = tmp_path / "g.toml"
+    grid.write_text('datasets = ["mosi", "mosei"]\nprofile = "smoke"\nmethods = ["concat"]\n'
+                    'modalities = [["text", "vision"]]\nseeds = [0]\n')
+    rules = {c.family: c.configs[0].label_rule for c in api.cells(str(grid), label_rule="round")}
+    assert rules == {"mosi": "sign", "mosei": "round"}
+    assert {c.configs[0].label_rule for c in api.cells(str(grid))} == {"sign", "binned"}
+    code = bench("run", "--method", "concat", "--modalities", "text,vision", "--dataset", "mosei", "--profile",
+                 "smoke", "--seeds", "0", "--label-rule", "round", "--runs-dir", str(tmp_path / "runs"),
+                 "--executor", "inline")
+    out = capsys.readouterr().out
+    assert code == 0 and "labels round" in out
+    row = store.read_results(tmp_path / "runs")[0].iloc[0]
+    assert row["label_rule"] == "round" and row["dataset"] == "synth-mosei"

@@ -1,4 +1,4 @@
-"""`bench table`, `bench plot`, `bench report`: thin wrappers over bench.report."""
+"""`bench table`, `bench plot`, `bench report`: thin wrappers over bench.api."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from typing import Any
 import typer
 
 from bench.config import PROFILES, ConfigError
+
+PROFILE_HELP = (f"Profile the grid was run with: {', '.join(PROFILES)} (default: the grid file's, or the only "
+                "one the store holds for it, else quick).")
+SEEDS_HELP = "Seeds the table expects, comma-separated (default: the file's, or the one set the store holds, " \
+             "else 0,1,2,3,4)."
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
@@ -28,50 +33,43 @@ def _seeds(value: str | None) -> tuple[int, ...] | None:
         raise ConfigError(f"--seeds takes comma-separated integers, got {value!r}") from err
 
 
-def expand_options(profile: str, dataset: str, source: str, seeds: str, method: str | None,
-                   optimizer: str | None, modalities: str | None, label_rule: str | None = None) -> dict[str, Any]:
-    """The bench.presets.expand keyword arguments for the shared CLI filters."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    datasets = _split(dataset)
-    if not datasets:
+def selection_options(profile: str | None, dataset: str | None, source: str | None, seeds: str | None,
+                      method: str | None = None, optimizer: str | None = None,
+                      modalities: str | None = None, label_rule: str | None = None) -> dict[str, Any]:
+    """The bench.api selection keyword arguments for the shared CLI filters (None: not given)."""
+    if dataset is not None and not _split(dataset):
         raise ConfigError("--dataset needs at least one dataset (mosi, mosei)")
-    kwargs: dict[str, Any] = {"profile": profile, "datasets": datasets, "source": source,
-                              "seeds": _seeds(seeds) or (0, 1, 2, 3, 4)}
-    if method:
-        kwargs["methods"] = _split(method)
-    if optimizer:
-        kwargs["optimizers"] = _split(optimizer)
-    if modalities:
-        kwargs["modalities"] = [modalities]
-    if label_rule:
-        kwargs["overrides"] = {"label_rule": label_rule}
-    return kwargs
+    return {"profile": profile, "datasets": _split(dataset), "source": source, "seeds": _seeds(seeds),
+            "methods": _split(method), "optimizers": _split(optimizer), "modalities": modalities,
+            "label_rule": label_rule}
 
 
 LabelRule = typer.Option(None, "--label-rule", help="MOSEI's classes the runs used: binned (default) or round.")
 
 
 def table(
-    preset: str = typer.Argument(..., help="Preset, e.g. table-6.10 (see `bench grid --help`)."),
+    preset: str = typer.Argument(..., help="Preset (e.g. table-6.10, see `bench grid --help`) or grid file."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Store to read."),
-    profile: str = typer.Option("quick", help=f"Profile the grid was run with: {', '.join(PROFILES)}."),
-    dataset: str = typer.Option("mosi,mosei", "--dataset", help="Dataset families, comma-separated."),
-    source: str = typer.Option("auto", help="auto, synth or real (as for `bench grid`)."),
-    seeds: str = typer.Option("0,1,2,3,4", help="Seeds the table expects, comma-separated."),
+    profile: str | None = typer.Option(None, help=PROFILE_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset families, comma-separated (mosi,mosei)."),
+    source: str | None = typer.Option(None, help="auto, synth or real (as for `bench grid`)."),
+    seeds: str | None = typer.Option(None, help=SEEDS_HELP),
     method: str | None = typer.Option(None, "--method", help="Only these methods (comma-separated)."),
     optimizer: str | None = typer.Option(None, "--optimizer", help="Only this optimizer (adam, sgd)."),
     modalities: str | None = typer.Option(None, "--modalities", help="Only this combination: text,vision."),
     fmt: str = typer.Option("md", "--format", help="md, latex, csv or html."),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of printing."),
     vs_thesis: bool = typer.Option(False, "--vs-thesis", help="Add the thesis's figure and the delta."),
+    tune: bool = typer.Option(False, "--tune", help="Grid files with sweeps: per method and cell, the setting best "
+                              "on validation (test metrics shown, the setting beside the cell)."),
+    tune_metric: str = typer.Option("val_acc", "--tune-metric", help="val_acc (higher is better) or val_loss."),
     label_rule: str | None = LabelRule,
 ) -> None:
-    """Print (or write) a preset's table from the store: mean ± std over seeds, ranks, significance."""
-    from bench.report.tables import render_table
+    """Print (or write) a preset's or grid file's table from the store: mean ± std over seeds, ranks, significance."""
+    from bench import api
 
-    kwargs = expand_options(profile, dataset, source, seeds, method, optimizer, modalities, label_rule)
-    text = render_table(preset, runs_dir, fmt, vs_thesis, **kwargs)
+    kwargs = selection_options(profile, dataset, source, seeds, method, optimizer, modalities, label_rule)
+    text = api.render_table(preset, runs_dir, fmt, vs_thesis, tune=tune, tune_metric=tune_metric, **kwargs)
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -95,34 +93,32 @@ def plot(
     pdf: bool = typer.Option(False, "--pdf", help="Also write a PDF next to the PNG."),
 ) -> None:
     """Draw a trend figure (seeds as a mean ± std band) from stored trajectories."""
-    from bench.report.plots import PLOT_KINDS, Selection
-    from bench.report.plots import plot as draw
+    from bench import api
+    from bench.report.plots import PLOT_KINDS
 
     if kind not in PLOT_KINDS:
         raise ConfigError(f"unknown plot {kind!r}; choose from {', '.join(PLOT_KINDS)}")
-    selection = Selection(
-        run_ids=tuple(run_id) if run_id else None, methods=_split(method), dataset=dataset,
-        modalities=modalities, optimizer=optimizer, dev_set=dev_set, seeds=_seeds(seeds),
-    )
-    for path in draw(kind, runs_dir, selection, out=out, out_dir=out_dir, pdf=pdf):
+    paths = api.plot(kind, runs_dir, run_ids=run_id, methods=_split(method), dataset=dataset, modalities=modalities,
+                     optimizer=optimizer, dev_set=dev_set, seeds=_seeds(seeds), out=out, out_dir=out_dir, pdf=pdf)
+    for path in paths:
         typer.echo(f"written: {path}")
 
 
 def report(
-    preset: str = typer.Argument(..., help="Preset, e.g. table-6.10."),
+    preset: str = typer.Argument(..., help="Preset (e.g. table-6.10) or grid file."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Store to read."),
     out_dir: Path = typer.Option(Path("reports"), "--out-dir", help="Where <preset>-report.html goes."),
-    profile: str = typer.Option("quick", help=f"Profile the grid was run with: {', '.join(PROFILES)}."),
-    dataset: str = typer.Option("mosi,mosei", "--dataset", help="Dataset families, comma-separated."),
-    source: str = typer.Option("auto", help="auto, synth or real (as for `bench grid`)."),
-    seeds: str = typer.Option("0,1,2,3,4", help="Seeds the table expects, comma-separated."),
+    profile: str | None = typer.Option(None, help=PROFILE_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset families, comma-separated (mosi,mosei)."),
+    source: str | None = typer.Option(None, help="auto, synth or real (as for `bench grid`)."),
+    seeds: str | None = typer.Option(None, help=SEEDS_HELP),
     label_rule: str | None = LabelRule,
 ) -> None:
     """Write one standalone HTML page: the preset's tables (vs the thesis) and its figures."""
-    from bench.report.page import write_report
+    from bench import api
 
-    kwargs = expand_options(profile, dataset, source, seeds, None, None, None, label_rule)
-    path = write_report(preset, runs_dir, out_dir, **kwargs)
+    path = api.report(preset, runs_dir, out_dir,
+                      **selection_options(profile, dataset, source, seeds, label_rule=label_rule))
     typer.echo(f"written: {path}")
 
 

@@ -59,13 +59,15 @@ def block_name(modalities: str) -> str:
 
 
 def config_name(config_label: str, optimizer: str) -> str:
-    """Row label of a training configuration; SGD rows say so, as the thesis's 'SGD Optimizer' rows."""
-    name = CONFIG_NAMES.get(config_label, config_label.replace("_", " "))
-    if optimizer == "adam":
-        return name
-    if config_label == "standard":
-        return f"{optimizer.upper()} optimizer"
-    return f"{name}, {optimizer.upper()}"
+    """Row label of a training configuration; SGD rows say so, as the thesis's 'SGD Optimizer' rows.
+
+    A grid file's label 'standard [alpha=0.1]' keeps its bracketed setting as it is.
+    """
+    base, sep, setting = config_label.partition(" [")
+    name = CONFIG_NAMES.get(base, base.replace("_", " "))
+    if optimizer != "adam":
+        name = f"{optimizer.upper()} optimizer" if base == "standard" else f"{name}, {optimizer.upper()}"
+    return f"{name} [{setting}" if sep else name
 
 
 def dataset_name(dataset: str) -> str:

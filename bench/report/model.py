@@ -52,6 +52,7 @@ class MetricCell:
     ci_low: float = math.nan
     ci_high: float = math.nan
     verdict: str = ""  # better / tie / worse / n/a; "" for the baseline itself or no baseline
+    untested: str = ""  # why a cell with runs has no test against its baseline (stats.untestable)
 
     @property
     def delta(self) -> float:
@@ -79,6 +80,7 @@ class CellResult:
     baseline: CellResult | None = None
     thesis_note: str = ""
     thesis_table: str = ""  # the thesis table the figure comes from ("" when none)
+    note: str = ""  # printed beside the cell's values (e.g. the setting a tuned table chose)
 
     @property
     def n(self) -> int:
@@ -216,6 +218,7 @@ def attach_significance(result: CellResult, baseline: CellResult | None) -> None
         ours, theirs = result.values[metric.key], baseline.values[metric.key]
         metric_cell = result.metrics[metric.key]
         metric_cell.p_value = stats.welch_p(ours, theirs)
+        metric_cell.untested = stats.untestable(ours, theirs) if ours else ""
         metric_cell.ci_low, metric_cell.ci_high = stats.bootstrap_ci(ours, theirs)
         difference = metric_cell.summary.mean - baseline.metrics[metric.key].summary.mean
         metric_cell.verdict = stats.verdict(metric_cell.p_value, difference, metric.higher_is_better)
@@ -306,6 +309,9 @@ def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: s
     mixed = [f"{d} ({len(p)} data fingerprints)" for d, p in fingerprints.items() if len(p) > 1]
     if mixed:
         notes.append("WARNING: runs of different data versions are combined: " + ", ".join(mixed) + ".")
+    untested = _untested_note(members)
+    if untested:
+        notes.append(untested)
     versions = _code_versions_note(members)
     if versions:
         notes.append(versions)
@@ -313,6 +319,23 @@ def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: s
     if borrowed:
         notes.append(borrowed)
     return notes
+
+
+def _untested_note(members: Sequence[CellResult]) -> str:
+    """A note naming the cells with runs that have no significance test, and why."""
+    by_reason: dict[str, list[str]] = {}
+    for result in members:
+        c = result.cell
+        for metric in METRICS:
+            reason = result.metrics[metric.key].untested
+            if reason:
+                by_reason.setdefault(reason, []).append(
+                    f"{labels.method_name(c.method)} {c.modalities} {c.dataset} {c.config_label}/{c.optimizer} "
+                    f"{metric.label.split(' (')[0].lower()}")
+    if not by_reason:
+        return ""
+    parts = [f"{reason}: {', '.join(cells)}" for reason, cells in by_reason.items()]
+    return "Not tested against the baseline (no † / ‡, counted not testable) — " + "; ".join(parts) + "."
 
 
 def _code_versions_note(members: Sequence[CellResult]) -> str:

@@ -62,12 +62,19 @@ def write_report(preset: str, runs_dir: Path, out_dir: Path, **expand_kwargs: An
     cells = sources.expand_preset(preset, **expand_kwargs)
     results, problems = sources.read_results(Path(runs_dir))
     sources.print_warnings(problems)
-    models = models_from(preset, cells, results, problems, baseline_pool(preset, cells, expand_kwargs))
+    return write_page(preset, cells, results, problems, baseline_pool(preset, cells, expand_kwargs),
+                      Path(runs_dir), Path(out_dir))
+
+
+def write_page(name: str, cells: Sequence[Any], results: pd.DataFrame, problems: Sequence[str],
+               baseline_cells: Sequence[Any], runs_dir: Path, out_dir: Path) -> Path:
+    """Write <out_dir>/<name>-report.html for these cells and stored rows; its path."""
+    models = models_from(name, cells, results, problems, baseline_cells)
     figures = [fig for model in models for fig in table_figures(model, cells, results, Path(runs_dir))]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{preset}-report.html"
-    path.write_text(page_html(preset, Path(runs_dir), models, figures), encoding="utf-8")
+    path = out_dir / f"{name}-report.html"
+    path.write_text(page_html(name, Path(runs_dir), models, figures), encoding="utf-8")
     return path
 
 

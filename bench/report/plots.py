@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.config import ConfigError, RunConfig, canonical_modalities, modality_key
 from bench.report import labels, sources
+from bench.selection import print_note
 
 
 @dataclass(frozen=True)
@@ -122,33 +123,60 @@ class Variant:
 
 # -- selection ------------------------------------------------------------------------------------
 
-def select_runs(results: pd.DataFrame, kind: str, selection: Selection) -> pd.DataFrame:
-    """The ok runs of the selection; one dataset and one modality set, or a ConfigError naming them."""
+def filter_runs(results: pd.DataFrame, selection: Selection, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """The ok runs of the selection (`methods` in place of selection.methods when given)."""
     if not len(results) or "status" not in results:
-        raise ConfigError("no stored results to plot")
+        return results.iloc[0:0]
     rows = results[results["status"] == "ok"]
     if selection.run_ids:
         unknown = sorted(set(selection.run_ids) - set(rows["run_id"]))
         if unknown:
             raise ConfigError(f"no ok result for run id(s) {', '.join(unknown)}")
         rows = rows[rows["run_id"].isin(selection.run_ids)]
-    methods = selection.methods or (None if selection.run_ids else PLOTS[kind].methods)
-    rows = _filter(rows, "method", methods)
+    rows = _filter(rows, "method", methods or selection.methods)
     rows = _filter(rows, "dataset", (selection.dataset,) if selection.dataset else None)
     mods = modality_key(canonical_modalities(selection.modalities)) if selection.modalities else None
     rows = _filter(rows, "modalities", (mods,) if mods else None)
     rows = _filter(rows, "optimizer", (selection.optimizer,) if selection.optimizer else None)
     if selection.dev_set is not None:
         rows = rows[rows["dev_set"].astype(bool) == selection.dev_set]
-    rows = _filter(rows, "seed", selection.seeds)
+    return _filter(rows, "seed", selection.seeds)
+
+
+# What `bench plot` reports of the store when a selection finds nothing, and the flags that select.
+HELD_COLUMNS = ("profile", "task", "model", "dataset", "modalities", "method", "optimizer", "seed")
+SELECT_FLAGS = "--method, --dataset, --modalities, --optimizer, --dev-set/--no-dev-set, --seeds or --run-id"
+
+
+def select_runs(results: pd.DataFrame, kind: str, selection: Selection) -> pd.DataFrame:
+    """The ok runs of the selection; one dataset and one modality set, or a ConfigError naming them."""
+    from bench.selection import holdings
+
+    if not len(results) or "status" not in results:
+        raise ConfigError("no stored results to plot (the store is empty)")
+    methods = selection.methods or (None if selection.run_ids else PLOTS[kind].methods)
+    rows = filter_runs(results, selection, methods)
     if not len(rows):
         wanted = ", ".join(methods or ["any"])
-        raise ConfigError(f"no ok runs match the selection for '{kind}' (methods {wanted})")
+        ok = results[results["status"] == "ok"]
+        held = (f"the store holds {len(ok)} ok run(s): {holdings(ok, HELD_COLUMNS)}; choose with {SELECT_FLAGS}"
+                if len(ok) else "the store holds no ok run")
+        raise ConfigError(f"no ok runs match the selection for '{kind}' (methods {wanted}); {held}")
     for column, flag in (("dataset", "--dataset"), ("modalities", "--modalities")):
         values = sorted(set(rows[column].astype(str)))
         if len(values) > 1:
             raise ConfigError(f"the selection spans {column} {', '.join(values)}: choose one with {flag}")
     return rows
+
+
+def selection_note(rows: pd.DataFrame, kind: str, selection: Selection) -> str:
+    """A note naming the methods and seeds the selection asks for that have no ok run ("" when none)."""
+    methods = selection.methods or (None if selection.run_ids else PLOTS[kind].methods)
+    absent = [f"method {m}" for m in methods or () if m not in set(rows["method"])]
+    absent += [f"seed {s}" for s in selection.seeds or () if s not in set(rows["seed"])]
+    if not absent:
+        return ""
+    return f"note: no ok runs of {', '.join(absent)} in the selection for '{kind}'; drawing the other runs"
 
 
 def _filter(rows: pd.DataFrame, column: str, allowed: Sequence[Any] | None) -> pd.DataFrame:
@@ -349,6 +377,7 @@ def figure_for(kind: str, runs_dir: Path, selection: Selection) -> tuple[Figure,
     results, problems = sources.read_results(Path(runs_dir))
     sources.print_warnings(problems)
     rows = select_runs(results, kind, selection)
+    print_note(selection_note(rows, kind, selection))
     traj, traj_problems = sources.read_trajectories(Path(runs_dir), list(rows["run_id"]))
     sources.print_warnings(traj_problems)
     return build_figure(kind, rows, traj), rows

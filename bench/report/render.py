@@ -90,6 +90,8 @@ def _ours_text(result: CellResult, metric: MetricCell) -> Text:
         notes.append(f"n={result.n}/{result.n_expected}")
     if result.n_failed:
         notes.append(f"{result.n_failed} failed")
+    if result.note and metric is result.metrics.get(METRICS[0].key):  # once per cell, beside its first metric
+        notes.append(result.note)
     suffix = f" ({', '.join(notes)})" if notes else ""
     if result.missing:
         return Text(MISSING, suffix=suffix)
@@ -321,7 +323,8 @@ def _latex_text(text: Text) -> str:
 
 CSV_COLUMNS = ("preset", "table", "dataset", "synthetic", "data_fingerprint", "modalities", "method",
                "config", "optimizer", "metric", "mean", "std", "std_convention", "n", "n_expected", "n_failed",
-               "rank", "thesis", "thesis_std", "delta", "p_value", "ci_low", "ci_high", "verdict")
+               "rank", "thesis", "thesis_std", "delta", "p_value", "ci_low", "ci_high", "verdict", "untested",
+               "note")
 STD_CONVENTION = "sample std over seeds (ddof=1)"
 
 
@@ -348,6 +351,7 @@ def _tidy_record(model: TableModel, row: Row, dataset: str, result: CellResult, 
         "n_failed": result.n_failed, "rank": metric.rank or None, "thesis": metric.thesis_mean,
         "thesis_std": metric.thesis_std, "delta": metric.delta, "p_value": metric.p_value,
         "ci_low": metric.ci_low, "ci_high": metric.ci_high, "verdict": metric.verdict,
+        "untested": metric.untested, "note": result.note,
     }
 
 

@@ -34,16 +34,34 @@ def summarise(values: Sequence[float]) -> Summary:
     return Summary(float(np.mean(arr)), std, int(arr.size))
 
 
-def welch_p(sample: Sequence[float], baseline: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test (unequal variances); NaN with fewer than 2 values a side."""
+FEW_SEEDS = "fewer than 2 seeds on a side"
+NO_VARIANCE = "zero variance in both groups (every seed gave the same value)"
+
+
+def untestable(sample: Sequence[float], baseline: Sequence[float]) -> str:
+    """Why Welch's t-test is undefined for these samples ("" when it is defined)."""
     a, b = _finite(sample), _finite(baseline)
     if a.size < 2 or b.size < 2:
-        return math.nan
+        return FEW_SEEDS
     if np.ptp(a) == 0 and np.ptp(b) == 0:
-        # Both samples constant (the t statistic is undefined): equal constants do not differ,
-        # distinct ones differ surely.
-        return 1.0 if a[0] == b[0] else 0.0
-    return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+        return NO_VARIANCE  # the t statistic divides by zero
+    return ""
+
+
+def welch_p(sample: Sequence[float], baseline: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances); NaN where `untestable` gives a reason.
+
+    The test is computed from the means and sample variances: scipy's ttest_ind would warn about
+    precision loss for a constant group (two seeds with equal accuracies), where the test is still
+    well defined (the other group's variance carries it).
+    """
+    if untestable(sample, baseline):
+        return math.nan
+    a, b = _finite(sample), _finite(baseline)
+    result = scipy_stats.ttest_ind_from_stats(float(np.mean(a)), float(np.std(a, ddof=1)), a.size,
+                                              float(np.mean(b)), float(np.std(b, ddof=1)), b.size,
+                                              equal_var=False)
+    return float(result.pvalue)
 
 
 def bootstrap_ci(sample: Sequence[float], baseline: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,

@@ -25,9 +25,9 @@ def build_tables(preset: str, runs_dir: Path, **expand_kwargs: Any) -> list[Tabl
 
 
 def models_from(preset: str, cells: Sequence[Any], results: pd.DataFrame, problems: Sequence[str] = (),
-                baseline_cells: Sequence[Any] = ()) -> list[TableModel]:
+                baseline_cells: Sequence[Any] = (), extra_notes: Sequence[str] = ()) -> list[TableModel]:
     """Table models from given cells and result rows (the part of build_tables that needs no store)."""
-    notes = []
+    notes = list(extra_notes)
     if problems:
         notes.append(f"{len(problems)} unreadable or foreign result file(s) skipped (see the warnings).")
     return build_models(preset, cells, _ensure_columns(results), baseline_cells, notes)

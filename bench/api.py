@@ -1,0 +1,521 @@
+"""The Python API, for notebooks: what the CLI does, as functions (the CLI commands are thin wrappers).
+
+    import bench.api as api
+
+    api.run("ogm", "text,vision", dataset="mosi", profile="smoke", seeds=[0, 1], params={"alpha": 0.7})
+    api.grid("table-6.10", profile="smoke", datasets="mosi", seeds=[0, 1])   # or a grid file: "my-grid.toml"
+    api.results()                          # every stored result row: run_id, every config field, metrics
+    api.table("my-grid.toml", tune=True)   # the table as a tidy DataFrame (one line per cell and metric)
+    api.trajectories(methods=["ogm"])      # per-step / per-epoch series of the selected runs
+    api.predictions()                      # per-sample predictions (runs/predictions/, once stored)
+
+Selections (`preset_or_file` plus the keyword arguments of `cells`: profile, datasets, source, seeds,
+methods, optimizers, modalities, dev_set) mean what the CLI flags mean. Functions that train print
+what `bench run` / `bench grid` print through `echo` (default `print`; None for silence); notes about a
+selection go to stderr. Bad input raises ConfigError; a selection with no stored run raises
+EmptySelection (a ConfigError) saying what the store holds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
+from bench.selection import (
+    DEFAULT_SEEDS,
+    EmptySelection,
+    GridQuery,
+    as_seeds,
+    as_tuple,
+    check_stored,
+    print_note,
+    resolve,
+)
+
+Echo = Callable[[str], None] | None
+PREDICTIONS = "predictions"  # runs/predictions/<run_id>.parquet (written once another issue stores them)
+PREDICTION_COLUMNS = ("run_id", "split", "sample", "target", "prediction")
+
+__all__ = ["EmptySelection", "Execution", "all_ok", "cells", "grid", "job_table", "jobs", "plot", "predictions",
+           "render_table", "report", "results", "run", "run_configs", "select", "table", "table_models",
+           "trajectories", "write_tables"]
+
+
+# -- execution -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Execution:
+    """How runs are trained: executor, workers, retries, progress display, Slurm settings."""
+
+    executor: str | None = None  # None: local with several workers or a GPU, else inline
+    workers: int | None = None
+    workers_per_gpu: int = 1
+    retry_failed: bool = False
+    progress: bool = True
+    slurm: Mapping[str, Any] = field(default_factory=dict)  # partition, time, gpus, array_parallelism, cluster
+
+    def resolved_executor(self) -> str:
+        """The executor to use; ConfigError for conflicting settings, before anything is built."""
+        from bench.execute import check_options, gpu_count
+
+        executor = self.executor or ("local" if (self.workers or 1) > 1 or gpu_count() else "inline")
+        check_options(executor, self.workers, self.workers_per_gpu)
+        given = sorted(k for k, v in self.slurm.items() if v is not None and k != "cluster")
+        if given and executor != "slurm":
+            raise ConfigError(f"--{given[0].replace('_', '-')} only applies to --executor slurm")
+        return executor
+
+
+def _train(jobs: Sequence[RunConfig], runs_dir: Path, execution: Execution) -> Any:
+    """bench.execute.run_jobs with these options; the Summary."""
+    from bench import execute
+
+    slurm = {k: v for k, v in execution.slurm.items() if v is not None}
+    return execute.run_jobs(jobs, runs_dir, executor=execution.resolved_executor(), workers=execution.workers,
+                            workers_per_gpu=execution.workers_per_gpu, retry_failed=execution.retry_failed,
+                            progress=execution.progress, slurm_options=slurm)
+
+
+def _say(echo: Echo, text: str) -> None:
+    if echo is not None:
+        echo(text)
+
+
+def announce_synthetic(echo: Echo, datasets: Iterable[str]) -> None:
+    """Say when the runs use the surrogate."""
+    synth = sorted({d for d in datasets if d.startswith("synth-")})
+    if synth:
+        _say(echo, f"note: using the synthetic surrogate ({', '.join(synth)}): real MOSI/MOSEI files were "
+                   "not found under $BENCH_DATA_DIR (or --source synth was given)")
+
+
+def _print_failures(echo: Echo, summary: Any, limit: int = 20) -> None:
+    for run_id, error in summary.failures[:limit]:
+        _say(echo, f"failed {run_id}: {error}")
+    if len(summary.failures) > limit:
+        _say(echo, f"... and {len(summary.failures) - limit} more failures")
+
+
+def stored_rows(runs_dir: str | Path, configs: Sequence[RunConfig]) -> pd.DataFrame:
+    """The stored result row of each config, in order; status "missing" (and the config's fields) where the
+    store has no readable row."""
+    from bench import store
+
+    rows = []
+    for cfg in dict.fromkeys(configs):
+        try:
+            rows.append(store.read_row(runs_dir, cfg.run_id))
+        except (OSError, ValueError):
+            rows.append({"run_id": cfg.run_id, **{k: v for k, (v, _) in store.config_columns(cfg).items()},
+                         "status": "missing"})
+    return pd.DataFrame(rows, columns=None if rows else ["run_id", "status", *store.METRIC_COLUMNS])
+
+
+# -- bench run -------------------------------------------------------------------------------------
+
+def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, source: str = "auto",
+                optimizer: str = "adam", lr: float | None = None, dev_set: bool = False,
+                step_every: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick",
+                params: Mapping[str, Any] | None = None, window: tuple[int, int] | None = None,
+                label_rule: str | None = None) -> list[RunConfig]:
+    """The one-cell grid of `bench run`: the thesis defaults for this method/modalities/dataset, options on top."""
+    from bench.methods import validate_config
+    from bench.params import check_params
+    from bench.presets import resolve_dataset, thesis_config
+
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    mods = canonical_modalities(modalities)
+    name = resolve_dataset(dataset, source)
+    if name not in ("mosi", "mosei", "synth-mosi", "synth-mosei") and not Path(name).expanduser().is_file():
+        raise FileNotFoundError(f"dataset {dataset!r} is neither mosi, mosei, synth-mosi, synth-mosei "
+                                "nor an existing file")
+    label = "dev_set" if dev_set else ("step_every_4" if step_every == 4 else "standard")
+    overrides: dict[str, Any] = {"method_params": check_params(method, dict(params or {}))}
+    if lr is not None:
+        overrides["lr"] = lr
+    if dev_set:
+        overrides["dev_set"] = True
+    if step_every is not None:
+        overrides["step_every"] = step_every
+    if window is not None:
+        overrides["window"] = tuple(window)
+    if label_rule is not None:
+        overrides["label_rule"] = label_rule
+    configs = [thesis_config(name, method, mods, profile=profile, optimizer=optimizer, config_label=label,
+                             seed=seed, **overrides) for seed in as_seeds(seeds) or ()]
+    available = dataset_modalities(name, profile)
+    for cfg in configs:
+        validate_config(cfg, available)
+    return configs
+
+
+def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
+    """The modalities of a dataset file, checked before anything trains (None for the built-in names).
+
+    A file given by path is loaded (and validated: a bad file is a DataError, exit 2, not a failed run);
+    a named real dataset must exist. The surrogate has every modality.
+    """
+    from bench.data import load_dataset
+    from bench.data.loader import real_file_path
+
+    if name.startswith("synth-"):
+        return None
+    if name in ("mosi", "mosei"):
+        real_file_path(name)  # DataError saying where the file must be
+        return None
+    return load_dataset(name, profile).modalities
+
+
+def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, source: str = "auto",
+        optimizer: str = "adam", lr: float | None = None, dev_set: bool = False, step_every: int | None = None,
+        seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick", params: Mapping[str, Any] | None = None,
+        window: tuple[int, int] | None = None, label_rule: str | None = None, runs_dir: str | Path = "runs",
+        executor: str | None = None,
+        workers: int | None = None, workers_per_gpu: int = 1, retry_failed: bool = False, progress: bool = True,
+        slurm: Mapping[str, Any] | None = None, echo: Echo = print) -> pd.DataFrame:
+    """Train one configuration over seeds (`bench run`); the result rows, one per seed (stored ones skip)."""
+    execution = Execution(executor, workers, workers_per_gpu, retry_failed, progress, dict(slurm or {}))
+    execution.resolved_executor()  # conflicting options are errors before anything is built
+    configs = run_configs(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
+                          step_every=step_every, seeds=seeds, profile=profile, params=params, window=window,
+                          label_rule=label_rule)
+    first = configs[0]
+    synthetic = " (synthetic surrogate)" if first.dataset.startswith("synth-") else ""
+    announce_synthetic(echo, [first.dataset])
+    _say(echo, f"{method} {modality_key(first.modalities)} on {first.dataset}{synthetic}, profile {profile}, "
+               f"labels {first.label_rule}, {first.optimizer} lr {first.lr:g}, params {dict(first.method_params)}, "
+               f"{len(configs)} seed(s)")
+    summary = _train(configs, Path(runs_dir), execution)
+    rows = stored_rows(runs_dir, configs)
+    if echo is not None:
+        for line in seed_lines(configs, rows):
+            echo(line)
+    _print_failures(echo, summary)
+    return rows
+
+
+def all_ok(rows: pd.DataFrame) -> bool:
+    """Whether every run of these rows (from `run` or `grid`) is stored ok: their exit code is 1 otherwise."""
+    return bool((rows["status"] == "ok").all()) if len(rows) else True
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    """'mean ± std' with ddof=1 ('n/a' without values)."""
+    if not values:
+        return "n/a"
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.2f} ± {_fmt(std)}"
+
+
+def seed_lines(configs: Sequence[RunConfig], rows: pd.DataFrame) -> list[str]:
+    """One line per seed, then mean ± std (ddof=1) over the ok seeds."""
+    by_id = {row["run_id"]: row for row in rows.to_dict("records")} if len(rows) else {}
+    lines, accs, losses = [], [], []
+    for cfg in configs:
+        row = by_id.get(cfg.run_id)
+        if row is None or row["status"] == "missing":
+            lines.append(f"seed {cfg.seed}  missing  {cfg.run_id}")
+            continue
+        line = (f"seed {cfg.seed}  {row['status']:<6}  acc {_fmt(row['test_acc'])}  loss {_fmt(row['test_loss'])}"
+                f"  epochs {_fmt(row['epochs'], 0)}  wall {_fmt(row['wall_s'], 1)}s  {cfg.run_id}")
+        if row["status"] != "ok":
+            line += f"  {row['error']}"
+        else:
+            accs.append(float(row["test_acc"]))
+            losses.append(float(row["test_loss"]))
+        lines.append(line)
+    lines.append(f"mean ± std over {len(accs)} ok seed(s) (ddof=1): acc {_mean_std(accs)}  loss {_mean_std(losses)}")
+    return lines
+
+
+# -- grids: presets and grid files ---------------------------------------------------------------------
+
+def cells(preset_or_file: str, *, profile: str | None = None, datasets: str | Sequence[str] | None = None,
+          source: str | None = None, seeds: str | Sequence[int] | None = None,
+          methods: str | Sequence[str] | None = None, optimizers: str | Sequence[str] | None = None,
+          modalities: str | Sequence[str] | None = None, dev_set: bool | None = None,
+          label_rule: str | None = None) -> list[Any]:
+    """The cells (one configuration over its seeds each) of a preset or a grid file; flags as the CLI's.
+
+    profile / datasets / source / seeds override the preset's defaults or the file's values; methods,
+    optimizers, modalities (one combination per item) and dev_set filter its cells.
+    """
+    return GridQuery(preset_or_file, profile, datasets, source, seeds, methods, optimizers, modalities,
+                     dev_set, label_rule).cells()
+
+
+def check_data(grid_cells: Sequence[Any], profile: str) -> None:
+    """Every dataset of the cells can be read: a missing real file is an error now, not 250 failed runs."""
+    for name in sorted({c.dataset for c in grid_cells}):
+        dataset_modalities(name, profile)
+
+
+def job_table(grid_cells: Sequence[Any], runs_dir: str | Path = "runs") -> pd.DataFrame:
+    """Every run of these cells plus their dependencies (first), with the stored status ('-': none)."""
+    from bench import store
+    from bench.presets import jobs_with_dependencies
+
+    stored = store.stored_status(runs_dir)
+    labels: dict[str, list[str]] = {}
+    for cell in grid_cells:
+        for cfg in cell.configs:
+            names = labels.setdefault(cfg.run_id, [])
+            if cell.config_label not in names:
+                names.append(cell.config_label)
+    records = [{"run_id": cfg.run_id, "dataset": cfg.dataset, "modalities": modality_key(cfg.modalities),
+                "method": cfg.method, "optimizer": cfg.optimizer,
+                "config": ",".join(labels.get(cfg.run_id, ["(dependency)"])), "seed": cfg.seed,
+                "dependency": cfg.run_id not in labels, "stored": stored.get(cfg.run_id, "-")}
+               for cfg in jobs_with_dependencies(grid_cells)]
+    columns = ["run_id", "dataset", "modalities", "method", "optimizer", "config", "seed", "dependency", "stored"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def jobs(preset_or_file: str, runs_dir: str | Path = "runs", **selection: Any) -> pd.DataFrame:
+    """`bench grid --dry-run` as a frame: the runs a grid trains and what is stored of them."""
+    return job_table(cells(preset_or_file, **selection), runs_dir)
+
+
+def grid(preset_or_file: str, *, runs_dir: str | Path = "runs", executor: str | None = None,
+         workers: int | None = None, workers_per_gpu: int = 1, retry_failed: bool = False, progress: bool = True,
+         slurm: Mapping[str, Any] | None = None, echo: Echo = print, **selection: Any) -> pd.DataFrame:
+    """Train every run of a preset or grid file not stored yet (`bench grid`), dependencies first.
+
+    Returns the result rows of every run of the grid (dependencies included); `selection` as for `cells`.
+    """
+    from bench.presets import jobs_with_dependencies
+
+    execution = Execution(executor, workers, workers_per_gpu, retry_failed, progress, dict(slurm or {}))
+    execution.resolved_executor()
+    query = GridQuery(preset_or_file, **selection)
+    grid_cells = query.cells()
+    job_list = jobs_with_dependencies(grid_cells)
+    check_data(grid_cells, query.resolved_profile())
+    announce_synthetic(echo, (c.dataset for c in grid_cells))
+    _say(echo, f"{query.name} ({query.resolved_profile()}): {len(grid_cells)} cells, {len(job_list)} runs incl. "
+               "dependencies")
+    summary = _train(job_list, Path(runs_dir), execution)
+    _say(echo, str(summary))
+    _print_failures(echo, summary)
+    return stored_rows(runs_dir, job_list)
+
+
+# -- reading the store -----------------------------------------------------------------------------
+
+def results(runs_dir: str | Path = "runs") -> pd.DataFrame:
+    """Every valid result row: run_id, every RunConfig field (modalities as 'text+vision', method_params as
+    JSON and one param_<name> column per parameter), config_json, status, error, metrics (test_acc, test_loss,
+    val_acc, val_loss, per-modality test accuracy), provenance. Skipped files are warnings on stderr."""
+    from bench.report import sources
+
+    rows, problems = sources.read_results(Path(runs_dir))
+    sources.print_warnings(problems)
+    return rows
+
+
+@dataclass(frozen=True)
+class Selected:
+    """A reading command's selection, resolved against the store: the query, its cells, the store's rows."""
+
+    query: GridQuery
+    cells: list[Any]
+    results: pd.DataFrame
+    problems: list[str]
+    target_rows: pd.DataFrame
+
+
+def select(preset_or_file: str, runs_dir: str | Path = "runs", **selection: Any) -> Selected:
+    """Resolve a selection against the store: profile and seeds left open are taken from the store where it
+    holds exactly one; EmptySelection when nothing of it is stored, a note on stderr when only some is."""
+    from bench.report import sources
+
+    results_frame, problems = sources.read_results(Path(runs_dir))
+    sources.print_warnings(problems)
+    resolved = resolve(GridQuery(preset_or_file, **selection), results_frame)
+    print_note(resolved.note)
+    selected_cells = resolved.query.cells()
+    print_note(check_stored(resolved, selected_cells, results_frame, Path(runs_dir)))
+    return Selected(resolved.query, selected_cells, results_frame, problems, resolved.target_rows)
+
+
+def _baseline_kwargs(query: GridQuery) -> dict[str, Any]:
+    """The selection flags the baseline pool (bench.report.tables.baseline_pool) expands 'all' with."""
+    if not query.is_file:
+        return query.expand_kwargs()
+    datasets = query.datasets or query.spec().datasets
+    return {"profile": query.resolved_profile(), "datasets": datasets, "source": query.resolved_source(),
+            "seeds": query.resolved_seeds()}
+
+
+def table_models(preset_or_file: str, runs_dir: str | Path = "runs", *, tune: bool = False,
+                 tune_metric: str = "val_acc", **selection: Any) -> list[Any]:
+    """The table models (bench.report.model.TableModel) of a preset or grid file from the store.
+
+    tune: per method and cell, show the parameter setting with the best mean validation metric
+    (`tune_metric`: val_acc or val_loss) over seeds, with its test metrics (bench.report.tune).
+    """
+    from bench.report import tune as tuning
+    from bench.report.tables import baseline_pool, models_from
+
+    chosen = select(preset_or_file, runs_dir, **selection)
+    grid_cells, notes, choices = chosen.cells, [], []
+    if tune:
+        choices = tuning.tune(grid_cells, chosen.results, tune_metric)
+        grid_cells = [c.cell for c in choices]
+        notes.append(tuning.caption_note(tune_metric, choices))
+    baselines = baseline_pool(chosen.query.name, grid_cells, _baseline_kwargs(chosen.query))
+    models = models_from(chosen.query.name, grid_cells, chosen.results, chosen.problems, baselines, notes)
+    by_cell = {id(c.cell): c.note for c in choices}
+    for model in models:
+        for result in model.cells():
+            result.note = by_cell.get(id(result.cell), result.note)
+    return models
+
+
+def table(preset_or_file: str, runs_dir: str | Path = "runs", *, tune: bool = False, tune_metric: str = "val_acc",
+          **selection: Any) -> pd.DataFrame:
+    """The table as a tidy frame: one line per cell and metric (mean, std, n, rank, thesis, delta, p-value,
+    bootstrap interval, verdict, note), as `bench table --format csv` writes it."""
+    from bench.report.render import tidy_frame
+
+    return tidy_frame(table_models(preset_or_file, runs_dir, tune=tune, tune_metric=tune_metric, **selection))
+
+
+def _check_format(fmt: str) -> None:
+    from bench.report.render import FORMATS
+
+    if fmt not in (*FORMATS, "tex"):  # before any reading, so a typo costs nothing
+        raise ConfigError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,
+                 tune: bool = False, tune_metric: str = "val_acc", **selection: Any) -> str:
+    """The table as text (`bench table`): md, latex, csv or html."""
+    from bench.report.render import render
+
+    _check_format(fmt)
+    return render(table_models(preset_or_file, runs_dir, tune=tune, tune_metric=tune_metric, **selection), fmt,
+                  vs_thesis)
+
+
+def write_tables(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
+                 vs_thesis: bool = True, **selection: Any) -> dict[str, Path]:
+    """Write <out_dir>/<name>.{md,tex,csv,html} (name: the preset's or the grid file's); {format: path}."""
+    from bench.report.render import render
+    from bench.report.tables import FILE_SUFFIXES
+
+    models = table_models(preset_or_file, runs_dir, **selection)
+    name = GridQuery(preset_or_file).name
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for fmt, suffix in FILE_SUFFIXES.items():
+        paths[fmt] = out / f"{name}.{suffix}"
+        paths[fmt].write_text(render(models, fmt, vs_thesis), encoding="utf-8")
+    return paths
+
+
+def report(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
+           **selection: Any) -> Path:
+    """Write <out_dir>/<name>-report.html (`bench report`): the tables vs the thesis and their figures."""
+    from bench.report.page import write_page
+    from bench.report.tables import baseline_pool
+
+    chosen = select(preset_or_file, runs_dir, **selection)
+    baselines = baseline_pool(chosen.query.name, chosen.cells, _baseline_kwargs(chosen.query))
+    return write_page(chosen.query.name, chosen.cells, chosen.results, chosen.problems, baselines, Path(runs_dir),
+                      Path(out_dir))
+
+
+def _run_selection(run_ids: Sequence[str] | None, methods: str | Sequence[str] | None, dataset: str | None,
+                   modalities: str | None, optimizer: str | None, dev_set: bool | None,
+                   seeds: str | Sequence[int] | None) -> Any:
+    from bench.report.plots import Selection
+
+    return Selection(run_ids=tuple(run_ids) if run_ids else None, methods=as_tuple(methods), dataset=dataset,
+                     modalities=modalities, optimizer=optimizer, dev_set=dev_set, seeds=as_seeds(seeds))
+
+
+def trajectories(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None, *,
+                 methods: str | Sequence[str] | None = None, dataset: str | None = None,
+                 modalities: str | None = None, optimizer: str | None = None, dev_set: bool | None = None,
+                 seeds: str | Sequence[int] | None = None) -> pd.DataFrame:
+    """The trajectories of the selected ok runs (long: run_id, epoch, step, split, series, modality, value)
+    joined with their dataset, modalities, method, optimizer, dev_set, seed, profile and method_params.
+    An empty frame when nothing matches."""
+    from bench.report import sources
+    from bench.report.plots import filter_runs
+
+    rows = filter_runs(results(runs_dir), _run_selection(run_ids, methods, dataset, modalities, optimizer,
+                                                         dev_set, seeds))
+    traj, problems = sources.read_trajectories(Path(runs_dir), list(rows["run_id"]) if len(rows) else [])
+    sources.print_warnings(problems)
+    config = ["run_id", "dataset", "modalities", "method", "optimizer", "dev_set", "seed", "profile",
+              "method_params"]
+    present = [c for c in config if c in rows]
+    return traj.merge(rows[present], on="run_id", how="left") if len(rows) else traj.assign(
+        **{c: pd.Series(dtype=object) for c in config[1:]})
+
+
+def predictions(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-sample predictions: columns run_id, split, sample, target, prediction (and any others stored).
+
+    Predictions are not stored yet: another issue adds `<runs_dir>/predictions/<run_id>.parquet`, and this
+    reads that layout. Without the folder (every store so far) the frame is empty, with those columns.
+    Files without the five columns, or unreadable, are skipped with a warning on stderr.
+    """
+    import pyarrow.parquet as pq
+
+    from bench.report.sources import print_warnings
+    from bench.store import is_temp_name
+
+    folder = Path(runs_dir) / PREDICTIONS
+    if run_ids is None:
+        paths = sorted(p for p in folder.glob("*.parquet") if not is_temp_name(p.name)) if folder.is_dir() else []
+    else:
+        paths = [p for p in (folder / f"{rid}.parquet" for rid in dict.fromkeys(run_ids)) if p.is_file()]
+    frames, problems = [], []
+    for path in paths:
+        try:
+            frame = pq.read_table(path).to_pandas()
+        except Exception as err:  # reported, never fatal (as the store's readers do)
+            problems.append(f"{path}: unreadable parquet ({type(err).__name__})")
+            continue
+        missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+        if missing:
+            problems.append(f"{path}: not a bench prediction file (missing column(s) {', '.join(missing)})")
+            continue
+        frames.append(frame[[*PREDICTION_COLUMNS, *[c for c in frame.columns if c not in PREDICTION_COLUMNS]]])
+    print_warnings(problems)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in PREDICTION_COLUMNS})
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(kind: str, runs_dir: str | Path = "runs", *, run_ids: Sequence[str] | None = None,
+         methods: str | Sequence[str] | None = None, dataset: str | None = None, modalities: str | None = None,
+         optimizer: str | None = None, dev_set: bool | None = None, seeds: str | Sequence[int] | None = None,
+         out: str | Path | None = None, out_dir: str | Path = "reports", pdf: bool = False) -> list[Path]:
+    """Draw a trend figure (`bench plot`: ratios, strengths, losses, prototypes); the written paths."""
+    from bench.report.plots import plot as draw
+
+    selection = _run_selection(run_ids, methods, dataset, modalities, optimizer, dev_set, seeds)
+    return draw(kind, Path(runs_dir), selection, out=None if out is None else Path(out), out_dir=Path(out_dir),
+                pdf=pdf)
+
