@@ -38,10 +38,9 @@ from bench.selection import (
     print_note,
     resolve,
 )
+from bench.store import PREDICTION_COLUMNS, PREDICTIONS  # noqa: F401  (re-exported for notebooks)
 
 Echo = Callable[[str], None] | None
-PREDICTIONS = "predictions"  # runs/predictions/<run_id>.parquet (written once another issue stores them)
-PREDICTION_COLUMNS = ("run_id", "split", "sample", "target", "prediction")
 
 __all__ = ["EmptySelection", "Execution", "all_ok", "cells", "grid", "job_table", "jobs", "plot", "predictions",
            "render_table", "report", "results", "run", "run_configs", "select", "table", "table_models",
@@ -480,32 +479,12 @@ def predictions(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = N
     reads that layout. Without the folder (every store so far) the frame is empty, with those columns.
     Files without the five columns, or unreadable, are skipped with a warning on stderr.
     """
-    import pyarrow.parquet as pq
-
     from bench.report.sources import print_warnings
-    from bench.store import is_temp_name
+    from bench.store import read_predictions
 
-    folder = Path(runs_dir) / PREDICTIONS
-    if run_ids is None:
-        paths = sorted(p for p in folder.glob("*.parquet") if not is_temp_name(p.name)) if folder.is_dir() else []
-    else:
-        paths = [p for p in (folder / f"{rid}.parquet" for rid in dict.fromkeys(run_ids)) if p.is_file()]
-    frames, problems = [], []
-    for path in paths:
-        try:
-            frame = pq.read_table(path).to_pandas()
-        except Exception as err:  # reported, never fatal (as the store's readers do)
-            problems.append(f"{path}: unreadable parquet ({type(err).__name__})")
-            continue
-        missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
-        if missing:
-            problems.append(f"{path}: not a bench prediction file (missing column(s) {', '.join(missing)})")
-            continue
-        frames.append(frame[[*PREDICTION_COLUMNS, *[c for c in frame.columns if c not in PREDICTION_COLUMNS]]])
+    frame, problems = read_predictions(runs_dir, run_ids)
     print_warnings(problems)
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in PREDICTION_COLUMNS})
-    return pd.concat(frames, ignore_index=True)
+    return frame
 
 
 def plot(kind: str, runs_dir: str | Path = "runs", *, run_ids: Sequence[str] | None = None,

@@ -31,7 +31,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +46,7 @@ from bench.config import MODALITIES, RUN_ID_SCHEME, RunConfig, modality_key
 
 RESULTS = "results"
 TRAJECTORIES = "trajectories"
+PREDICTIONS = "predictions"  # predictions/<run_id>.parquet: read here; written once runs store them
 CHECKPOINTS = "checkpoints"
 CLAIMS = "claims"
 STATUSES = ("ok", "failed")
@@ -55,6 +56,7 @@ METRIC_COLUMNS: tuple[str, ...] = ("test_acc", "test_loss", "val_acc", "val_loss
 )
 EPOCH_COLUMNS = ("best_epoch", "epochs")
 TRAJECTORY_COLUMNS = ("run_id", "epoch", "step", "split", "series", "modality", "value")
+PREDICTION_COLUMNS = ("run_id", "split", "sample", "target", "prediction")
 
 # Method parameters get typed `param_<name>` columns in every row (null where a run does not set
 # them), so every result file has the same schema and a folder read keeps them. Parameters of newly
@@ -524,10 +526,9 @@ def old_scheme_problem(runs_dir: Path, count: int) -> str:
             "retrain with a fresh --runs-dir, or delete those result files to retrain them in place")
 
 
-def read_trajectories(runs_dir: str | os.PathLike[str],
-                      run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Trajectory rows of `run_ids` (all stored runs when None), and problems with skipped files."""
-    folder = Path(runs_dir) / TRAJECTORIES
+def _read_run_tables(folder: Path, run_ids: Iterable[str] | None, columns: Sequence[str], kind: str,
+                     keep_extra: bool) -> tuple[list[pd.DataFrame], list[str]]:
+    """The per-run parquet tables of a folder (`run_ids`, or all), each with `columns` first; problems."""
     if run_ids is None:
         paths = _parquet_files(folder)
     else:
@@ -540,13 +541,33 @@ def read_trajectories(runs_dir: str | os.PathLike[str],
         except Exception as err:  # reported, never fatal
             problems.append(f"{path}: unreadable parquet ({type(err).__name__}: {_one_line(err)})")
             continue
-        missing = [c for c in TRAJECTORY_COLUMNS if c not in frame.columns]
+        missing = [c for c in columns if c not in frame.columns]
         if missing:
-            problems.append(f"{path}: not a bench trajectory (missing column(s) {', '.join(missing)})")
+            problems.append(f"{path}: not a bench {kind} (missing column(s) {', '.join(missing)})")
             continue
-        frames.append(frame[list(TRAJECTORY_COLUMNS)])
+        extra = [c for c in frame.columns if c not in columns] if keep_extra else []
+        frames.append(frame[[*columns, *extra]])
+    return frames, problems
+
+
+def read_trajectories(runs_dir: str | os.PathLike[str],
+                      run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Trajectory rows of `run_ids` (all stored runs when None), and problems with skipped files."""
+    frames, problems = _read_run_tables(Path(runs_dir) / TRAJECTORIES, run_ids, TRAJECTORY_COLUMNS,
+                                        "trajectory", keep_extra=False)
     if not frames:
         return _TRAJECTORY_SCHEMA.empty_table().to_pandas(), problems
+    return pd.concat(frames, ignore_index=True), problems
+
+
+def read_predictions(runs_dir: str | os.PathLike[str],
+                     run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Per-sample prediction rows (`predictions/<run_id>.parquet`: PREDICTION_COLUMNS first, any others
+    after), and problems with skipped files; an empty frame with those columns when none is stored."""
+    frames, problems = _read_run_tables(Path(runs_dir) / PREDICTIONS, run_ids, PREDICTION_COLUMNS,
+                                        "prediction file", keep_extra=True)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in PREDICTION_COLUMNS}), problems
     return pd.concat(frames, ignore_index=True), problems
 
 

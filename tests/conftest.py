@@ -35,6 +35,17 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["BENCH_CACHE_DIR"] = previous
 
 
+@pytest.fixture
+def fake_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No real data, and the executors train with the fake job of test_execute_fakes (instant, seeded)."""
+    import test_execute_fakes as fakes
+
+    from bench import execute
+
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-real-data"))
+    monkeypatch.setattr(execute, "default_job_fn", lambda: fakes.fake_job)
+
+
 def tiny_split(n: int, seed: int, with_lengths: bool = True) -> dict[str, Any]:
     """One MMSA-schema split of n samples with zero padding after each true length."""
     rng = np.random.default_rng(seed)

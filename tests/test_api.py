@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import test_execute_fakes as fakes
 from clitools import bench
 
-from bench import api, execute
+from bench import api
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-real-data"))
-    monkeypatch.setattr(execute, "default_job_fn", lambda: fakes.fake_job)
+pytestmark = pytest.mark.usefixtures("fake_training")
 
 
 def test_run_returns_the_result_rows(tmp_path):

@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-import test_execute_fakes as fakes
 from clitools import bench
 
-from bench import api, execute, gridfile, store
+from bench import api, gridfile, store
 from bench.presets import expand, thesis_config
 
 GRID = """\
@@ -28,10 +27,7 @@ alpha = [0.1, 0.5]
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-real-data"))
-    monkeypatch.setattr(execute, "default_job_fn", lambda: fakes.fake_job)
+pytestmark = pytest.mark.usefixtures("fake_training")
 
 
 @pytest.fixture()

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import test_execute_fakes as fakes
 from clitools import bench
 
-from bench import api, execute
+from bench import api
 from bench.selection import EmptySelection, GridQuery, holdings, resolve
 
 # What the issue did: a smoke grid of MOSI with 2 seeds (concat and OGM text+vision, to stay small).
@@ -16,10 +15,7 @@ GRID = ["table-6.10", "--profile", "smoke", "--dataset", "mosi", "--seeds", "0,1
         "--modalities", "text+vision"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "no-real-data"))
-    monkeypatch.setattr(execute, "default_job_fn", lambda: fakes.fake_job)
+pytestmark = pytest.mark.usefixtures("fake_training")
 
 
 @pytest.fixture()
