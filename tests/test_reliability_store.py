@@ -79,14 +79,20 @@ sys.exit(summary.exit_code)
 """
 
 
-def _kill_mid_grid(runs: Path, log: Path, rng: random.Random) -> tuple[int, bool]:
-    """Start the grid, wait for a training start of this invocation, SIGKILL its whole process group at a
-    random moment after it. Returns (the invocation's pid, whether it was still running when killed)."""
-    seen = len(_starts(log))
+def _kill_mid_grid(runs: Path, log: Path, rng: random.Random, after_a_result: bool = False) -> tuple[int, bool]:
+    """Start the grid, wait for a training start of this invocation (and, with `after_a_result`, for one more
+    stored run), SIGKILL its whole process group at a random moment after it. Returns (the invocation's pid,
+    whether it was still running when killed)."""
+    seen, stored = len(_starts(log)), len(store.completed_ids(runs))
     proc = _python(GRID_SCRIPT, str(runs), str(KILL_SEEDS),
                    env={"BENCH_REL_LOG": str(log), "BENCH_REL_DELAY": "0.1,0.3"})
     deadline = time.monotonic() + 30
     while proc.poll() is None and len(_starts(log)) == seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # On a loaded machine a kill 0-0.5 s after the first start can land before any run is stored, every
+    # time; one invocation that waits for a stored run keeps "the kills land mid-grid" true without luck.
+    while after_a_result and proc.poll() is None and len(store.completed_ids(runs)) == stored \
+            and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(rng.uniform(0.0, 0.5))
     alive = proc.poll() is None
@@ -108,7 +114,7 @@ def test_repeated_kill_9_then_a_clean_rerun_trains_every_run_once_and_leaves_no_
     kills, done_before = 0, {}  # invocation pid -> ok runs stored before it started
     while kills < KILLS:
         before = store.completed_ids(runs)
-        pid, was_running = _kill_mid_grid(runs, log, rng)
+        pid, was_running = _kill_mid_grid(runs, log, rng, after_a_result=kills == 0)
         done_before[pid] = before
         assert was_running, "the grid finished before the kill: give it more work"
         kills += 1
