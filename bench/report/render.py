@@ -158,7 +158,7 @@ def _fingerprint_list(model: TableModel, datasets: Sequence[str]) -> str:
 
 
 def _cell_format(model: TableModel) -> str:
-    return (f"Cells: mean ± standard deviation over seeds ({STD_CONVENTION}), 2 decimals; "
+    return (f"Cells: mean ± {STD_CONVENTION}, 2 decimals; "
             f"{model.seeds_expected} seeds requested; (n=k/{model.seeds_expected}) marks a cell with "
             f"fewer successful seeds, 'k failed' counts failed runs (never averaged in); "
             f"{MISSING}: missing, no successful run; {NOT_AVAILABLE}: undefined (std of one seed). "
