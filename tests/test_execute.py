@@ -15,7 +15,8 @@ import test_execute_fakes as fakes
 
 from bench import execute, store
 from bench.config import ConfigError, make_config
-from bench.presets import dependencies
+from bench.execute import progress, scheduler
+from bench.presets import dependencies, order_with_dependencies
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -26,7 +27,7 @@ def _fake_env(monkeypatch):
                  "BENCH_FAKE_METHODS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(execute, "POLL_S", 0.05)
-    monkeypatch.setattr(execute, "HELD_RETRY_S", 0.1)
+    monkeypatch.setattr(scheduler, "HELD_RETRY_S", 0.1)
 
 
 def _concat(seed: int, modalities=("text", "vision")):
@@ -221,7 +222,7 @@ def test_kill_9_mid_grid_then_rerun_completes_each_run_once(tmp_path, monkeypatc
     assert summary.exit_code == 0 and summary.skipped == len(done_before) and summary.ok == 16 - len(done_before)
     assert not set(_trained(log)) & done_before  # nothing stored ok was trained again
     assert len(_result_files(runs)) == 16 and store.completed_ids(runs) == {j.run_id for j in
-                                                                             execute.order_with_dependencies(
+                                                                             order_with_dependencies(
                                                                                  fakes.small_grid(4))}
     assert _hidden_files(runs) == [] and list((runs / "claims").iterdir()) == []
 
@@ -279,7 +280,7 @@ def test_slurm_path_through_submitit_local_executor(tmp_path, monkeypatch):
 
 
 def test_live_display_on_a_terminal_shows_counts_and_job_lines(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(execute.sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(progress.sys.stdout, "isatty", lambda: True)
     monkeypatch.setenv("BENCH_FAKE_FAIL_SEEDS", "1")
     summary = execute.run_jobs([_concat(0), _concat(1)], tmp_path, job_fn=fakes.fake_job, progress=True)
     out = capsys.readouterr().out

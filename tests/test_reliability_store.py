@@ -18,6 +18,7 @@ import test_reliability_fakes as rel
 from clitools import bench as _bench
 
 from bench import execute, store
+from bench.presets import order_with_dependencies
 
 TESTS_DIR = Path(__file__).resolve().parent
 KILLS = 10
@@ -109,7 +110,7 @@ def test_repeated_kill_9_then_a_clean_rerun_trains_every_run_once_and_leaves_no_
                                                                                         monkeypatch) -> None:
     runs, log = tmp_path / "runs", tmp_path / "starts.log"
     jobs = fakes.small_grid(KILL_SEEDS)
-    all_ids = {cfg.run_id for cfg in execute.order_with_dependencies(jobs)}
+    all_ids = {cfg.run_id for cfg in order_with_dependencies(jobs)}
     rng = random.Random(20250707)
     kills, done_before = 0, {}  # invocation pid -> ok runs stored before it started
     while kills < KILLS:
@@ -144,9 +145,10 @@ BENCH_SCRIPT = """
 import sys
 import test_reliability_fakes as rel
 from bench import cli, execute
+from bench.execute import scheduler
 execute.default_job_fn = lambda: rel.sleepy_job
 execute.POLL_S = 0.05
-execute.HELD_RETRY_S = 0.1
+scheduler.HELD_RETRY_S = 0.1
 cli.main(sys.argv[1:])
 """
 

@@ -1,21 +1,10 @@
-"""Calibration check: unimodal test accuracy on the surrogate vs the thesis's table 6.2.
+"""What the surrogate is calibrated to: the thesis's unimodal accuracies (table 6.2) and the tolerance.
 
-For each modality, train the harness's unimodal model (one-layer LSTM + linear head, Adam 5e-4, the
-dataset's batch size, early stopping on validation loss, best checkpoint tested) for several seeds on
-synth-<like> at a profile, and compare the mean test accuracy with the thesis figure.
+Pure data. The check that trains the unimodal models and compares them with these figures is
+bench.calibrate (it sits above the trainer); the knobs it tunes are in bench.data.synth.
 """
 
 from __future__ import annotations
-
-import functools
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-
-import numpy as np
-
-from bench.data import synth
 
 # Thesis table 6.2, "standard" configuration (optimizer step every iteration), Adam: test accuracy (%).
 TARGETS: dict[str, dict[str, float]] = {
@@ -23,98 +12,3 @@ TARGETS: dict[str, dict[str, float]] = {
     "mosei": {"text": 43.94, "audio": 32.67, "vision": 32.37},
 }
 TOLERANCE = 3.0  # points
-
-
-@dataclass(frozen=True)
-class CalibrationRow:
-    """Achieved vs target for one modality."""
-
-    modality: str
-    target: float
-    accuracies: tuple[float, ...]  # per seed, percent (NaN for a failed run)
-    ceiling: float  # oracle_accuracy: what a perfect reader of the evidence would reach
-    seconds: float = float("nan")  # mean wall time of one run
-
-    @property
-    def mean(self) -> float:
-        return float(np.nanmean(self.accuracies))
-
-    @property
-    def std(self) -> float:
-        finite = [a for a in self.accuracies if np.isfinite(a)]
-        return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-
-    @property
-    def delta(self) -> float:
-        return self.mean - self.target
-
-    @property
-    def within(self) -> bool:
-        return abs(self.delta) <= TOLERANCE
-
-
-@functools.lru_cache(maxsize=4)
-def _dataset_with_knobs(like: str, profile: str, knobs: tuple[tuple[str, tuple[float, float]], ...]):
-    from bench.data.loader import synth_dataset
-
-    return synth_dataset(synth.synth_params(like, profile, knobs=dict(knobs)))
-
-
-def _one_run(like: str, profile: str, modality: str, seed: int,
-             knobs: tuple[tuple[str, tuple[float, float]], ...] = ()) -> tuple[float, float]:
-    """(test accuracy in %, wall seconds) of one unimodal run; NaN accuracy when the run failed."""
-    import torch
-
-    from bench.config import make_config
-    from bench.train import train_run
-
-    torch.set_num_threads(1)  # one core per run; parallelism comes from the workers
-    cfg = make_config(f"synth-{like}", profile, method="unimodal", modalities=(modality,), seed=seed)
-    dataset = _dataset_with_knobs(like, profile, knobs) if knobs else None
-    result = train_run(cfg, dataset=dataset)
-    if result.status != "ok":
-        return float("nan"), result.wall_s
-    return float(result.metrics["test_acc"]), result.wall_s
-
-
-def run_calibration(like: str, profile: str = "quick", seeds: Sequence[int] = (0, 1, 2, 3, 4),
-                    modalities: Sequence[str] = synth.MODALITY_ORDER, workers: int = 1,
-                    knobs: dict[str, tuple[float, float]] | None = None,
-                    progress: Callable[[str], None] | None = None) -> list[CalibrationRow]:
-    """Train the unimodal runs and return achieved vs target per modality."""
-    frozen_knobs = tuple(sorted((knobs or {}).items()))
-    jobs = [(m, s) for m in modalities for s in seeds]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
-            futures = [pool.submit(_one_run, like, profile, m, s, frozen_knobs) for m, s in jobs]
-            results = [f.result() for f in futures]
-    else:
-        results = []
-        for m, s in jobs:
-            results.append(_one_run(like, profile, m, s, frozen_knobs))
-            if progress:
-                progress(f"{m} seed {s}: {results[-1][0]:.2f} % in {results[-1][1]:.1f} s")
-    params = synth.synth_params(like, profile, knobs=knobs)
-    rows = []
-    for m in modalities:
-        mine = [result for (mod, _), result in zip(jobs, results, strict=True) if mod == m]
-        rows.append(CalibrationRow(m, TARGETS[like][m], tuple(acc for acc, _ in mine),
-                                   synth.oracle_accuracy(params, m, 100_000),
-                                   float(np.mean([wall for _, wall in mine]))))
-    return rows
-
-
-def format_table(like: str, profile: str, rows: Sequence[CalibrationRow], seeds: Sequence[int]) -> str:
-    """The table `bench data calibrate` prints."""
-    lines = [
-        f"synth-{like} at profile {profile}, unimodal, seeds {','.join(map(str, seeds))} "
-        f"(target: thesis table 6.2, standard, Adam; tolerance +-{TOLERANCE:g} points)",
-        f"{'modality':<8} {'target':>7} {'achieved':>15} {'delta':>7} {'ceiling':>8}  ok   {'s/run':>5}  per seed",
-    ]
-    for row in rows:
-        seeds_text = " ".join(f"{a:.1f}" for a in row.accuracies)
-        lines.append(
-            f"{row.modality:<8} {row.target:>7.2f} {row.mean:>7.2f} +- {row.std:>4.2f} {row.delta:>+7.2f} "
-            f"{row.ceiling:>8.1f}  {'yes' if row.within else 'NO ':<4} {row.seconds:>5.1f}  {seeds_text}"
-        )
-    return "\n".join(lines)

@@ -147,8 +147,8 @@ def calibrate_command(
                                    help="Try other knobs: MODALITY=SIGNAL,LABEL_NOISE (repeatable)."),
 ) -> None:
     """Train unimodal models on the surrogate and print achieved vs thesis accuracy per modality."""
+    from bench.calibrate import format_table, run_calibration
     from bench.config import canonical_modalities
-    from bench.data.calibrate import format_table, run_calibration
 
     family = _parse_like(like)
     if profile not in synth.PROFILE_NAMES:

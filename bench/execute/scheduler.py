@@ -1,0 +1,223 @@
+"""The scheduler: which jobs are stored, ready, waiting or running; claims, records outcomes, sums up.
+
+It sorts the jobs (dependencies first) from one read of the store, hands out the ready ones under a
+claim, settles jobs whose dependency failed or that another invocation finished, and writes every
+result (parent-side, atomically) into the store and the `Summary`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import store
+from bench.config import RunConfig
+from bench.execute.claims import _ClaimKeeper
+from bench.execute.job import error_text
+from bench.presets import dependencies, order_with_dependencies
+
+if TYPE_CHECKING:
+    from bench.execute.progress import _Reporter
+
+HELD_RETRY_S = 2.0  # how often a job claimed by another invocation is looked at again
+
+
+@dataclass
+class Summary:
+    """What one invocation did. exit_code: 0 when every job ends with an ok result, else 1."""
+
+    total: int = 0
+    ok: int = 0  # trained now, ok
+    failed: int = 0  # trained (or recorded) now, failed
+    skipped: int = 0  # already ok in the store, or completed by another invocation
+    stored_failed: int = 0  # a stored failure, not retried (no retry_failed)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (run_id, error)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if not (self.failed or self.stored_failed or self.interrupted) else 1
+
+    def __str__(self) -> str:
+        text = f"{self.total} runs: {self.ok} ok, {self.failed} failed, {self.skipped} already stored"
+        if self.stored_failed:
+            text += f", {self.stored_failed} stored failures not retried (use --retry-failed)"
+        return text + f" ({self.wall_s:.1f} s)"
+
+
+@dataclass
+class _Job:
+    cfg: RunConfig
+    deps: tuple[str, ...]
+    claim: store.Claim | None = None
+    started: float = 0.0
+    worker: str = ""
+    held_until: float = 0.0  # claimed by another invocation: look again after this time
+
+    @property
+    def run_id(self) -> str:
+        return self.cfg.run_id
+
+
+class _Scheduler:
+    """Which jobs are done, ready, waiting or running; records outcomes and keeps claims."""
+
+    def __init__(self, jobs: Sequence[RunConfig], runs_dir: Path, retry_failed: bool, claim_ttl_s: float,
+                 reporter: _Reporter) -> None:
+        self.runs_dir = runs_dir
+        self.retry_failed = retry_failed
+        self.claim_ttl_s = claim_ttl_s
+        self.reporter = reporter
+        ordered = order_with_dependencies(jobs)
+        self.jobs = {cfg.run_id: _Job(cfg, tuple(d.run_id for d in dependencies(cfg))) for cfg in ordered}
+        self.pending: list[str] = []
+        self.running: dict[str, _Job] = {}
+        self.outcome: dict[str, str] = {}  # run_id -> ok | failed | skipped | stored_failed
+        self.summary = Summary(total=len(self.jobs))
+        self.walls: list[float] = []
+        self._lock = threading.Lock()
+        self._keeper = _ClaimKeeper(claim_ttl_s)
+
+    # -- setup --
+    def start(self) -> None:
+        """Sort jobs into already stored / to train, from one read of the store."""
+        leftovers = store.remove_leftovers(self.runs_dir, self.claim_ttl_s)  # what a kill -9 left behind
+        if leftovers:
+            self.reporter.note(f"removed {len(leftovers)} leftover temp/claim file(s) of interrupted runs")
+        stored = store.stored_status(self.runs_dir)
+        for rid, job in self.jobs.items():
+            status = stored.get(rid)
+            if status == "ok":
+                self._finish(job, "skipped")
+            elif status == "failed" and not self.retry_failed:
+                self._stored_failure(job)
+            else:
+                self.pending.append(rid)
+        self.reporter.begin(self)
+        self._keeper.start()
+
+    def _stored_failure(self, job: _Job) -> None:
+        error = "stored failure"
+        try:
+            error = str(store.read_row(self.runs_dir, job.run_id).get("error") or error)
+        except (OSError, ValueError):
+            pass
+        self._finish(job, "stored_failed", f"(stored) {error}")
+
+    # -- state --
+    @property
+    def has_work(self) -> bool:
+        return bool(self.pending or self.running)
+
+    def ready(self, limit: int | None) -> list[_Job]:
+        """Claim and return up to `limit` jobs whose dependencies are ok; settle the ones that cannot run."""
+        chosen: list[_Job] = []
+        now = time.monotonic()
+        for rid in list(self.pending):
+            if limit is not None and len(chosen) >= limit:
+                break
+            job = self.jobs[rid]
+            failed_dep = next((d for d in job.deps if self.outcome.get(d) in ("failed", "stored_failed")), None)
+            waiting = failed_dep is None and any(self.outcome.get(d) not in ("ok", "skipped") for d in job.deps)
+            if waiting or job.held_until > now or not self._claim(job):
+                continue
+            self.pending.remove(rid)
+            if self._settled_elsewhere(job):
+                continue
+            if failed_dep is not None:  # recorded under the claim, like any other outcome
+                self.record(job, store.failed_record(job.cfg, f"dependency {failed_dep} failed"))
+                continue
+            job.started = time.monotonic()
+            self.running[rid] = job
+            chosen.append(job)
+        return chosen
+
+    def _claim(self, job: _Job) -> bool:
+        """Take the job's claim; False (and retry later) while another invocation holds it."""
+        claim = store.try_claim(self.runs_dir, job.run_id, self.claim_ttl_s)
+        if claim is None:
+            if not job.held_until:
+                holder = store.claim_holder(self.runs_dir, job.run_id) or "another process"
+                self.reporter.note(f"{job.run_id} is being trained by {holder}; waiting for it")
+            job.held_until = time.monotonic() + HELD_RETRY_S
+            return False
+        job.claim = claim
+        self._keeper.add(claim)
+        return True
+
+    def _settled_elsewhere(self, job: _Job) -> bool:
+        """After claiming: another invocation may have stored the run meanwhile; take its outcome."""
+        status = store.read_status(self.runs_dir, job.run_id)
+        was_held = bool(job.held_until)
+        if status == "ok":
+            self._release(job)
+            self._finish(job, "skipped")
+            return True
+        if status == "failed" and (was_held or not self.retry_failed):
+            self._release(job)
+            self._stored_failure(job)
+            return True
+        return False
+
+    # -- outcomes --
+    def record(self, job: _Job, result: Any) -> None:
+        """Store a job's result (parent-side, atomic), release its claim, report.
+
+        A failing write (disk full, permissions) fails the job in the summary with the error; nothing of it
+        is stored (save_result rolls back), so the next invocation trains it again. The grid goes on.
+        """
+        try:
+            store.save_result(self.runs_dir, result)
+        except Exception as err:
+            reason = f"could not store the result, nothing stored (rerun to retry): {error_text(err)}"
+            result = store.failed_record(job.cfg, reason, getattr(result, "wall_s", 0.0) or 0.0,
+                                         getattr(result, "device", "") or "")
+        finally:
+            self.running.pop(job.run_id, None)
+            self._release(job)
+        outcome = "ok" if result.status == "ok" else "failed"
+        if job.started:
+            self.walls.append(time.monotonic() - job.started)
+        self._finish(job, outcome, result.error or "", result)
+
+    def _finish(self, job: _Job, outcome: str, error: str = "", result: Any = None) -> None:
+        """Record a job's final outcome in the summary and tell the reporter."""
+        with self._lock:
+            self.outcome[job.run_id] = outcome
+            s = self.summary
+            if outcome == "ok":
+                s.ok += 1
+            elif outcome == "skipped":
+                s.skipped += 1
+            elif outcome == "stored_failed":
+                s.stored_failed += 1
+                s.failures.append((job.run_id, error))
+            else:
+                s.failed += 1
+                s.failures.append((job.run_id, error))
+        self.reporter.finished(self, job, outcome, error, result)
+
+    def _release(self, job: _Job) -> None:
+        if job.claim is not None:
+            self._keeper.remove(job.claim)
+            store.release_claim(job.claim)
+            job.claim = None
+
+    def release_all(self) -> None:
+        """Release every claim still held (end of run, Ctrl-C)."""
+        for job in list(self.running.values()):
+            self._release(job)
+        self._keeper.stop()
+
+    def counts(self) -> dict[str, int]:
+        """Progress counters for the display."""
+        done = len(self.outcome)
+        failed = self.summary.failed + self.summary.stored_failed
+        return {"total": self.summary.total, "done": done, "ok": self.summary.ok, "failed": failed,
+                "skipped": self.summary.skipped, "running": len(self.running),
+                "remaining": self.summary.total - done}
