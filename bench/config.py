@@ -197,6 +197,7 @@ def resolved_method_params(method: str, given: Iterable[tuple[str, Any]]) -> tup
     """
     import bench.methods  # noqa: F401  (registers the built-in methods)
     from bench.methods.base import REGISTRY
+    from bench.params import as_stored
 
     pairs = dict(given)
     cls = REGISTRY.get(method)
@@ -205,9 +206,7 @@ def resolved_method_params(method: str, given: Iterable[tuple[str, Any]]) -> tup
     resolved: dict[str, Any] = {}
     for f in dataclasses.fields(cls.Params):
         if f.name in pairs:
-            value = pairs[f.name]
-            is_int = isinstance(value, int) and not isinstance(value, bool)
-            resolved[f.name] = float(value) if str(f.type) == "float" and is_int else value
+            resolved[f.name] = as_stored(str(f.type), pairs[f.name])
         elif f.default is not dataclasses.MISSING:
             resolved[f.name] = f.default
     resolved.update({k: v for k, v in pairs.items() if k not in resolved})

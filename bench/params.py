@@ -23,6 +23,12 @@ def param_kinds(method: str) -> dict[str, str]:
     return {f.name: str(f.type) for f in dataclasses.fields(get_method(method).Params)}
 
 
+def as_stored(kind: str, value: Any) -> Any:
+    """An integer given for a float field, as the float it is stored as (alpha=1 is alpha=1.0); else `value`."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if kind == "float" and number else value
+
+
 def check_value(method: str, name: str, value: Any) -> Any:
     """`value` for parameter `name` of `method`, as stored; ConfigError for an unknown name or a wrong type."""
     kinds = param_kinds(method)
@@ -30,9 +36,8 @@ def check_value(method: str, name: str, value: Any) -> Any:
         listed = ", ".join(sorted(kinds)) or "none"
         raise ConfigError(f"unknown parameter(s) {name} for method {method!r}; it takes: {listed}")
     kind = kinds[name]
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "float" and number:
-        return float(value)
+    if kind == "float" and isinstance(as_stored(kind, value), float):
+        return as_stored(kind, value)
     fits = {"int": isinstance(value, int) and not isinstance(value, bool), "bool": isinstance(value, bool),
             "str": isinstance(value, str)}.get(kind, kind not in TYPE_NAMES)
     if not fits:
