@@ -123,7 +123,9 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
                 optimizer: str = "adam", lr: float | None = None, dev_set: bool = False,
                 step_every: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick",
                 params: Mapping[str, Any] | None = None, window: tuple[int, int] | None = None,
-                label_rule: str | None = None) -> list[RunConfig]:
+                label_rule: str | None = None, task: str = "classification",
+                task_params: Mapping[str, Any] | None = None, model: str | None = None,
+                model_params: Mapping[str, Any] | None = None) -> list[RunConfig]:
     """The one-cell grid of `bench run`: the thesis defaults for this method/modalities/dataset, options on top."""
     from bench.methods import validate_config
     from bench.params import check_params
@@ -148,6 +150,9 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
         overrides["window"] = tuple(window)
     if label_rule is not None:
         overrides["label_rule"] = label_rule
+    overrides.update(task=task, task_params=dict(task_params or {}), model_params=dict(model_params or {}))
+    if model:
+        overrides["model"] = model
     configs = [thesis_config(name, method, mods, profile=profile, optimizer=optimizer, config_label=label,
                              seed=seed, **overrides) for seed in as_seeds(seeds) or ()]
     available = dataset_modalities(name, profile)
@@ -176,8 +181,9 @@ def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
 def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, source: str = "auto",
         optimizer: str = "adam", lr: float | None = None, dev_set: bool = False, step_every: int | None = None,
         seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick", params: Mapping[str, Any] | None = None,
-        window: tuple[int, int] | None = None, label_rule: str | None = None, runs_dir: str | Path = "runs",
-        executor: str | None = None,
+        window: tuple[int, int] | None = None, label_rule: str | None = None, task: str = "classification",
+        task_params: Mapping[str, Any] | None = None, model: str | None = None,
+        model_params: Mapping[str, Any] | None = None, runs_dir: str | Path = "runs", executor: str | None = None,
         workers: int | None = None, workers_per_gpu: int = 1, retry_failed: bool = False, progress: bool = True,
         slurm: Mapping[str, Any] | None = None, echo: Echo = print) -> pd.DataFrame:
     """Train one configuration over seeds (`bench run`); the result rows, one per seed (stored ones skip)."""
@@ -185,13 +191,16 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
     execution.resolved_executor()  # conflicting options are errors before anything is built
     configs = run_configs(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
                           step_every=step_every, seeds=seeds, profile=profile, params=params, window=window,
-                          label_rule=label_rule)
+                          label_rule=label_rule, task=task, task_params=task_params, model=model,
+                          model_params=model_params)
     first = configs[0]
     synthetic = " (synthetic surrogate)" if first.dataset.startswith("synth-") else ""
     announce_synthetic(echo, [first.dataset])
+    task_text = first.task + (f" {dict(first.task_params)}" if first.task_params else "")
+    labels_text = f"labels {first.label_rule}, " if first.task == "classification" else ""
     _say(echo, f"{method} {modality_key(first.modalities)} on {first.dataset}{synthetic}, profile {profile}, "
-               f"labels {first.label_rule}, {first.optimizer} lr {first.lr:g}, params {dict(first.method_params)}, "
-               f"{len(configs)} seed(s)")
+               f"task {task_text}, {labels_text}model {first.model}, {first.optimizer} lr {first.lr:g}, "
+               f"params {dict(first.method_params)}, {len(configs)} seed(s)")
     summary = _train(configs, Path(runs_dir), execution)
     rows = stored_rows(runs_dir, configs)
     if echo is not None:
@@ -214,33 +223,45 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def _mean_std(values: Sequence[float], digits: int = 2) -> str:
     """'mean ± std' with ddof=1 ('n/a' without values)."""
     if not values:
         return "n/a"
     std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.fmean(values):.2f} ± {_fmt(std)}"
+    return f"{statistics.fmean(values):.{digits}f} ± {_fmt(std, digits)}"
 
 
 def seed_lines(configs: Sequence[RunConfig], rows: pd.DataFrame) -> list[str]:
     """One line per seed, then mean ± std (ddof=1) over the ok seeds."""
+    from bench.tasks import task_class
+
     by_id = {row["run_id"]: row for row in rows.to_dict("records")} if len(rows) else {}
-    lines, accs, losses = [], [], []
+    names = task_class(configs[0].task).summary_metrics if configs else ("acc", "loss")
+    lines: list[str] = []
+    values: dict[str, list[float]] = {name: [] for name in names}
     for cfg in configs:
         row = by_id.get(cfg.run_id)
         if row is None or row["status"] == "missing":
             lines.append(f"seed {cfg.seed}  missing  {cfg.run_id}")
             continue
-        line = (f"seed {cfg.seed}  {row['status']:<6}  acc {_fmt(row['test_acc'])}  loss {_fmt(row['test_loss'])}"
+        shown = "  ".join(f"{name} {_fmt(row.get(f'test_{name}'), 3 if name in DETAIL_METRICS else 2)}"
+                          for name in names)
+        line = (f"seed {cfg.seed}  {row['status']:<6}  {shown}"
                 f"  epochs {_fmt(row['epochs'], 0)}  wall {_fmt(row['wall_s'], 1)}s  {cfg.run_id}")
         if row["status"] != "ok":
             line += f"  {row['error']}"
         else:
-            accs.append(float(row["test_acc"]))
-            losses.append(float(row["test_loss"]))
+            for name in names:
+                values[name].append(float(row[f"test_{name}"]))
         lines.append(line)
-    lines.append(f"mean ± std over {len(accs)} ok seed(s) (ddof=1): acc {_mean_std(accs)}  loss {_mean_std(losses)}")
+    count = len(next(iter(values.values()), []))
+    summary = "  ".join(f"{name} {_mean_std(values[name], 3 if name in DETAIL_METRICS else 2)}" for name in names)
+    lines.append(f"mean ± std over {count} ok seed(s) (ddof=1): {summary}")
     return lines
+
+
+# Metrics on a scale where two decimals are too few (MAE, correlation).
+DETAIL_METRICS = ("mae", "corr")
 
 
 # -- grids: presets and grid files ---------------------------------------------------------------------

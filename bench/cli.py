@@ -33,8 +33,14 @@ def _root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    plugin: list[str] | None = typer.Option(None, "--plugin", help="A Python file that registers your own "
+                                            "method, model or task (repeatable)."),
 ) -> None:
     _DEBUG["on"] = debug
+    if plugin:
+        from bench import plugins
+
+        plugins.activate(list(plugin))
     if version:
         typer.echo(f"bench {__version__}")
         raise typer.Exit(0)

@@ -85,6 +85,17 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """Repeated name=value options (values as JSON when they parse); checked where they are used."""
+    pairs: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{flag} must look like name=value, got {item!r}")
+        pairs[name.strip()] = parse_value(raw.strip())
+    return pairs
+
+
 def parse_params(items: Sequence[str] | None, method: str) -> dict[str, Any]:
     """--param name=value pairs, checked against the method's parameters (bench.params: alpha=1 is 1.0)."""
     from bench.params import check_value
@@ -145,6 +156,14 @@ def run_command(
     param: list[str] | None = typer.Option(None, "--param", help="Method parameter name=value (repeatable)."),
     window: str | None = typer.Option(None, "--window", help="Modulation window START:END (epochs)."),
     label_rule: LabelRuleOpt = None,
+    task: str = typer.Option("classification", "--task", help="classification (the thesis's) or regression "
+                             "(MMSA's protocol: score in [-3, 3], L1 loss, Acc-2/F1/Acc-7/Acc-5/MAE/Corr)."),
+    task_param: list[str] | None = typer.Option(None, "--task-param", help="Task option name=value, e.g. "
+                                                "loss=mse or checkpoint=mae (regression)."),
+    model: str | None = typer.Option(None, "--model", help="Model name (bench.models registry; default: the "
+                                     "method's, late_fusion for the thesis methods)."),
+    model_param: list[str] | None = typer.Option(None, "--model-param", help="Model parameter name=value, e.g. "
+                                                 "text_hidden=128 (repeatable)."),
     runs_dir: RunsDir = Path("runs"),
     executor: ExecutorOpt = None,
     workers: WorkersOpt = None,
@@ -168,7 +187,8 @@ def run_command(
         rows = api.run(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
                        step_every=step_every, seeds=seed_list, profile=profile, params=parse_params(param, method),
                        window=parse_window(window) if window is not None else None, label_rule=label_rule,
-                       runs_dir=runs_dir,
+                       task=task, task_params=parse_pairs(task_param, "--task-param"), model=model,
+                       model_params=parse_pairs(model_param, "--model-param"), runs_dir=runs_dir,
                        echo=typer.echo, **execution)
     _exit_unless_all_ok(rows)
 

@@ -19,10 +19,13 @@ MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 """Canonical modality order: the fused vector is concatenated in this order."""
 
 # Version of the run-id scheme, stored in every result row (`id_scheme`). 2: the id covers the label
-# rule and every resolved method parameter; rows without the column were written by scheme 1.
-RUN_ID_SCHEME = 2
+# rule and every resolved method parameter; 3: also the task, the model and their resolved parameters.
+# Rows without the column were written by scheme 1.
+RUN_ID_SCHEME = 3
 
 OPTIMIZERS = ("adam", "sgd")
+# RunConfig fields held as sorted (name, value) pairs.
+PAIR_FIELDS = ("method_params", "task_params", "model_params", "group_lrs")
 PROFILES = ("smoke", "quick", "full")
 SCHEDULERS = ("plateau", "none")
 
@@ -100,6 +103,13 @@ class RunConfig:
     method: str = "concat"
     # Method hyper-parameters as sorted (name, value) pairs, validated against the method's Params.
     method_params: tuple[tuple[str, Any], ...] = ()
+    # The task (bench.tasks): "classification" (the thesis's) or "regression" (MMSA's), and its options.
+    task: str = "classification"
+    task_params: tuple[tuple[str, Any], ...] = ()
+    # The architecture (bench.models); "" = the method's default model, filled in. Its parameters are
+    # resolved like the method's (late_fusion: table 6.1's sizes for the dataset family).
+    model: str = ""
+    model_params: tuple[tuple[str, Any], ...] = ()
     optimizer: str = "adam"
     lr: float = 5e-4
     # Optional per-group learning rates, e.g. (("audio", 1e-3), ("head", 5e-4)); others use `lr`.
@@ -129,6 +139,10 @@ class RunConfig:
         if not self.label_rule:
             object.__setattr__(self, "label_rule", default_label_rule(self.dataset))
         object.__setattr__(self, "method_params", resolved_method_params(self.method, self.method_params))
+        if not self.model:
+            object.__setattr__(self, "model", default_model(self.method))
+        object.__setattr__(self, "model_params", resolved_model_params(self.model, self.dataset, self.model_params))
+        object.__setattr__(self, "task_params", resolved_task_params(self.task, self.task_params))
         _check_basic(self)
 
     # -- identity -----------------------------------------------------------------------------
@@ -168,7 +182,7 @@ class RunConfig:
         values = dict(data)
         if "modalities" in values:
             values["modalities"] = canonical_modalities(values["modalities"])
-        for key in ("method_params", "group_lrs"):
+        for key in PAIR_FIELDS:
             if key in values and values[key] is not None:
                 values[key] = _pairs(values[key])
         return cls(**values)
@@ -211,6 +225,41 @@ def resolved_method_params(method: str, given: Iterable[tuple[str, Any]]) -> tup
             resolved[f.name] = f.default
     resolved.update({k: v for k, v in pairs.items() if k not in resolved})
     return _pairs(resolved)
+
+
+def default_model(method: str) -> str:
+    """The model a method runs on unless a run names another (late_fusion for an unregistered method)."""
+    import bench.methods  # noqa: F401  (registers the built-in methods)
+    from bench.methods.base import REGISTRY
+
+    cls = REGISTRY.get(method)
+    return cls.default_model if cls is not None else "late_fusion"
+
+
+def resolved_model_params(model: str, dataset: str, given: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """`given` over the model's dataset-family defaults over its Params defaults, as sorted pairs."""
+    from bench.models import resolve_model_params
+    from bench.params import as_stored
+
+    pairs = dict(given)
+    resolved = resolve_model_params(model, dataset_family(dataset), pairs)
+    types = _param_types("model", model)
+    return _pairs({k: as_stored(types[k], v) if k in types and k in pairs else v for k, v in resolved.items()})
+
+
+def resolved_task_params(task: str, given: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """`given` with every other option of the task at its default, as sorted pairs."""
+    from bench.tasks import default_task_params
+
+    return _pairs({**default_task_params(task), **dict(given)})
+
+
+def _param_types(kind: str, name: str) -> dict[str, str]:
+    """Field name -> annotation text of a registered model's Params ({} when unknown)."""
+    from bench.models import REGISTRY
+
+    cls = REGISTRY.get(name) if kind == "model" else None
+    return {f.name: str(f.type) for f in dataclasses.fields(cls.Params)} if cls is not None else {}
 
 
 def _json_default(value: Any) -> Any:
@@ -286,7 +335,7 @@ def make_config(dataset: str = "synth-mosi", profile: str = "quick", **fields: A
     values.update(fields)
     if "modalities" in values:
         values["modalities"] = canonical_modalities(values["modalities"])
-    for key in ("method_params", "group_lrs"):
+    for key in PAIR_FIELDS:
         if key in values:
             values[key] = _pairs(values[key])
     # A window given past the cap is an error, but the default window is clipped to short profiles.

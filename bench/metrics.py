@@ -69,3 +69,4 @@ def classification_metrics(logits: Tensor, labels: Tensor, modality_logits: Mapp
         probs = torch.softmax(logits.double(), dim=1).numpy()
         metrics.update(sentiment_metrics(probs, np.asarray(regression, dtype=np.float64)))
     return metrics
+

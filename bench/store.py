@@ -4,6 +4,8 @@ Layout under the runs directory (the contract of design.md):
 
     results/<run_id>.parquet       one row: run_id, every RunConfig field, status, metrics, provenance
     trajectories/<run_id>.parquet  long table: run_id, epoch, step, split, series, modality, value
+    predictions/<run_id>.parquet   per sample of the best checkpoint, test and valid: run_id, split,
+                                   sample, target, prediction, probs, score, prediction_<modality>
     checkpoints/<run_id>.pt        best state_dict of an ok run (ensemble / unipre load these)
     claims/<run_id>.claim          exists while some process is training the run
 
@@ -42,21 +44,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import __version__
-from bench.config import MODALITIES, RUN_ID_SCHEME, RunConfig, modality_key
+from bench.config import MODALITIES, PAIR_FIELDS, RUN_ID_SCHEME, RunConfig, modality_key
+from bench.tasks import all_result_columns
 
 RESULTS = "results"
 TRAJECTORIES = "trajectories"
-PREDICTIONS = "predictions"  # predictions/<run_id>.parquet: read here; written once runs store them
+PREDICTIONS = "predictions"
 CHECKPOINTS = "checkpoints"
 CLAIMS = "claims"
 STATUSES = ("ok", "failed")
 
-METRIC_COLUMNS: tuple[str, ...] = ("test_acc", "test_loss", "val_acc", "val_loss", "test_f1") + tuple(
-    f"test_acc_{m}" for m in MODALITIES
-)
+# Every task's result columns (NaN where a run's task does not report them): one schema for every row.
+METRIC_COLUMNS: tuple[str, ...] = all_result_columns()
 EPOCH_COLUMNS = ("best_epoch", "epochs")
 TRAJECTORY_COLUMNS = ("run_id", "epoch", "step", "split", "series", "modality", "value")
 PREDICTION_COLUMNS = ("run_id", "split", "sample", "target", "prediction")
+# One schema for every predictions file, whatever the task (class indices are stored as floats; `probs`
+# holds the class probabilities of a classification run, `score` its continuous label), so a folder read
+# keeps every column of every file.
+_PREDICTION_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("split", pa.string()), ("sample", pa.string()), ("target", pa.float64()),
+    ("prediction", pa.float64()), ("probs", pa.list_(pa.float64())), ("score", pa.float64()),
+    *((f"prediction_{m}", pa.float64()) for m in MODALITIES),
+])
 
 # Method parameters get typed `param_<name>` columns in every row (null where a run does not set
 # them), so every result file has the same schema and a folder read keeps them. Parameters of newly
@@ -281,7 +291,7 @@ def config_columns(cfg: RunConfig) -> dict[str, tuple[Any, pa.DataType]]:
         value = getattr(cfg, f.name)
         if f.name == "modalities":
             columns[f.name] = (modality_key(value), pa.string())
-        elif f.name in ("method_params", "group_lrs"):
+        elif f.name in PAIR_FIELDS:
             columns[f.name] = (json.dumps(dict(value), sort_keys=True), pa.string())
         else:
             kind = _FIELD_TYPES.get(str(f.type), pa.string())
@@ -398,8 +408,38 @@ def _trajectory_table(run_id: str, rows: Iterable[Mapping[str, Any]]) -> pa.Tabl
     return pa.table(data, schema=_TRAJECTORY_SCHEMA)
 
 
+def prediction_path(runs_dir: str | os.PathLike[str], run_id: str) -> Path:
+    """The per-sample predictions file of a run."""
+    return Path(runs_dir) / PREDICTIONS / f"{run_id}.parquet"
+
+
+def _predictions_table(run_id: str, predictions: Mapping[str, Mapping[str, Any]]) -> pa.Table:
+    """split -> column -> (N,) values (probs: (N, K)) as one table of the fixed schema.
+
+    A column outside the schema is an error, never dropped."""
+    names = set(_PREDICTION_SCHEMA.names)
+    data: dict[str, list[Any]] = {name: [] for name in _PREDICTION_SCHEMA.names}
+    for split, columns in predictions.items():
+        unknown = sorted(set(columns) - names)
+        if unknown:
+            raise ValueError(f"prediction columns {unknown} are not in the predictions schema")
+        size = len(columns["sample"])
+        for name in _PREDICTION_SCHEMA.names:
+            if name == "run_id":
+                data[name].extend([run_id] * size)
+            elif name == "split":
+                data[name].extend([split] * size)
+            elif name in columns:
+                values = columns[name]
+                data[name].extend(v.tolist() if hasattr(v, "tolist") else v for v in values)
+            else:
+                data[name].extend([None] * size)
+    return pa.table(data, schema=_PREDICTION_SCHEMA)
+
+
 def save_result(runs_dir: str | os.PathLike[str], result: ResultLike) -> Path:
-    """Store one finished run: trajectory, then checkpoint (ok runs), then the result row; each atomic."""
+    """Store one finished run: trajectory, checkpoint and predictions (ok runs), then the result row;
+    each atomic."""
     runs = Path(runs_dir)
     run_id = result.config.run_id
     if result.run_id != run_id:
@@ -412,6 +452,10 @@ def save_result(runs_dir: str | os.PathLike[str], result: ResultLike) -> Path:
                     lambda: _parquet_bytes(_trajectory_table(run_id, result.trajectory or [])))
         if result.status == "ok" and result.state_dict is not None:
             _write_part(written, checkpoint_path(runs, run_id), lambda: _checkpoint_bytes(result.state_dict))
+        predictions = getattr(result, "predictions", None)
+        if result.status == "ok" and predictions:
+            _write_part(written, prediction_path(runs, run_id),
+                        lambda: _parquet_bytes(_predictions_table(run_id, predictions)))
         path = result_path(runs, run_id)
         _write_part(written, path, lambda: _parquet_bytes(_row_table(result_columns(result))))
     except BaseException:

@@ -6,6 +6,7 @@ The loop knows no method: everything method-specific happens in the method's hoo
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,9 +19,9 @@ from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
 from bench.data import Dataset, SplitArrays, load_dataset
-from bench.methods import Batch, Method, TrainState, get_method, validate_config
-from bench.metrics import classification_metrics
+from bench.methods import Batch, BuildContext, Method, OptimizerPlan, TrainState, get_method, validate_config
 from bench.models import model_spec
+from bench.tasks import Task, make_task
 
 EVAL_BATCH = 512
 # Splits up to this many bytes are copied into (device) memory once; larger ones are read per batch.
@@ -51,6 +52,8 @@ class RunResult:
     data_fingerprint: str
     synthetic: bool
     torch_version: str = field(default_factory=lambda: torch.__version__)
+    # Per-sample predictions of the best checkpoint: split -> column -> (N,) values (bench.store writes them).
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -63,7 +66,10 @@ class RunResult:
 class SplitTensors:
     """A split ready for batching: preloaded tensors when small enough, else per-batch reads."""
 
-    def __init__(self, split: SplitArrays, modalities: tuple[str, ...], device: torch.device) -> None:
+    def __init__(self, split: SplitArrays, modalities: tuple[str, ...], device: torch.device,
+                 task: Task | None = None, where: str = "split") -> None:
+        task = task if task is not None else make_task("classification")
+        self.task = task
         self.modalities = modalities
         self.device = device
         self.size = split.size
@@ -71,7 +77,8 @@ class SplitTensors:
         nbytes = sum(split.features[m].nbytes for m in modalities)
         self.preloaded = nbytes <= PRELOAD_BYTES
         self.lengths = {m: torch.tensor(np.asarray(split.lengths[m]), dtype=torch.long) for m in modalities}
-        self.labels = torch.tensor(np.asarray(split.labels), dtype=torch.long)
+        # the task's targets: class indices (classification) or scores (regression)
+        self.labels = torch.tensor(task.targets(split, where), dtype=task.target_dtype)
         if self.preloaded:
             self.features = {
                 m: torch.from_numpy(np.array(split.features[m], dtype=np.float32, copy=True)).to(device)
@@ -124,14 +131,43 @@ def predict(model: nn.Module, split: SplitTensors) -> tuple[Tensor, dict[str, Te
     return torch.cat(fused), {m: torch.cat(chunks) for m, chunks in per_modality.items()}
 
 
-def evaluate(model: nn.Module, split: SplitTensors) -> dict[str, float]:
-    """Metrics of the model on a split: acc (%), loss (CE x 100), f1, per-modality acc/loss."""
-    logits, per_modality = predict(model, split)
-    regression = None if split.split.regression is None else np.asarray(split.split.regression)
-    return classification_metrics(logits, split.labels, per_modality, regression)
+@dataclass
+class Evaluation:
+    """A split's metrics and the outputs they came from (for the predictions file)."""
+
+    metrics: dict[str, float]
+    outputs: Tensor  # (N, output_size)
+    modality_outputs: dict[str, Tensor]
+
+
+def evaluate_split(model: nn.Module, split: SplitTensors, task: Task | None = None) -> Evaluation:
+    task = task if task is not None else split.task
+    outputs, per_modality = predict(model, split)
+    return Evaluation(task.metrics(outputs, split.labels, per_modality, split.split), outputs, per_modality)
+
+
+def evaluate(model: nn.Module, split: SplitTensors, task: Task | None = None) -> dict[str, float]:
+    """The task's metrics of the model on a split (classification: acc %, loss CE x 100, f1, per modality)."""
+    return evaluate_split(model, split, task).metrics
+
+
+def prediction_columns(evaluation: Evaluation, split: SplitTensors, task: Task) -> dict[str, np.ndarray]:
+    """The predictions file's columns of one split: `sample` (the file's ids), then the task's columns."""
+    columns = {"sample": np.asarray(split.split.ids).astype(str)}
+    columns.update(task.prediction_columns(evaluation.outputs, split.labels, evaluation.modality_outputs,
+                                           split.split))
+    return columns
 
 
 # -- the loop -----------------------------------------------------------------------------------------
+
+
+def check_finite_gradients(model: nn.Module, epoch: int = -1, step: int | None = None) -> None:
+    """Raise TrainingFailure on a non-finite gradient: the total norm is finite only when every element is."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+        where = "" if step is None else f" at step {step}"
+        raise TrainingFailure(epoch, f"non-finite gradient (exploding){where}")
 
 
 class Trainer:
@@ -142,24 +178,33 @@ class Trainer:
         self.cfg, self.method, self.model, self.device = cfg, method, model, device
         self.on_epoch = on_epoch
         self.trajectory: list[dict[str, Any]] = []
+        self.task = task = make_task(cfg.task, dict(cfg.task_params))
         mods = cfg.modalities
-        self.train_split = SplitTensors(data.split("train", carve_dev=cfg.dev_set), mods, device)
-        self.valid_split = SplitTensors(data.valid, mods, device)
-        self.test_split = SplitTensors(data.test, mods, device)
-        self.dev_split = SplitTensors(data.split("dev"), mods, device) if cfg.dev_set else None
+
+        def tensors(split: SplitArrays, name: str) -> SplitTensors:
+            return SplitTensors(split, mods, device, task, where=f"{cfg.dataset} {name}")
+
+        self.train_split = tensors(data.split("train", carve_dev=cfg.dev_set), "train")
+        self.valid_split = tensors(data.valid, "valid")
+        self.test_split = tensors(data.test, "test")
+        self.dev_split = tensors(data.split("dev"), "dev") if cfg.dev_set else None
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
-        self.optimizer = build_optimizer(method, model, cfg) if method.trains else None
-        self.scheduler = build_scheduler(method, self.optimizer, cfg)
+        self.optimizers, self.schedulers = build_optimizers(method, model, cfg) if method.trains else ({}, [])
         self.state = TrainState(
-            cfg=cfg, params=params, device=device, num_classes=data.num_classes, optimizer=self.optimizer,
+            cfg=cfg, params=params, device=device, num_classes=task.output_size(data.num_classes), task=task,
+            optimizer=next(iter(self.optimizers.values()), None), optimizers=self.optimizers,
             generator=torch.Generator(device=device).manual_seed(cfg.seed + 7919),
             splits={"train": self.train_split, "valid": self.valid_split, "dev": self.dev_split},
         )
+        # bound to the model, not to the loop: no reference cycle keeps a finished run alive
+        self.state.check_gradients = functools.partial(check_finite_gradients, model)
+        self.selection = task.selection()
         self.best_state: dict[str, Tensor] | None = None
-        self.best_loss = math.inf
+        self.best_score = self.selection.worst
         self.best_epoch = -1
-        self.best_valid: dict[str, float] | None = None
+        self.best_valid: Evaluation | None = None
         self.epochs_run = 0
+        self.predictions: dict[str, dict[str, np.ndarray]] = {}
 
     def log(self, epoch: int, split: str, logs: Mapping[str, float]) -> None:
         """Append flat logs as trajectory rows: keys 'series/modality', or 'split:series/modality'."""
@@ -193,11 +238,24 @@ class Trainer:
             if self.cfg.early_stopping and bad_epochs >= self.cfg.patience:
                 break
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The first optimizer (the only one unless the method defines several)."""
+        return next(iter(self.optimizers.values()), None)
+
     def renew_optimizer(self) -> None:
-        """A new optimizer and schedule, as the method asks: nothing of the old ones carries over."""
-        self.optimizer = build_optimizer(self.method, self.model, self.cfg)
-        self.scheduler = build_scheduler(self.method, self.optimizer, self.cfg)
+        """New optimizers and schedules, as the method asks: nothing of the old ones carries over."""
+        self.optimizers, self.schedulers = build_optimizers(self.method, self.model, self.cfg)
+        self.state.optimizers = self.optimizers
         self.state.optimizer = self.optimizer
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def step_optimizers(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.step()
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training data; returns the mean objective."""
@@ -205,7 +263,9 @@ class Trainer:
         n_batches = math.ceil(self.train_split.size / self.cfg.batch_size)
         every = self.cfg.step_every
         total, count = 0.0, 0
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.method.owns_step:
+            return self.train_epoch_owned(epoch)
+        self.zero_grad()
         step_logs: dict[str, float] = {}
         for i, batch in enumerate(self.train_split.iterate(self.cfg.batch_size, self.shuffle)):
             group_start = (i // every) * every
@@ -220,36 +280,53 @@ class Trainer:
             if i - group_start + 1 == group_size:
                 step_logs.update(self.method.after_backward(self.model, self.state))
                 self.check_gradients(epoch)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                self.step_optimizers()
+                self.zero_grad()
                 self.state.step += 1
                 if step_logs:
                     self.log(epoch, "train", step_logs)
                 step_logs = {}
         return total / max(count, 1)
 
+    def train_epoch_owned(self, epoch: int) -> float:
+        """One pass for a method that steps its own optimizers (owns_step): the loop keeps the checks."""
+        total, count = 0.0, 0
+        for batch in self.train_split.iterate(self.cfg.batch_size, self.shuffle):
+            try:
+                loss, logs = self.method.train_step(self.model, batch, self.state)
+            except TrainingFailure as failure:  # raised by state.check_gradients(), which knows no epoch
+                raise TrainingFailure(epoch, f"{failure.reason} at step {self.state.step}") from None
+            if not torch.isfinite(loss):
+                raise TrainingFailure(epoch, f"non-finite loss ({float(loss)}) at step {self.state.step}")
+            total += float(loss) * batch.size
+            count += batch.size
+            self.state.step += 1
+            if logs:
+                self.log(epoch, "train", logs)
+        return total / max(count, 1)
+
     def check_gradients(self, epoch: int) -> None:
         """Fail on a non-finite gradient: the total norm is finite only when every element is."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
-            raise TrainingFailure(epoch, f"non-finite gradient (exploding) at step {self.state.step}")
+        check_finite_gradients(self.model, epoch, self.state.step)
 
     def validate(self, epoch: int) -> bool:
         """Validation metrics, checkpoint on improvement, scheduler step; True when improved."""
-        metrics = evaluate(self.model, self.valid_split)
+        evaluation = evaluate_split(self.model, self.valid_split, self.task)
+        metrics = evaluation.metrics
         if not math.isfinite(metrics["loss"]):
             raise TrainingFailure(epoch, "non-finite validation loss")
-        self.log(epoch, "valid", _epoch_series(metrics))
+        self.log(epoch, "valid", self.task.epoch_series(metrics))
         self.log(epoch, "train", {"lr": self.optimizer.param_groups[0]["lr"]})
         if self.on_epoch is not None:
             self.on_epoch(epoch, metrics)
-        if self.scheduler is not None:
-            self.scheduler.step(metrics["loss"])
-        if metrics["loss"] < self.best_loss:
-            self.best_loss = metrics["loss"]
+        score = metrics[self.selection.metric]
+        for scheduler in self.schedulers:
+            scheduler.step(score)
+        if self.selection.better(score, self.best_score):
+            self.best_score = score
             self.best_epoch = epoch
             self.best_state = copy.deepcopy(self.model.state_dict())
-            self.best_valid = metrics  # the checkpoint's own validation metrics: no second pass later
+            self.best_valid = evaluation  # the checkpoint's own validation pass: no second one later
             return True
         return False
 
@@ -257,24 +334,14 @@ class Trainer:
         """Test (and validation) metrics of the best checkpoint."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        test = evaluate(self.model, self.test_split)
-        valid = self.best_valid if self.best_valid is not None else evaluate(self.model, self.valid_split)
-        self.log(self.best_epoch, "test", _epoch_series(test))
-        metrics = {f"test_{k}": v for k, v in test.items()}
-        metrics.update({"val_acc": valid["acc"], "val_loss": valid["loss"]})
+        test = evaluate_split(self.model, self.test_split, self.task)
+        valid = self.best_valid or evaluate_split(self.model, self.valid_split, self.task)
+        self.log(self.best_epoch, "test", self.task.epoch_series(test.metrics))
+        metrics = self.task.result_metrics(test.metrics, valid.metrics)
         metrics.update({"best_epoch": float(self.best_epoch), "epochs": float(self.epochs_run)})
+        self.predictions = {"test": prediction_columns(test, self.test_split, self.task),
+                            "valid": prediction_columns(valid, self.valid_split, self.task)}
         return metrics
-
-
-def _epoch_series(metrics: Mapping[str, float]) -> dict[str, float]:
-    """Per-epoch trajectory values: raw CE for losses, percent for accuracies."""
-    logs = {}
-    for key, value in metrics.items():
-        name, _, modality = key.partition("_")
-        if name in ("acc", "loss") and (modality == "" or modality in ("text", "audio", "vision")):
-            series_key = f"{name}/{modality}" if modality else name
-            logs[series_key] = value / 100.0 if name == "loss" else value
-    return logs
 
 
 # Devices where torch has fused Adam/SGD kernels for float parameters.
@@ -292,20 +359,44 @@ def fused_optimizer_options(groups: list[dict[str, Any]]) -> dict[str, bool]:
     return {"fused": True} if params and fusable else {}
 
 
+def optimizer_from_plan(plan: OptimizerPlan, cfg: RunConfig) -> torch.optim.Optimizer:
+    """One optimizer: the plan's kind / lr / weight decay, else the run's."""
+    options = fused_optimizer_options(plan.groups)
+    kind = plan.kind or cfg.optimizer
+    lr = cfg.lr if plan.lr is None else plan.lr
+    weight_decay = cfg.weight_decay if plan.weight_decay is None else plan.weight_decay
+    if kind == "adam":
+        return torch.optim.Adam(plan.groups, lr=lr, weight_decay=weight_decay, **options)
+    if kind == "sgd":
+        return torch.optim.SGD(plan.groups, lr=lr, momentum=cfg.momentum, weight_decay=weight_decay, **options)
+    raise ConfigError(f"optimizer {plan.name!r}: unknown kind {kind!r}; choose from adam, sgd")
+
+
+def build_optimizers(method: Method, model: nn.Module, cfg: RunConfig) -> tuple[
+        dict[str, torch.optim.Optimizer], list[torch.optim.lr_scheduler.ReduceLROnPlateau]]:
+    """The method's optimizers by name, in its order, and a plateau scheduler for each scheduled one
+    (on the task's selection metric) when the method trains with one."""
+    plans = method.optimizers(model, cfg)
+    names = [plan.name for plan in plans]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"method {method.name!r} names an optimizer twice: {names}")
+    optimizers = {plan.name: optimizer_from_plan(plan, cfg) for plan in plans}
+    mode = make_task(cfg.task, dict(cfg.task_params)).selection().mode
+    schedulers = [build_scheduler(method, optimizers[plan.name], cfg, mode) for plan in plans if plan.scheduled]
+    return optimizers, [s for s in schedulers if s is not None]
+
+
 def build_optimizer(method: Method, model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    groups = method.param_groups(model, cfg)
-    options = fused_optimizer_options(groups)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **options)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **options)
+    """The first of the method's optimizers (the only one for every built-in method)."""
+    return next(iter(build_optimizers(method, model, cfg)[0].values()))
 
 
-def build_scheduler(method: Method, optimizer: torch.optim.Optimizer | None,
-                    cfg: RunConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
-    """ReduceLROnPlateau on validation loss when the method trains with one, else None."""
+def build_scheduler(method: Method, optimizer: torch.optim.Optimizer | None, cfg: RunConfig,
+                    mode: str = "min") -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """ReduceLROnPlateau on the validation selection metric when the method trains with one, else None."""
     if optimizer is None or not method.uses_scheduler(cfg):
         return None
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_factor,
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_factor,
                                                       patience=cfg.lr_patience)
 
 
@@ -353,8 +444,9 @@ def build_trainer(cfg: RunConfig, data: Dataset, deps: Mapping[str, Mapping[str,
         )
     torch_device = torch.device(device)
     seed_everything(cfg.seed)
-    spec = model_spec(cfg, data.feature_dims, data.num_classes)
-    model = method.build(spec, cfg, deps).to(torch_device)
+    output_size = make_task(cfg.task, dict(cfg.task_params)).output_size(data.num_classes)
+    spec = model_spec(cfg, data.feature_dims, output_size)
+    model = method.build(BuildContext(spec=spec, cfg=cfg, params=params, deps=deps)).to(torch_device)
     return Trainer(cfg, method, params, data, model, torch_device, on_epoch)
 
 
@@ -382,4 +474,5 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
         state_dict={k: v.detach().cpu() for k, v in best.items()} if best is not None else None,
         wall_s=time.perf_counter() - started, device=str(trainer.device),
         data_fingerprint=data.fingerprint, synthetic=data.synthetic,
+        predictions=trainer.predictions if status == "ok" else {},
     )

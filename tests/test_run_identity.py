@@ -67,7 +67,7 @@ def test_the_result_row_holds_every_resolved_parameter_and_the_rule(tmp_path) ->
     store.save_result(tmp_path, _record(cfg))
     rows, problems = store.read_results(tmp_path)
     row = rows.iloc[0]
-    assert problems == [] and row["id_scheme"] == 2 and row["label_rule"] == "binned"
+    assert problems == [] and row["id_scheme"] == 3 and row["label_rule"] == "binned"
     assert row["param_eta_init"] == 1.0 and row["param_consolidation"] == "official"
     assert row["param_optimizer_reset"] == "phase" and row["param_stage0_q"] == "official"
 

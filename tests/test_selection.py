@@ -52,7 +52,8 @@ def test_a_selection_without_stored_runs_exits_2_saying_what_the_store_holds(smo
         ["--out-dir", str(tmp_path)] if command[0] == "report" else []))
     err = _error(code, capsys.readouterr().err)
     assert "no stored runs of table-6.10 (profile quick; datasets synth-mosi, synth-mosei; seeds 0,1,2,3,4)" in err
-    assert "the store holds 4 run(s): profile smoke (4); dataset synth-mosi (4); seed 0 (2), 1 (2)" in err
+    assert ("the store holds 4 run(s): profile smoke (4); task classification (4); model late_fusion (4); "
+            "dataset synth-mosi (4); seed 0 (2), 1 (2)") in err
     assert "4 of them are runs of table-6.10: --profile smoke --seeds 0,1 selects them" in err
     assert not (tmp_path / "table-6.10-report.html").exists()
 

@@ -11,7 +11,7 @@ from tiny import smoke_config
 from torch import nn
 
 from bench.config import ConfigError
-from bench.methods import REGISTRY, Method, get_method, register
+from bench.methods import REGISTRY, BuildContext, Method, get_method, register
 from bench.methods.baselines import unimodal_config
 from bench.metrics import classification_metrics, macro_f1, sentiment_metrics
 from bench.train import SplitTensors, evaluate, train_run
@@ -112,9 +112,7 @@ def test_ensemble_is_the_soft_vote_of_its_unimodal_members(tiny) -> None:
     deps = {r.run_id: r.state_dict for r in members.values()}
     ensemble = train_run(cfg, deps=deps, dataset=tiny)
     # recompute the vote by hand from the members' own test logits
-    model = get_method("ensemble").build(
-        _spec(cfg, tiny), cfg, deps
-    )
+    model = get_method("ensemble").build(BuildContext(_spec(cfg, tiny), cfg, None, deps))
     split = SplitTensors(tiny.test, cfg.modalities, torch.device("cpu"))
     probs = []
     for m in cfg.modalities:
@@ -136,7 +134,7 @@ def test_unipre_starts_from_the_unimodal_encoders(tiny) -> None:
     cfg = _cfg(method="unipre")
     deps = {unimodal_config(cfg, m).run_id: train_run(unimodal_config(cfg, m), dataset=tiny).state_dict
             for m in cfg.modalities}
-    model = get_method("unipre").build(_spec(cfg, tiny), cfg, deps)
+    model = get_method("unipre").build(BuildContext(_spec(cfg, tiny), cfg, None, deps))
     text_state = deps[unimodal_config(cfg, "text").run_id]
     assert torch.equal(model.encoders["text"].lstm.weight_ih_l0, text_state["encoders.text.lstm.weight_ih_l0"])
     assert model.head.in_features == 32 + 32  # a fresh fused head

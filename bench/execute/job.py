@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench import plugins, store
 from bench.config import RunConfig
 
 JobFn = Callable[..., Any]  # job_fn(cfg, deps, device=...) -> a RunResult-like object (bench.store.ResultLike)
@@ -50,6 +50,7 @@ def execute_one(cfg: RunConfig, dep_ids: Sequence[str], runs_dir: str | Path, jo
     """Train one job (dependencies loaded from the store); never raises for a failing job."""
     started = time.perf_counter()
     try:
+        plugins.load_from_environment()  # a spawned worker or a Slurm job: the user's --plugin files
         deps = {rid: store.load_checkpoint(runs_dir, rid) for rid in dep_ids}
     except Exception as err:  # a missing or unreadable checkpoint fails this job only
         return store.failed_record(cfg, f"dependency checkpoint unavailable: {error_text(err)}", device=device)

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 def describe(cfg: RunConfig) -> str:
     """Short human label of a run."""
-    return (f"{cfg.dataset} {modality_key(cfg.modalities)} {cfg.method} {cfg.optimizer}"
+    task = "" if cfg.task == "classification" else f" {cfg.task}"
+    model = "" if cfg.model == "late_fusion" else f" [{cfg.model}]"
+    return (f"{cfg.dataset}{task} {modality_key(cfg.modalities)} {cfg.method}{model} {cfg.optimizer}"
             f"{' dev' if cfg.dev_set else ''}{f' step{cfg.step_every}' if cfg.step_every > 1 else ''}"
             f" seed {cfg.seed}")
 
@@ -55,9 +57,12 @@ def job_line(sched: _Scheduler, job: _Job, outcome: str, error: str, result: Any
     c = sched.counts()
     head = f"[{c['done']:>{len(str(c['total']))}}/{c['total']}] {outcome:<6} {job.run_id} {describe(job.cfg)}"
     if outcome == "ok" and result is not None:
+        from bench.tasks import task_class
+
         metrics = result.metrics or {}
-        head += (f"  acc {metrics.get('test_acc', float('nan')):.2f}"
-                 f"  loss {metrics.get('test_loss', float('nan')):.2f}  {result.wall_s:.1f}s")
+        shown = "".join(f"  {name} {metrics.get(f'test_{name}', float('nan')):.{3 if name == 'mae' else 2}f}"
+                        for name in task_class(job.cfg.task).progress_metrics)
+        head += f"{shown}  {result.wall_s:.1f}s"
     elif error:
         head += f"  {error}"
     return head

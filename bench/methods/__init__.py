@@ -7,8 +7,10 @@ import importlib
 from bench.methods.base import (
     REGISTRY,
     Batch,
+    BuildContext,
     Method,
     ModelOutput,
+    OptimizerPlan,
     TrainState,
     get_method,
     register,
@@ -24,8 +26,10 @@ for _module in BUILTIN_MODULES:
 __all__ = [
     "REGISTRY",
     "Batch",
+    "BuildContext",
     "Method",
     "ModelOutput",
+    "OptimizerPlan",
     "TrainState",
     "get_method",
     "register",

@@ -226,6 +226,7 @@ def dev_split_scores(model: LateFusionModel, state: TrainState) -> dict[str, flo
 class AGM(Method):
     name = "agm"
     has_dev_set_variant = True
+    requires = frozenset({"features", "zero_inputs", "linear_head"})
     Params = AGMParams
     description = "Adaptive Gradient Modulation: Shapley mono-modal outputs, gradient into o_m scaled by k_m"
 

@@ -1,13 +1,19 @@
 """The method interface: the hooks the training loop calls, and nothing method-specific in the loop.
 
-A method is a subclass of `Method` in its own file, registered with `@register`. The loop calls:
+A method is a subclass of `Method` in its own file, registered with `@register`. It declares the
+tasks it supports (`tasks`), the model it runs on unless told otherwise (`default_model`) and the model
+capabilities it uses (`requires`, names from bench.models.CAPABILITIES); `validate_config` checks them
+before anything trains. `build(ctx)` returns the model (default: the run's registered model);
+`optimizers(model, cfg)` the optimizers the loop builds (default: one, from `param_groups`). The loop calls:
 
     on_train_start(model, state)                  once, before epoch 0
     for each epoch:
         fresh_optimizer(epoch, state) -> bool       True: a new optimizer (and schedule) from here on
         on_epoch_start(model, state)
         for each batch:  loss(model, batch, state) -> (loss, logs); loss.backward()
-        every `step_every` batches:  after_backward(model, state) -> logs; optimizer.step()
+        every `step_every` batches:  after_backward(model, state) -> logs; every optimizer steps
+        (a method with `owns_step = True` instead gets train_step(model, batch, state) -> (loss, logs)
+        per batch and steps its optimizers itself, calling state.check_gradients() before each step)
         on_epoch_end(model, state) -> logs
         validation (if checkpoint_epoch(epoch, state)): checkpoint, scheduler, early stopping
 
@@ -28,6 +34,8 @@ from torch import Tensor, nn
 
 from bench.batch import Batch, ModelOutput  # re-exported: methods import both from here
 from bench.config import ConfigError, RunConfig
+from bench.models import ModelSpec, check_model_params, model_class
+from bench.tasks import Task, make_task, task_class
 
 Logs = dict[str, float]
 
@@ -39,8 +47,12 @@ class TrainState:
     cfg: RunConfig
     params: Any  # the method's Params dataclass instance
     device: torch.device
-    num_classes: int
-    optimizer: torch.optim.Optimizer | None = None
+    num_classes: int  # the task's output width (K classes, or 1 for regression)
+    task: Task | None = None  # the run's task: its loss, targets and metrics
+    optimizer: torch.optim.Optimizer | None = None  # the first of `optimizers`
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)  # name -> optimizer
+    # The loop's non-finite gradient check, for methods that step their own optimizers (owns_step).
+    check_gradients: Any = None
     epoch: int = 0
     step: int = 0  # optimizer steps taken so far
     generator: torch.Generator | None = None  # seeded, for a method's own randomness (e.g. GE noise)
@@ -68,6 +80,32 @@ class NoParams:
     """A method without hyper-parameters."""
 
 
+@dataclass(frozen=True)
+class BuildContext:
+    """What `Method.build` receives: the model spec, the run's config, its Params, the needed runs' states."""
+
+    spec: ModelSpec
+    cfg: RunConfig
+    params: Any
+    deps: Mapping[str, Mapping[str, Tensor]]
+
+    def model(self, spec: ModelSpec | None = None) -> nn.Module:
+        """The run's registered model (`cfg.model`), for this spec or another (e.g. spec.only(m))."""
+        return model_class(self.cfg.model).build(spec if spec is not None else self.spec)
+
+
+@dataclass
+class OptimizerPlan:
+    """One optimizer a method asks the loop for: its parameter groups and, optionally, its own settings."""
+
+    name: str
+    groups: list[dict[str, Any]]
+    kind: str = ""  # "adam" | "sgd"; "" = the run's optimizer
+    lr: float | None = None  # None = the run's lr (groups may carry their own "lr")
+    weight_decay: float | None = None
+    scheduled: bool = True  # stepped by the plateau scheduler when the method uses one
+
+
 class Method:
     """Base class: the default hooks give plain cross-entropy training of `build`'s model."""
 
@@ -79,6 +117,10 @@ class Method:
     # True when `dev_set` changes what the method computes (ratios, scores, prototypes from the dev split)
     has_dev_set_variant: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks the method defines a form for
+    default_model: ClassVar[str] = "late_fusion"
+    requires: ClassVar[frozenset[str]] = frozenset()  # model capabilities used (bench.models.CAPABILITIES)
+    owns_step: ClassVar[bool] = False  # True: train_step does forward, backward and the optimizer steps
 
     # -- configuration -------------------------------------------------------------------------
     def validate(self, cfg: RunConfig, params: Any) -> None:
@@ -89,17 +131,19 @@ class Method:
         return []
 
     # -- model -----------------------------------------------------------------------------------
-    def build(self, spec: Any, cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> nn.Module:
-        """The model; `deps` maps each needed run's run_id to its best state_dict."""
-        from bench.models import LateFusionModel
-
-        return LateFusionModel(spec)
+    def build(self, ctx: BuildContext) -> nn.Module:
+        """The model; `ctx.deps` maps each needed run's run_id to its best state_dict."""
+        return ctx.model()
 
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
         """Optimizer parameter groups; default: `cfg.group_lrs` per encoder / head, else `cfg.lr`."""
         from bench.models import default_param_groups
 
         return default_param_groups(model, cfg)
+
+    def optimizers(self, model: nn.Module, cfg: RunConfig) -> list[OptimizerPlan]:
+        """The optimizers of a run (several, each with its groups and settings); default: one."""
+        return [OptimizerPlan("main", self.param_groups(model, cfg))]
 
     # -- training hooks ---------------------------------------------------------------------------
     def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
@@ -109,9 +153,14 @@ class Method:
         return {}
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
-        """Forward pass and objective (a batch mean). Default: CE on the fused logits."""
+        """Forward pass and objective (a batch mean). Default: the task's loss on the fused output."""
         out = model(batch)
-        return nn.functional.cross_entropy(out.logits, batch.labels), {}
+        return state.task.loss(out.logits, batch.labels), {}
+
+    def train_step(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
+        """With `owns_step`: one batch's forward, backward and optimizer steps; returns the (detached)
+        objective and logs. Call state.check_gradients() before stepping an optimizer."""
+        raise NotImplementedError(f"method {self.name!r} sets owns_step but defines no train_step")
 
     def after_backward(self, model: nn.Module, state: TrainState) -> Logs:
         """Gradient edits on the (accumulated) gradients, once per optimizer step, before step()."""
@@ -189,10 +238,33 @@ def validate_config(cfg: RunConfig, available_modalities: tuple[str, ...] | None
                 f"dataset {cfg.dataset!r} has no modality {missing[0]!r} "
                 f"(it has {', '.join(available_modalities)})"
             )
+    check_task_and_model(method, cfg)
     params = resolve_params(method, cfg)
     method.validate(cfg, params)
     return params
 
 
-__all__ = ["REGISTRY", "Batch", "Logs", "Method", "ModelOutput", "NoParams", "TrainState", "get_method",
-           "register", "resolve_params", "validate_config"]
+def check_task_and_model(method: Method, cfg: RunConfig) -> None:
+    """The task is one the method supports, the model offers every capability the method uses."""
+    task_class(cfg.task)
+    make_task(cfg.task, dict(cfg.task_params))
+    if cfg.task not in method.tasks:
+        raise ConfigError(f"method {method.name!r} has no {cfg.task} form (it supports: {', '.join(method.tasks)})")
+    model = model_class(cfg.model)
+    check_model_params(cfg.model, dict(cfg.model_params))
+    missing = sorted(method.requires - model.capabilities)
+    if missing:
+        raise ConfigError(
+            f"method {method.name!r} needs the model capabilities {', '.join(missing)}, which model "
+            f"{cfg.model!r} does not offer (it offers: {', '.join(sorted(model.capabilities)) or 'none'})"
+        )
+    n = len(cfg.modalities)
+    if not model.min_modalities <= n <= model.max_modalities:
+        raise ConfigError(f"model {cfg.model!r} takes {model.min_modalities} to {model.max_modalities} "
+                          f"modalities, got {n} ({', '.join(cfg.modalities)})")
+    if method.owns_step and cfg.step_every != 1:
+        raise ConfigError(f"method {method.name!r} steps its own optimizers: step_every must be 1")
+
+
+__all__ = ["REGISTRY", "Batch", "BuildContext", "Logs", "Method", "ModelOutput", "NoParams", "OptimizerPlan",
+           "TrainState", "check_task_and_model", "get_method", "register", "resolve_params", "validate_config"]

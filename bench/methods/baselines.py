@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig, dataset_family, make_config
-from bench.methods.base import Batch, Method, ModelOutput, register
+from bench.methods.base import Batch, BuildContext, Method, ModelOutput, register
+
+BOTH_TASKS = ("classification", "regression")
 
 # Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations);
 # `concat_lr` uses them unless the run gives its own group_lrs.
@@ -28,6 +30,8 @@ def unimodal_config(cfg: RunConfig, modality: str) -> RunConfig:
         batch_size=cfg.batch_size, step_every=cfg.step_every, max_epochs=cfg.max_epochs,
         early_stopping=cfg.early_stopping, patience=cfg.patience, scheduler=cfg.scheduler,
         lr_factor=cfg.lr_factor, lr_patience=cfg.lr_patience, data_version=cfg.data_version,
+        label_rule=cfg.label_rule, task=cfg.task, task_params=cfg.task_params, model=cfg.model,
+        model_params=cfg.model_params,
     )
 
 
@@ -41,18 +45,23 @@ class Unimodal(Method):
     name = "unimodal"
     min_modalities = 1
     max_modalities = 1
-    description = "one encoder + Linear(out -> K), cross-entropy"
+    tasks = BOTH_TASKS
+    requires = frozenset({"single_modality"})
+    description = "one encoder + Linear(out -> K), the task's loss"
 
 
 @register
 class Concat(Method):
     name = "concat"
+    tasks = BOTH_TASKS
     description = "Late Concatenation, joint training with one learning rate (the baseline)"
 
 
 @register
 class ConcatLR(Method):
     name = "concat_lr"
+    tasks = BOTH_TASKS
+    requires = frozenset({"encoders"})
     description = "Late Concatenation with one learning rate per encoder and one for the head"
 
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
@@ -64,14 +73,19 @@ class ConcatLR(Method):
 
 
 class SoftVotingEnsemble(nn.Module):
-    """Unimodal models combined by averaging their class probabilities."""
+    """Unimodal models combined by averaging their class probabilities (classification) or their
+    predicted scores (regression, `average_outputs`)."""
 
-    def __init__(self, members: Mapping[str, nn.Module]) -> None:
+    def __init__(self, members: Mapping[str, nn.Module], average_outputs: bool = False) -> None:
         super().__init__()
         self.members = nn.ModuleDict(dict(members))
+        self.average_outputs = average_outputs
 
     def forward(self, batch: Batch) -> ModelOutput:
         member_logits = {m: model(batch).logits for m, model in self.members.items()}  # m -> (B, K)
+        if self.average_outputs:  # regression: the mean of the unimodal predictions, (B, 1)
+            mean = torch.stack(list(member_logits.values())).mean(dim=0)
+            return ModelOutput(logits=mean, modality_logits={m: z.detach() for m, z in member_logits.items()})
         mean_probs = torch.stack([torch.softmax(z, dim=1) for z in member_logits.values()]).mean(dim=0)
         # log of the mean distribution: cross-entropy on it is the NLL of the soft vote
         return ModelOutput(
@@ -84,6 +98,8 @@ class SoftVotingEnsemble(nn.Module):
 class Ensemble(Method):
     name = "ensemble"
     trains = False
+    tasks = BOTH_TASKS
+    requires = frozenset({"single_modality"})
     description = "soft voting over the same seed's unimodal models (no training of its own)"
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
@@ -93,30 +109,28 @@ class Ensemble(Method):
         if cfg.dev_set:
             raise ConfigError("ensemble does not use a development set; drop --dev-set")
 
-    def build(self, spec: Any, cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> nn.Module:
-        from bench.models import LateFusionModel
-
+    def build(self, ctx: BuildContext) -> nn.Module:
         members = {}
-        for modality, state in _dependency_states(cfg, deps).items():
-            member = LateFusionModel(spec.only(modality))
+        for modality, state in _dependency_states(ctx.cfg, ctx.deps).items():
+            member = ctx.model(ctx.spec.only(modality))
             member.load_state_dict(state)
             members[modality] = member
-        return SoftVotingEnsemble(members)
+        return SoftVotingEnsemble(members, average_outputs=ctx.cfg.task == "regression")
 
 
 @register
 class UniPre(Method):
     name = "unipre"
+    tasks = BOTH_TASKS
+    requires = frozenset({"encoders", "single_modality"})
     description = "encoders initialised from the same seed's unimodal models, fresh head, concat training"
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]
 
-    def build(self, spec: Any, cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> nn.Module:
-        from bench.models import LateFusionModel
-
-        model = LateFusionModel(spec)
-        for modality, state in _dependency_states(cfg, deps).items():
+    def build(self, ctx: BuildContext) -> nn.Module:
+        model = ctx.model()
+        for modality, state in _dependency_states(ctx.cfg, ctx.deps).items():
             prefix = f"encoders.{modality}."
             encoder_state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
             model.encoders[modality].load_state_dict(encoder_state)

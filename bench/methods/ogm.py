@@ -180,6 +180,7 @@ class RatioModulation(Method):
 
     has_dev_set_variant = True
     adds_noise: ClassVar[bool] = False
+    requires = frozenset({"encoders", "modality_outputs"})
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if not params.alpha > 0:

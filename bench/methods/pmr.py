@@ -227,6 +227,7 @@ class PMR(Method):
     name = "pmr"
     Params = PMRParams
     has_dev_set_variant = True
+    requires = frozenset({"features", "encoder_sizes"})
     description = "prototype cross-entropy added for the lagging modality (Prototypical Modal Rebalance)"
 
     def validate(self, cfg: RunConfig, params: Any) -> None:

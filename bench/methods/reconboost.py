@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, Logs, Method, ModelOutput, TrainState, register, resolve_params
+from bench.methods.base import Batch, BuildContext, Logs, Method, ModelOutput, TrainState, register
 
 STAGE_ORDER: tuple[str, ...] = ("text", "vision", "audio")  # the official MOSEI schedule
 CONSOLIDATION_MODES = ("official", "live")
@@ -214,6 +214,7 @@ class ReconBoost(Method):
     name = "reconboost"
     Params = ReconBoostParams
     description = "alternating per-modality boosting with a shared head and global rectification"
+    requires = frozenset({"encoder_sizes"})
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:
@@ -233,9 +234,9 @@ class ReconBoost(Method):
                 f"stage ({params.stage_epochs} + {params.rectify_epochs} epochs)"
             )
 
-    def build(self, spec: Any, cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> nn.Module:
-        params: ReconBoostParams = resolve_params(self, cfg)
-        return ReconBoostModel(spec, eta_init=params.eta_init)
+    def build(self, ctx: BuildContext) -> nn.Module:
+        """Its own boosting model, built from the run model's encoder sizes."""
+        return ReconBoostModel(ctx.spec, eta_init=ctx.params.eta_init)
 
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
         """One group per modality (encoder + projection) and 'head' (shared head + boost rate)."""

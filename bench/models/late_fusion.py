@@ -1,7 +1,9 @@
-"""The shared model (methods.md "Shared model"): LSTM encoders, late concatenation, half-bias logits."""
+"""`late_fusion`, the thesis's model (methods.md "Shared model"): LSTM encoders, late concatenation,
+one linear head, half-bias per-modality outputs. Table 6.1's sizes are its parameters' defaults."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,16 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from bench.batch import Batch, ModelOutput
-from bench.config import RunConfig, dataset_family
+from bench.config import RunConfig
+from bench.models.base import EncoderSize, Model, ModelSpec, register
 
-
-@dataclass(frozen=True)
-class EncoderSize:
-    hidden: int
-    out: int
-
-
-# Thesis table 6.1 (one LSTM layer, dropout 0). Custom datasets use the MOSI sizes.
+# Thesis table 6.1 (one LSTM layer, dropout 0): the defaults of the model's parameters per dataset
+# family. Custom datasets use the MOSI sizes.
 ENCODER_SIZES: dict[str, dict[str, EncoderSize]] = {
     "mosi": {"text": EncoderSize(64, 32), "audio": EncoderSize(16, 16), "vision": EncoderSize(32, 32)},
     "mosei": {"text": EncoderSize(64, 64), "audio": EncoderSize(16, 16), "vision": EncoderSize(32, 32)},
@@ -27,39 +24,25 @@ ENCODER_SIZES: dict[str, dict[str, EncoderSize]] = {
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """What a model needs to know about the data: modalities, input widths, sizes, classes."""
+class LateFusionParams:
+    """LSTM hidden width and encoder output width per modality (table 6.1's values filled in by default)."""
 
-    modalities: tuple[str, ...]
-    input_dims: tuple[tuple[str, int], ...]
-    sizes: tuple[tuple[str, EncoderSize], ...]
-    num_classes: int
+    text_hidden: int = 0
+    text_out: int = 0
+    audio_hidden: int = 0
+    audio_out: int = 0
+    vision_hidden: int = 0
+    vision_out: int = 0
 
-    def input_dim(self, modality: str) -> int:
-        return dict(self.input_dims)[modality]
-
-    def size(self, modality: str) -> EncoderSize:
-        return dict(self.sizes)[modality]
-
-    def only(self, modality: str) -> ModelSpec:
-        """The spec of the unimodal model for `modality`."""
-        return ModelSpec(
-            modalities=(modality,),
-            input_dims=((modality, self.input_dim(modality)),),
-            sizes=((modality, self.size(modality)),),
-            num_classes=self.num_classes,
-        )
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if int(getattr(self, f.name)) < 1:
+                raise ValueError(f"{f.name} must be >= 1, got {getattr(self, f.name)}")
 
 
-def model_spec(cfg: RunConfig, feature_dims: Mapping[str, int], num_classes: int) -> ModelSpec:
-    """The spec for a run: table 6.1 sizes for the dataset family, input widths from the data."""
-    table = ENCODER_SIZES["mosei" if dataset_family(cfg.dataset) == "mosei" else "mosi"]
-    return ModelSpec(
-        modalities=cfg.modalities,
-        input_dims=tuple((m, int(feature_dims[m])) for m in cfg.modalities),
-        sizes=tuple((m, table[m]) for m in cfg.modalities),
-        num_classes=num_classes,
-    )
+def table_sizes(family: str) -> dict[str, EncoderSize]:
+    """Table 6.1's encoder sizes for a dataset family."""
+    return ENCODER_SIZES["mosei" if family == "mosei" else "mosi"]
 
 
 class SequenceEncoder(nn.Module):
@@ -96,18 +79,6 @@ class SequenceEncoder(nn.Module):
         outputs, _ = self.lstm(zeros)  # (1, steps, hidden)
         last = (lengths.to(weight.device) - 1).clamp(min=0)  # (B,)
         return self.proj(outputs[0, last])  # (B, out)
-
-
-def behaves_the_same_in_train_and_eval(model: nn.Module) -> bool:
-    """True when no layer changes with train/eval mode (no active dropout, no batch statistics)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
-            return False
-        if isinstance(module, nn.modules.batchnorm._NormBase):
-            return False
-        if isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1:
-            return False
-    return True
 
 
 class LateFusionModel(nn.Module):
@@ -162,17 +133,29 @@ class LateFusionModel(nn.Module):
         return [p for p in self.encoders[modality].parameters() if include_biases or p.dim() >= 2]
 
 
-def default_param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
-    """One group per encoder and one for the rest ('head'), each at its cfg.group_lrs rate or cfg.lr."""
-    rates = dict(cfg.group_lrs)
-    groups: list[dict[str, Any]] = []
-    seen: set[int] = set()
-    encoders = getattr(model, "encoders", {})
-    for modality, encoder in encoders.items():
-        params = [p for p in encoder.parameters() if p.requires_grad]
-        seen.update(id(p) for p in params)
-        groups.append({"name": modality, "params": params, "lr": rates.get(modality, cfg.lr)})
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
-    if rest:
-        groups.append({"name": "head", "params": rest, "lr": rates.get("head", cfg.lr)})
-    return [g for g in groups if g["params"]]
+@register
+class LateFusion(Model):
+    name = "late_fusion"
+    Params = LateFusionParams
+    description = "LSTM encoder per modality, late concatenation, one linear head (thesis table 6.1)"
+    capabilities = frozenset({"encoders", "features", "modality_outputs", "linear_head", "zero_inputs",
+                              "encoder_sizes", "single_modality"})
+
+    @classmethod
+    def defaults(cls, family: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for modality, size in table_sizes(family).items():
+            values[f"{modality}_hidden"] = size.hidden
+            values[f"{modality}_out"] = size.out
+        return values
+
+    @classmethod
+    def spec(cls, cfg: RunConfig, feature_dims: Mapping[str, int], output_size: int) -> ModelSpec:
+        base = super().spec(cfg, feature_dims, output_size)
+        params = dict(cfg.model_params)
+        sizes = tuple((m, EncoderSize(int(params[f"{m}_hidden"]), int(params[f"{m}_out"]))) for m in cfg.modalities)
+        return dataclasses.replace(base, sizes=sizes)
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> nn.Module:
+        return LateFusionModel(spec)

@@ -1,0 +1,184 @@
+"""The model interface: a registry of architectures apart from the methods, and their capabilities.
+
+A model is a subclass of `Model` in its own file under bench/models/, registered with `@register`.
+It names its Params (part of the run id), the dataset-dependent defaults of those Params, and the
+capabilities it offers to methods. A method lists the capabilities it needs (`Method.requires`);
+a mismatch is a ConfigError before anything trains, naming the method, the model and what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from bench.config import ConfigError, RunConfig
+
+# What a model can offer. A method that uses a part of a model's interface declares it by name.
+CAPABILITIES: dict[str, str] = {
+    "encoders": "model.encoders: modality -> encoder module; model.encoder_parameters(m, include_biases)",
+    "features": "model.encode(batch) -> {m: z_m (B, D_m)} and model.fuse(features) -> fused outputs",
+    "modality_outputs": "ModelOutput.modality_logits: per-modality outputs that sum to the fused output",
+    "linear_head": "model.head, one Linear over the concatenated z_m, and model.head_slices() -> {m: columns}",
+    "zero_inputs": "model.encode_zeros(batch) -> z_m of all-zero inputs of the batch's true lengths",
+    "encoder_sizes": "spec.size(m) -> EncoderSize(hidden, out): the LSTM sizes a method may build with",
+    "single_modality": "the model builds with one modality (unimodal runs, ensemble members)",
+}
+
+
+@dataclass(frozen=True)
+class EncoderSize:
+    hidden: int
+    out: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs to know about a run: modalities, input widths, output width, its parameters.
+
+    `num_classes` is the output width: K classes (classification) or 1 (regression). `sizes` holds the
+    per-modality LSTM sizes of models that offer "encoder_sizes"; `params` the model's own parameters.
+    """
+
+    modalities: tuple[str, ...]
+    input_dims: tuple[tuple[str, int], ...]
+    sizes: tuple[tuple[str, EncoderSize], ...]
+    num_classes: int
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def input_dim(self, modality: str) -> int:
+        return dict(self.input_dims)[modality]
+
+    def size(self, modality: str) -> EncoderSize:
+        return dict(self.sizes)[modality]
+
+    @property
+    def output_size(self) -> int:
+        return self.num_classes
+
+    def only(self, modality: str) -> ModelSpec:
+        """The spec of the unimodal model for `modality`."""
+        sizes = tuple((m, s) for m, s in self.sizes if m == modality)
+        return dataclasses.replace(self, modalities=(modality,),
+                                   input_dims=((modality, self.input_dim(modality)),), sizes=sizes)
+
+
+@dataclass(frozen=True)
+class NoModelParams:
+    """A model without parameters."""
+
+
+class Model:
+    """Base class of a registered architecture (a factory: `build` returns the nn.Module)."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoModelParams
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    description: ClassVar[str] = ""
+    min_modalities: ClassVar[int] = 1
+    max_modalities: ClassVar[int] = 3
+
+    @classmethod
+    def defaults(cls, family: str) -> dict[str, Any]:
+        """Parameter values that depend on the dataset family ('mosi', 'mosei', 'custom')."""
+        return {}
+
+    @classmethod
+    def spec(cls, cfg: RunConfig, feature_dims: Mapping[str, int], output_size: int) -> ModelSpec:
+        """The spec of a run: input widths from the data, the run's model parameters."""
+        return ModelSpec(modalities=cfg.modalities,
+                         input_dims=tuple((m, int(feature_dims[m])) for m in cfg.modalities),
+                         sizes=(), num_classes=output_size, params=cfg.model_params)
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> nn.Module:
+        raise NotImplementedError
+
+
+# -- registry ---------------------------------------------------------------------------------------
+
+REGISTRY: dict[str, type[Model]] = {}
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Class decorator: make a model available by its `name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    unknown = sorted(set(cls.capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise ValueError(f"model {cls.name!r} declares unknown capabilities {unknown}")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"model name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def model_class(name: str) -> type[Model]:
+    """The registered model `name`; an unknown name lists the registered ones."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def resolve_model_params(name: str, family: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of model `name`: given values over the family defaults over the Params defaults.
+
+    Unknown names are kept (validation reports them); an unregistered model keeps `given` as it is.
+    """
+    cls = REGISTRY.get(name)
+    if cls is None:
+        return dict(given)
+    resolved = {f.name: f.default for f in dataclasses.fields(cls.Params) if f.default is not dataclasses.MISSING}
+    resolved.update(cls.defaults(family))
+    resolved.update(given)
+    return resolved
+
+
+def check_model_params(name: str, params: Mapping[str, Any]) -> Any:
+    """The model's Params instance; unknown or bad values are ConfigErrors listing the known names."""
+    cls = model_class(name)
+    known = {f.name for f in dataclasses.fields(cls.Params)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for model {name!r}; it takes: {listed}")
+    try:
+        return cls.Params(**dict(params))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"bad parameters for model {name!r}: {err}") from err
+
+
+def model_spec(cfg: RunConfig, feature_dims: Mapping[str, int], num_classes: int) -> ModelSpec:
+    """The spec of a run's model; `num_classes` is the output width (1 for regression)."""
+    return model_class(cfg.model).spec(cfg, feature_dims, num_classes)
+
+
+def behaves_the_same_in_train_and_eval(model: nn.Module) -> bool:
+    """True when no layer changes with train/eval mode (no active dropout, no batch statistics)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return False
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            return False
+        if isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1:
+            return False
+    return True
+
+
+def default_param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
+    """One group per encoder and one for the rest ('head'), each at its cfg.group_lrs rate or cfg.lr."""
+    rates = dict(cfg.group_lrs)
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    encoders = getattr(model, "encoders", {})
+    for modality, encoder in encoders.items():
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        seen.update(id(p) for p in params)
+        groups.append({"name": modality, "params": params, "lr": rates.get(modality, cfg.lr)})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups.append({"name": "head", "params": rest, "lr": rates.get("head", cfg.lr)})
+    return [g for g in groups if g["params"]]

@@ -1,0 +1,76 @@
+"""Classification (the thesis's protocol): K classes, cross-entropy, the best validation loss wins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from bench.config import MODALITIES
+from bench.data.types import SplitArrays
+from bench.metrics import classification_metrics
+from bench.tasks.base import Task, register
+
+
+@register
+class Classification(Task):
+    name = "classification"
+    description = "K sentiment classes (MOSI 3, MOSEI 7), cross-entropy, checkpoint on validation loss"
+    target_dtype = torch.long
+    metric_directions: ClassVar[dict[str, str]] = {
+        "acc": "max", "loss": "min", "f1": "max", **{f"acc_{m}": "max" for m in MODALITIES},
+        # MSA-style extras derived from the class probabilities (bench.metrics.sentiment_metrics)
+        "acc2_has0": "max", "acc2_non0": "max", "mae": "min", "corr": "max",
+    }
+    headline = "acc"
+    summary_metrics = ("acc", "loss")
+    progress_metrics = ("acc", "loss")
+    valid_metrics = ("acc", "loss")
+
+    def output_size(self, num_classes: int) -> int:
+        return num_classes
+
+    def targets(self, split: SplitArrays, where: str) -> np.ndarray:
+        return np.asarray(split.labels)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def metrics(self, outputs: Tensor, targets: Tensor, modality_outputs: Mapping[str, Tensor],
+                split: SplitArrays) -> dict[str, float]:
+        regression = None if split.regression is None else np.asarray(split.regression)
+        return classification_metrics(outputs, targets, modality_outputs, regression)
+
+    def epoch_series(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """acc (%) and raw CE, fused and per modality (the thesis's curves)."""
+        logs = {}
+        for key, value in metrics.items():
+            name, _, modality = key.partition("_")
+            if name in ("acc", "loss") and (modality == "" or modality in MODALITIES):
+                series_key = f"{name}/{modality}" if modality else name
+                logs[series_key] = value / 100.0 if name == "loss" else value
+        return logs
+
+    def prediction_columns(self, outputs: Tensor, targets: Tensor, modality_outputs: Mapping[str, Tensor],
+                           split: SplitArrays) -> dict[str, np.ndarray]:
+        """target, predicted class, probs (N, K), score (the continuous label) and prediction_<m> (argmax)."""
+        probs = torch.softmax(outputs.double(), dim=1).numpy()  # (N, K)
+        columns: dict[str, np.ndarray] = {
+            "target": targets.cpu().numpy().astype(np.int64),
+            "prediction": probs.argmax(axis=1).astype(np.int64),
+        }
+        columns["probs"] = probs
+        if split.regression is not None:
+            columns["score"] = np.asarray(split.regression, dtype=np.float64)
+        for modality, mod_outputs in modality_outputs.items():
+            columns[f"prediction_{modality}"] = mod_outputs.argmax(dim=1).cpu().numpy().astype(np.int64)
+        return columns
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        """The store's original metric columns, in their original order."""
+        return ("test_acc", "test_loss", "val_acc", "val_loss", "test_f1", *(f"test_acc_{m}" for m in MODALITIES))
