@@ -1,4 +1,5 @@
-"""Classification metrics from logits, plus MSA-style metrics derived from class probabilities."""
+"""Classification metrics from logits, MSA-style metrics derived from class probabilities, and MMSA's
+regression metrics for sentiment-score predictions."""
 
 from __future__ import annotations
 
@@ -6,21 +7,94 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from sklearn.metrics import f1_score
 from torch import Tensor
 from torch.nn import functional as F
 
 
 def macro_f1(pred: np.ndarray, labels: np.ndarray) -> float:
-    """Macro-averaged F1 over the classes present in labels or predictions (as sklearn does), in %."""
+    """Macro-averaged F1 over the classes present in labels or predictions (scikit-learn), in %; NaN if empty."""
     classes = np.union1d(pred, labels)
-    scores = []
-    for k in classes:
-        tp = np.sum((pred == k) & (labels == k))
-        fp = np.sum((pred == k) & (labels != k))
-        fn = np.sum((pred != k) & (labels == k))
-        denom = 2 * tp + fp + fn
-        scores.append(0.0 if denom == 0 else 2 * tp / denom)
-    return 100.0 * float(np.mean(scores)) if scores else float("nan")
+    if classes.size == 0:
+        return float("nan")
+    return 100.0 * float(f1_score(labels, pred, average="macro", labels=classes, zero_division=0))
+
+
+def weighted_f1(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Support-weighted F1 (scikit-learn average="weighted", as MMSA reports it), in %; NaN if empty."""
+    classes = np.union1d(pred, labels)
+    if classes.size == 0:
+        return float("nan")
+    return 100.0 * float(f1_score(labels, pred, average="weighted", labels=classes, zero_division=0))
+
+
+REGRESSION_METRICS: tuple[str, ...] = (
+    "mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0",
+)
+"""Keys of regression_metrics, in MMSA's reporting order."""
+
+REGRESSION_METRIC_MODES: dict[str, str] = {name: ("min" if name == "mae" else "max") for name in REGRESSION_METRICS}
+"""Which direction is better for each regression metric: "min" (mae) or "max" (everything else)."""
+
+
+def _flat_float64(values: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D or (N, 1), got shape {np.shape(values)}")
+    return array
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """np.corrcoef(x, y)[0, 1]; NaN (and no warning) when either side is constant or has under two values.
+
+    "Constant" is all values equal (np.corrcoef alone may return a rounding-noise value there instead of NaN)
+    or a variance that underflows to zero (np.corrcoef would divide by zero).
+    """
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        variances = np.diag(np.cov(x, y))
+        if not np.all(np.isfinite(variances)) or np.any(variances <= 0):
+            return float("nan")
+        return float(np.corrcoef(x, y)[0, 1])
+
+
+def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """MMSA's CMU-MOSI / CMU-MOSEI regression metrics (MetricsTop.__eval_mosei_regression) in float64.
+
+    predictions, targets: (N,) or (N, 1) sentiment scores on the [-3, 3] scale.
+    mae and corr are raw and use the unclipped values. Accuracies and F1 are in % (MMSA reports fractions):
+    acc7 / acc5 clip both sides to [-3, 3] / [-2, 2], round half to even and count exact matches;
+    acc2_has0 / f1_has0 use every sample, truth >= 0 vs prediction >= 0;
+    acc2_non0 / f1_non0 drop samples whose truth is 0, then truth > 0 vs prediction > 0 (NaN if none remain).
+    F1 is the support-weighted F1 with the truth as y_true. Nothing is rounded to 4 places as MMSA does.
+    """
+    pred = _flat_float64(predictions, "predictions")
+    truth = _flat_float64(targets, "targets")
+    if pred.shape != truth.shape:
+        raise ValueError(f"predictions and targets differ in length: {pred.size} vs {truth.size}")
+    if pred.size == 0:
+        raise ValueError("regression_metrics needs at least one sample")
+    out: dict[str, float] = {
+        "mae": float(np.mean(np.abs(pred - truth))),
+        "corr": _pearson(pred, truth),
+    }
+    for key, bound in (("acc7", 3.0), ("acc5", 2.0)):
+        matches = np.round(np.clip(pred, -bound, bound)) == np.round(np.clip(truth, -bound, bound))
+        out[key] = 100.0 * float(np.mean(matches))
+    truth_has0, pred_has0 = truth >= 0, pred >= 0
+    out["acc2_has0"] = 100.0 * float(np.mean(truth_has0 == pred_has0))
+    out["f1_has0"] = weighted_f1(pred_has0, truth_has0)
+    nonzero = truth != 0
+    if nonzero.any():
+        truth_non0, pred_non0 = truth[nonzero] > 0, pred[nonzero] > 0
+        out["acc2_non0"] = 100.0 * float(np.mean(truth_non0 == pred_non0))
+        out["f1_non0"] = weighted_f1(pred_non0, truth_non0)
+    else:
+        out["acc2_non0"] = out["f1_non0"] = float("nan")
+    return out
 
 
 def sentiment_metrics(probs: np.ndarray, regression: np.ndarray) -> dict[str, float]:
