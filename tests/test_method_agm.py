@@ -312,3 +312,28 @@ def test_smoke_run_finishes_with_the_logged_series(tiny, modalities: tuple[str, 
     logged = {(row["series"], row["modality"]) for row in result.trajectory if row["split"] == "train"}
     series = ("score", "running_score", "r", "tau", "coeff", "strength")
     assert {(s, m) for s in series for m in modalities} | {("clip_fired", "")} <= logged
+
+
+def test_the_regression_score_is_the_mean_squared_error_or_mcrs_inverse() -> None:
+    from bench.methods.agm import mono_modal_scores
+
+    outputs = {"text": torch.tensor([[0.5], [-1.0], [2.0]]), "vision": torch.tensor([[1.0], [-1.0], [0.0]])}
+    targets = torch.tensor([1.0, -1.0, 0.0])
+    # text: squared errors 0.25, 0, 4 -> mean 4.25 / 3; vision: exact -> 0
+    mse = mono_modal_scores(outputs, targets, "regression", "mse")
+    assert mse["text"] == pytest.approx(4.25 / 3) and mse["vision"] == 0.0
+    # MCR's AGM_reg: batch size / MSE = 3 / (4.25 / 3) = 9 / 4.25; an exact modality is capped, not infinite
+    inverse = mono_modal_scores(outputs, targets, "regression", "mcr_inverse")
+    assert inverse["text"] == pytest.approx(9 / 4.25) and inverse["vision"] == pytest.approx(3 / 1e-12)
+
+
+def test_agm_trains_on_the_regression_task_with_scaled_gradients(tiny) -> None:
+    from bench.config import make_config
+    from bench.train import train_run
+
+    cfg = make_config("synth-mosi", "smoke", method="agm", modalities=TV, task="regression",
+                      method_params={"alpha": 2.0})
+    result = train_run(cfg, dataset=tiny)
+    coeffs = [row["value"] for row in result.trajectory if row["series"] == "coeff"]
+    assert result.status == "ok" and math.isfinite(result.metrics["test_mae"])
+    assert coeffs and any(abs(k - 1.0) > 1e-6 for k in coeffs)  # the modulation really acts

@@ -16,6 +16,12 @@ Per micro-batch (`loss`):
     after backward (`after_backward`): if an element of the head weight's gradient is outside [-1, 1], clip
     the global gradient norm to 1.
 
+Regression (our form; the AGM paper and official code are classification-only): o_m are the same Shapley
+outputs of the (B, 1) prediction, the loss is the task's (L1), and s_m = mean_i (o_m,i - y_i)^2, a loss as in
+classification ("mse", the default). regression_score = "mcr_inverse" takes the score of the MCR/Synergy
+code's AGM_reg instead, s_m = B / MSE_m (higher is better, so it modulates the other way round: see
+docs/methods.md); the r, tau and k formulas are ours in both.
+
 Dev-set variant: s_m from the whole dev split (the same Shapley outputs, eval mode, no gradient) every
 `ratio_every` optimizer steps; r, tau and the running mean then change only when a new score is measured.
 Evaluation uses the plain LateFusionModel forward (the full model, as the official code evaluates).
@@ -45,10 +51,16 @@ HEAD_GRAD_LIMIT = 1.0  # clip when a head weight gradient element leaves [-1, 1]
 CLIP_MAX_NORM = 1.0  # ... to this global norm
 
 
+REGRESSION_SCORES = ("mse", "mcr_inverse")
+
+
 @dataclass(frozen=True)
 class AGMParams:
     alpha: float = 2.0
     clip_c: float = 7.0  # c in k = exp(alpha * min(tau - r, c))
+    # regression only: "mse" = mean squared error of o_m (a loss, as CE in classification);
+    # "mcr_inverse" = batch size / MSE, the score of the MCR code's AGM_reg
+    regression_score: str = "mse"
 
 
 @dataclass
@@ -143,9 +155,28 @@ def clamped_nll(logits: Tensor, labels: Tensor) -> Tensor:
     return nll.clamp(max=-math.log(MIN_PROB))  # p < 1e-8  <=>  -log p > -log 1e-8
 
 
-def mono_modal_scores(outputs: Mapping[str, Tensor], labels: Tensor) -> dict[str, float]:
-    """s_m = mean_i -log max(p(o_m,i)_{y_i}, 1e-8)."""
-    return {m: float(clamped_nll(logits, labels).mean()) for m, logits in outputs.items()}
+def squared_errors(outputs: Tensor, targets: Tensor) -> Tensor:
+    """(o_i - y_i)^2 per sample of a (B, 1) regression output: (B,)."""
+    return (outputs.detach().float().squeeze(1) - targets.float()) ** 2
+
+
+def sample_losses(outputs: Tensor, targets: Tensor, task: str) -> Tensor:
+    """The per-sample loss behind s_m: clamped NLL (classification) or squared error (regression): (B,)."""
+    return squared_errors(outputs, targets) if task == "regression" else clamped_nll(outputs, targets)
+
+
+def score_from_mean_loss(mean_loss: float, task: str, rule: str, batch_size: int) -> float:
+    """s_m from the mean per-sample loss: the loss itself, or MCR's batch size / MSE ("mcr_inverse")."""
+    if task == "regression" and rule == "mcr_inverse":
+        return batch_size / max(mean_loss, 1e-12)
+    return mean_loss
+
+
+def mono_modal_scores(outputs: Mapping[str, Tensor], labels: Tensor, task: str = "classification",
+                      rule: str = "mse") -> dict[str, float]:
+    """s_m = mean_i -log max(p(o_m,i)_{y_i}, 1e-8) (classification), or the regression score of `rule`."""
+    return {m: score_from_mean_loss(float(sample_losses(out, labels, task).mean()), task, rule, int(labels.shape[0]))
+            for m, out in outputs.items()}
 
 
 def relative_strengths(scores: Mapping[str, float]) -> dict[str, float]:
@@ -215,11 +246,14 @@ def dev_split_scores(model: LateFusionModel, state: TrainState) -> dict[str, flo
         for batch in state.batches("dev"):
             outputs = shapley_outputs(model, batch, model(batch).logits)
             for modality, logits in outputs.items():
-                totals[modality] = totals.get(modality, 0.0) + float(clamped_nll(logits, batch.labels).sum())
+                losses = sample_losses(logits, batch.labels, state.cfg.task)
+                totals[modality] = totals.get(modality, 0.0) + float(losses.sum())
             count += batch.size
     finally:
         model.train(was_training)
-    return {m: total / max(count, 1) for m, total in totals.items()}
+    rule = state.params.regression_score
+    return {m: score_from_mean_loss(total / max(count, 1), state.cfg.task, rule, state.cfg.batch_size)
+            for m, total in totals.items()}
 
 
 @register
@@ -227,6 +261,7 @@ class AGM(Method):
     name = "agm"
     has_dev_set_variant = True
     requires = frozenset({"features", "zero_inputs", "linear_head"})
+    tasks = ("classification", "regression")
     Params = AGMParams
     description = "Adaptive Gradient Modulation: Shapley mono-modal outputs, gradient into o_m scaled by k_m"
 
@@ -235,6 +270,9 @@ class AGM(Method):
             raise ConfigError(f"agm: alpha must be > 0, got {params.alpha}")
         if not params.clip_c > 0:
             raise ConfigError(f"agm: clip_c must be > 0, got {params.clip_c}")
+        if params.regression_score not in REGRESSION_SCORES:
+            raise ConfigError(f"agm: regression_score must be one of {', '.join(REGRESSION_SCORES)}, "
+                              f"got {params.regression_score!r}")
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         features = model.encode(batch)  # m -> z_m (B, out_m), train mode
@@ -250,14 +288,15 @@ class AGM(Method):
         # sum_m o_m equals f_M; only the gradient into each o_m is rescaled
         fused = sum(scale_gradient(outputs[m], coeffs[m]) for m in model.modalities)  # (B, K)
         logs = self.step_logs(agm, coeffs) | {"in_window": float(state.in_window)}
-        return nn.functional.cross_entropy(fused, batch.labels), logs
+        return state.task.loss(fused, batch.labels), logs
 
     def update_scores(self, model: LateFusionModel, batch: Batch, outputs: Mapping[str, Tensor],
                       state: TrainState) -> AGMState:
         """Measure s_m (batch, or dev split when due) and update r, tau and the running scores."""
         agm = state.scratch.setdefault(STATE_KEY, AGMState())
         if not state.cfg.dev_set:
-            record_scores(agm, mono_modal_scores(outputs, batch.labels))
+            record_scores(agm, mono_modal_scores(outputs, batch.labels, state.cfg.task,
+                                                 state.params.regression_score))
         elif self.dev_refresh_due(agm, state):
             record_scores(agm, dev_split_scores(model, state))
             agm.dev_refreshed_at = state.step

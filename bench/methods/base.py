@@ -62,6 +62,10 @@ class TrainState:
     splits: Mapping[str, Any] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)  # method-owned state between hook calls
 
+    def __post_init__(self) -> None:
+        if self.task is None:  # a state made by hand (tests): the config's task
+            self.task = make_task(self.cfg.task, dict(self.cfg.task_params))
+
     @property
     def in_window(self) -> bool:
         return self.cfg.in_window(self.epoch)
