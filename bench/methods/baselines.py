@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from bench.config import ConfigError, RunConfig, dataset_family, make_config
 from bench.methods.base import Batch, Method, ModelOutput, register
 
-# Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations);
-# `concat_lr` uses them unless the run gives its own group_lrs.
+# Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations):
+# the presets' unimodal step_every-4 rows use them, and `concat_lr` unless the run gives its own group_lrs.
 TUNED_MODALITY_LRS: dict[str, dict[str, float]] = {
     "mosi": {"audio": 1e-3, "vision": 5e-4, "text": 1e-4},
     "mosei": {"audio": 5e-4, "vision": 1e-4, "text": 1e-4},
@@ -42,18 +42,34 @@ class Unimodal(Method):
     min_modalities = 1
     max_modalities = 1
     description = "one encoder + Linear(out -> K), cross-entropy"
+    display_name = "Unimodal"
+    table_order = 10
+
+    @classmethod
+    def thesis_lr(cls, family: str, modalities: tuple[str, ...], optimizer: str, step_every: int) -> float | None:
+        """Table 6.2: with Adam and an update every 4 iterations, the tuned rate of the modality."""
+        if optimizer != "adam" or step_every != 4:
+            return None
+        return TUNED_MODALITY_LRS.get(family, TUNED_MODALITY_LRS["mosi"])[modalities[0]]
 
 
 @register
 class Concat(Method):
     name = "concat"
     description = "Late Concatenation, joint training with one learning rate (the baseline)"
+    display_name = "Late Concatenation (Baseline)"
+    table_order = 40
+    is_baseline = True
+    is_reference_baseline = True
 
 
 @register
 class ConcatLR(Method):
     name = "concat_lr"
     description = "Late Concatenation with one learning rate per encoder and one for the head"
+    display_name = "Late Concatenation (per-encoder lr)"
+    table_order = 50
+    is_baseline = True
 
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
         from bench.models import default_param_groups
@@ -85,6 +101,8 @@ class Ensemble(Method):
     name = "ensemble"
     trains = False
     description = "soft voting over the same seed's unimodal models (no training of its own)"
+    display_name = "Ensemble"
+    table_order = 20
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]
@@ -108,6 +126,8 @@ class Ensemble(Method):
 class UniPre(Method):
     name = "unipre"
     description = "encoders initialised from the same seed's unimodal models, fresh head, concat training"
+    display_name = "Uni-Pre Finetuned"
+    table_order = 30
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]
