@@ -29,34 +29,49 @@ def _registries() -> dict[str, dict]:
 
 
 def load(path: str | os.PathLike[str]) -> list[str]:
-    """Import a plugin file once; the 'kind name' of each part it registered. One clear ConfigError for a
-    missing file, a file that registers nothing, or a name that is registered already."""
-    file = Path(path).expanduser().resolve()
+    """Import a plugin file once (under a module name of its own); 'kind name' of each part it registered.
+
+    One-line ConfigError when the file is missing, fails to import, registers nothing, or registers a
+    name that is taken; nothing it registered then stays registered. Loading a file again is harmless.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file() or file.suffix != ".py":
+        raise ConfigError(f"plugin {file}: no such file (a .py file)")
+    file = file.resolve()
     key = str(file)
     if key in _LOADED:
-        return _LOADED[key]
-    if not file.is_file() or file.suffix != ".py":
-        raise ConfigError(f"plugin {path}: no such Python file")
+        return list(_LOADED[key])
     registries = _registries()
-    before = {kind: set(registry) for kind, registry in registries.items()}
-    module_name = f"bench_plugin_{file.stem}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    before = {kind: dict(registry) for kind, registry in registries.items()}
+    module_name = f"bench_plugin_{file.stem.replace('-', '_')}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
-        raise ConfigError(f"plugin {path}: cannot be imported")
+        raise ConfigError(f"plugin {file}: not an importable Python file")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+
+    def undo() -> None:
+        sys.modules.pop(module_name, None)
+        for kind, registry in registries.items():
+            for name in set(registry) - set(before[kind]):
+                del registry[name]
+
     try:
         spec.loader.exec_module(module)
-    except ValueError as err:  # a registry refuses a second class under a taken name
-        sys.modules.pop(module_name, None)
-        raise ConfigError(f"plugin {path}: {err}") from err
+    except ValueError as err:  # a registry refuses a name that is taken
+        undo()
+        raise ConfigError(f"plugin {file}: {err}") from err
+    except Exception as err:
+        undo()
+        raise ConfigError(f"plugin {file}: import failed: {type(err).__name__}: {err}") from err
     added = [f"{kind} {name}" for kind, registry in registries.items() for name in registry
              if name not in before[kind]]
     if not added:
-        raise ConfigError(f"plugin {path} registers no method, model or task "
-                          "(decorate its classes with bench.methods.register, bench.models.register, ...)")
+        undo()
+        raise ConfigError(f"plugin {file}: registers no method, model or task (decorate a Method subclass "
+                          "with bench.methods.register, a Model with bench.models.register, ...)")
     _LOADED[key] = added
-    return added
+    return list(added)
 
 
 def activate(paths: list[str] | tuple[str, ...]) -> list[str]:

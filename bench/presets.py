@@ -1,27 +1,19 @@
 """Named presets: the thesis tables as cells of RunConfigs, with the thesis's hyper-parameters.
 
 A preset expands into `Cell`s, one per table row and dataset; a cell holds one RunConfig per seed.
-The hyper-parameters come from the thesis (6.2.5, table 6.2, appendix A) and docs/methods.md:
-
-- Adam lr 5e-4 everywhere in the standard setting; SGD (momentum 0.9) lr 1e-2 on MOSI, 5e-3 on MOSEI,
-  except ReconBoost, whose appendix (A.0.4) gives 1e-2 for SGD on both datasets.
-- Table 6.2 (unimodal): step_every 1 -> 5e-4; step_every 4 -> MOSI audio 1e-3, vision 5e-4,
-  text 1e-4 and MOSEI audio 5e-4, vision 1e-4, text 1e-4.
-- OGM / OGM-GE / ACC: alpha 0.5, window epochs 0..4, ratio every 5 steps on the dev set.
-- AGM: alpha 2, window 0..9, ratio every 2 steps on the dev set.
-- PMR: alpha 0.3 (audio+vision) / 0.5 (otherwise), window 0..9, ratio every 5 on the dev set;
-  `ema` 0.1 in the ema_prototypes rows, else 0.
-- ReconBoost: w1 1, w2 0.25, consolidation alpha 0.5 (both sides detached, as the official code and
-  the thesis's text), 1 + 1 epochs per stage, no scheduler, a fresh optimizer at every phase start,
-  200 epochs (100 stages) at the full profile.
+The hyper-parameters come from the thesis (6.2.5, table 6.2, appendix A) and docs/methods.md. The
+shared recipe is here: Adam lr 5e-4 everywhere in the standard setting; SGD (momentum 0.9) lr 1e-2 on
+MOSI, 5e-3 on MOSEI. What a method sets beyond it (parameters, modulation window, dev-set ratio_every,
+an SGD rate, scheduler or full-profile epochs of its own, tuned learning rates such as table 6.2's)
+its own file declares (`Method.thesis`, `Method.thesis_params`, `Method.thesis_lr`; bench/methods/).
 
 Parameters that pick a reading of a method (OGM `form`, `include_biases`, AGM `clip_c`, PMR
 `entropy_mu`) are left at the method's defaults, which are the documented choices.
 
-Where the thesis prints the Late Concatenation baseline beside a configuration that only changes how
-a method computes its ratios (dev_set, ema_prototypes, modulate_first_5_epochs, the lr_8e-5 rows of
-6.5a), its figures are those of the standard baseline, so those baseline cells reuse the standard
-configs (same run ids): the baseline never carves a dev split.
+Where the thesis prints a baseline (`Method.is_baseline`: Late Concatenation) beside a configuration
+that only changes how a method computes its ratios (dev_set, ema_prototypes, modulate_first_5_epochs,
+the lr_8e-5 rows of 6.5a), its figures are those of the standard baseline, so those baseline cells
+reuse the standard configs (same run ids): the baseline never carves a dev split.
 
 Table 6.10 takes each method's best configuration: its PMR text+vision rows equal the EMA rows of
 table 6.8, its PMR audio+vision rows equal the *standard* (no EMA) rows of table 6.8, and the cells
@@ -35,7 +27,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import (
     OPTIMIZERS,
@@ -49,33 +41,27 @@ from bench.config import (
 )
 from bench.data.labels import FAMILY_RULES
 
+if TYPE_CHECKING:
+    from bench.methods.base import Method
+
 AV: tuple[str, ...] = ("audio", "vision")
 TV: tuple[str, ...] = ("text", "vision")
 AVT: tuple[str, ...] = ("text", "audio", "vision")
 
 ADAM_LR = 5e-4
 SGD_LR = {"mosi": 1e-2, "mosei": 5e-3}
-RECONBOOST_SGD_LR = 1e-2
 SGD_MOMENTUM = 0.9
-# Table 6.2, step_every 4: the per-modality learning rates the thesis tuned.
-STEP4_LR = {
-    "mosi": {"audio": 1e-3, "vision": 5e-4, "text": 1e-4},
-    "mosei": {"audio": 5e-4, "vision": 1e-4, "text": 1e-4},
-}
-RECONBOOST_FULL_EPOCHS = 200  # 100 stages x (1 boosting + 1 rectification epoch)
 LONG_RUN_EPOCHS = 100  # table 6.5b
 
-# Method order in tables (the thesis's order); methods not listed follow alphabetically.
-METHOD_ORDER = ("unimodal", "ensemble", "unipre", "concat", "concat_lr", "ogm", "ogm_ge", "acc", "agm",
-                "pmr", "reconboost")
 TABLE_10_METHODS = ("ensemble", "unipre", "concat", "ogm", "ogm_ge", "acc", "agm", "pmr", "reconboost")
 TABLE_10_TRIMODAL = ("ensemble", "unipre", "concat", "reconboost")
+# Table 6.10 takes each method's best configuration: rows (method, modalities) that differ from the
+# standard one. PMR text+vision: the EMA rows of table 6.8 (see the module docstring).
+TABLE_10_BEST_FIELDS: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, Any], ...]] = {
+    ("pmr", TV): (("method_params", (("ema", 0.1),)),),
+}
 
-_WINDOWS = {"ogm": (0, 4), "ogm_ge": (0, 4), "acc": (0, 4), "agm": (0, 9), "pmr": (0, 9)}
-_DEV_RATIO_EVERY = {"ogm": 5, "ogm_ge": 5, "acc": 5, "agm": 2, "pmr": 5}
-_RECONBOOST_PARAMS = {"w1": 1.0, "w2": 0.25, "consolidation_alpha": 0.5, "consolidation": "official",
-                      "stage_epochs": 1, "rectify_epochs": 1}
-# Configurations under which the baseline is the standard one (see the module docstring).
+# Configurations under which a baseline (Method.is_baseline) is the standard one (see the module docstring).
 _BASELINE_AS_STANDARD = ("dev_set", "ema_prototypes", "modulate_first_5_epochs", "lr_8e-5_long_patience")
 CONFIG_LABELS = ("standard", "step_every_4", "dev_set", "ema_prototypes", "modulate_first_5_epochs",
                  "modulate_all_epochs", "lr_8e-5_long_patience", "100_epochs_no_early_stop_dev_set")
@@ -148,6 +134,13 @@ def is_synthetic_dataset(dataset: str) -> bool:
 
 # -- hyper-parameters -------------------------------------------------------------------------------
 
+def _declared(method: str) -> type[Method]:
+    """The registered class of `method` (its declarations), `Method`'s defaults for an unknown name."""
+    from bench.methods import method_class
+
+    return method_class(method)
+
+
 def _lr_family(family: str) -> str:
     return family if family in SGD_LR else "mosi"
 
@@ -158,41 +151,36 @@ def optimizer_fields(method: str, optimizer: str, family: str) -> dict[str, Any]
         raise ConfigError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if optimizer == "adam":
         return {"optimizer": "adam", "lr": ADAM_LR}
-    lr = RECONBOOST_SGD_LR if method == "reconboost" else SGD_LR[_lr_family(family)]
+    own_lr = _declared(method).thesis.sgd_lr
+    lr = own_lr if own_lr is not None else SGD_LR[_lr_family(family)]
     return {"optimizer": "sgd", "lr": lr, "momentum": SGD_MOMENTUM}
 
 
 def method_params(method: str, modalities: Sequence[str]) -> dict[str, Any]:
-    """The thesis's hyper-parameters of `method` (standard configuration)."""
-    if method in ("ogm", "ogm_ge", "acc"):
-        return {"alpha": 0.5}
-    if method == "agm":
-        return {"alpha": 2.0}
-    if method == "pmr":
-        return {"alpha": 0.3 if tuple(modalities) == AV else 0.5, "ema": 0.0}
-    if method == "reconboost":
-        return dict(_RECONBOOST_PARAMS)
-    return {}
+    """The thesis's hyper-parameters of `method` (standard configuration; its `Method.thesis_params`)."""
+    return _declared(method).thesis_params(tuple(modalities))
 
 
 def _epochs(method: str, profile: str, wanted: int | None = None) -> int:
-    """Epochs cap: the profile's, ReconBoost's 100 stages at full, never above what a row asks for."""
+    """Epochs cap: the profile's (at full, the method's `thesis.full_epochs`), never above what a row asks for."""
     cap = PROFILE_SETTINGS[profile].max_epochs
-    if method == "reconboost" and profile == "full":
-        cap = RECONBOOST_FULL_EPOCHS
+    full_epochs = _declared(method).thesis.full_epochs
+    if full_epochs is not None and profile == "full":
+        cap = full_epochs
     return cap if wanted is None else min(wanted, cap)
 
 
 def _label_fields(label: str, method: str) -> dict[str, Any]:
     """What a thesis configuration label changes, on top of the standard configuration."""
-    if method in ("concat", "concat_lr") and label in _BASELINE_AS_STANDARD:
+    declared = _declared(method)
+    if declared.is_baseline and label in _BASELINE_AS_STANDARD:
         return {}
     if label in ("standard", "modulate_first_5_epochs"):
         return {}
     if label == "step_every_4":
         return {"step_every": 4}
     if label == "dev_set":
-        return {"dev_set": True, "ratio_every": _DEV_RATIO_EVERY.get(method, 1)}
+        return {"dev_set": True, "ratio_every": declared.thesis.dev_ratio_every}
     if label == "ema_prototypes":
         return {"params": {"ema": 0.1}}
     if label == "modulate_all_epochs":
@@ -203,7 +191,7 @@ def _label_fields(label: str, method: str) -> dict[str, Any]:
     if label == "100_epochs_no_early_stop_dev_set":
         fields: dict[str, Any] = {"lr": 8e-5, "epochs": LONG_RUN_EPOCHS, "early_stopping": False,
                                   "window": (0, 49)}
-        if method in _DEV_RATIO_EVERY:
+        if declared.has_dev_set_variant:
             fields.update(dev_set=True, ratio_every=5)
         return fields
     raise ConfigError(f"unknown configuration label {label!r}; choose from {', '.join(CONFIG_LABELS)}")
@@ -221,16 +209,18 @@ def thesis_config(dataset: str, method: str, modalities: Iterable[str] | str, *,
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_SETTINGS)}")
     mods = canonical_modalities(modalities)
     family = dataset_family(dataset)
+    declared = _declared(method)
     label = _label_fields(config_label, method)
     params = {**method_params(method, mods), **label.pop("params", {})}
     params.update(dict(overrides.pop("method_params", None) or {}))
     fields: dict[str, Any] = {"modalities": mods, "method": method, "seed": int(seed)}
     fields.update(optimizer_fields(method, optimizer, family))
-    if method == "reconboost":
-        fields["scheduler"] = "none"
-    if method == "unimodal" and label.get("step_every") == 4 and optimizer == "adam":
-        fields["lr"] = STEP4_LR[_lr_family(family)][mods[0]]  # table 6.2's tuned rates
-    window = label.pop("window", _WINDOWS.get(method))
+    if declared.thesis.scheduler is not None:
+        fields["scheduler"] = declared.thesis.scheduler
+    tuned_lr = declared.thesis_lr(_lr_family(family), mods, optimizer, label.get("step_every", 1))
+    if tuned_lr is not None:
+        fields["lr"] = tuned_lr
+    window = label.pop("window", declared.thesis.window)
     fields["max_epochs"] = _epochs(method, profile, label.pop("epochs", None))
     fields.update(label)
     if window is not None:
@@ -314,24 +304,18 @@ def _rows_6_10() -> list[_Row]:
     rows = []
     for mods, methods in ((AV, TABLE_10_METHODS), (TV, TABLE_10_METHODS), (AVT, TABLE_10_TRIMODAL)):
         for method in methods:
-            fields: tuple[tuple[str, Any], ...] = ()
-            if method == "pmr" and mods != AV:
-                fields = (("method_params", (("ema", 0.1),)),)  # the EMA rows of table 6.8
+            fields = TABLE_10_BEST_FIELDS.get((method, mods), ())
             rows.append(_Row("6.10", mods, method, "standard", "adam", ("mosi", "mosei"), fields))
     return rows
 
 
-def _method_sort_key(name: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER), name)
-
-
 def _rows_all() -> list[_Row]:
     """Every registered method x every modality combination it accepts x adam/sgd x dev set off/on."""
-    from bench.methods import REGISTRY
+    from bench.methods import REGISTRY, method_sort_key
 
     combos = [("text",), ("audio",), ("vision",), AV, TV, ("text", "audio"), AVT]
     rows = []
-    for name in sorted(REGISTRY, key=_method_sort_key):
+    for name in sorted(REGISTRY, key=method_sort_key):
         method = REGISTRY[name]
         labels = ("standard", "dev_set") if method.has_dev_set_variant else ("standard",)
         for mods in combos:

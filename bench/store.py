@@ -69,26 +69,9 @@ _PREDICTION_SCHEMA = pa.schema([
 ])
 
 # Method parameters get typed `param_<name>` columns in every row (null where a run does not set
-# them), so every result file has the same schema and a folder read keeps them. Parameters of newly
-# registered methods are added by param_types(); anything else still gets a column (as JSON text),
-# present only in the rows that set it.
-KNOWN_PARAMS: dict[str, pa.DataType] = {
-    "alpha": pa.float64(),
-    "form": pa.string(),
-    "include_biases": pa.bool_(),
-    "clip_c": pa.float64(),
-    "ema": pa.float64(),
-    "entropy_mu": pa.float64(),
-    "proto_fraction": pa.float64(),
-    "w1": pa.float64(),
-    "w2": pa.float64(),
-    "consolidation_alpha": pa.float64(),
-    "consolidation": pa.string(),
-    "stage_epochs": pa.int64(),
-    "rectify_epochs": pa.int64(),
-    "eta_init": pa.float64(),
-}
-
+# them), so every result file has the same schema and a folder read keeps them: param_types() takes
+# them from the registered methods' Params. Anything else still gets a column (as JSON text), present
+# only in the rows that set it.
 _FIELD_TYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
 _TRAJECTORY_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("epoch", pa.int64()), ("step", pa.int64()), ("split", pa.string()),
@@ -300,16 +283,17 @@ def config_columns(cfg: RunConfig) -> dict[str, tuple[Any, pa.DataType]]:
 
 
 def param_types() -> dict[str, pa.DataType]:
-    """KNOWN_PARAMS plus every float/int/bool/str parameter of the registered methods."""
-    types = dict(KNOWN_PARAMS)
-    try:
-        from bench.methods import REGISTRY
-    except ImportError:  # a partial install: the fixed list still keeps the schema stable
-        return types
-    for method in REGISTRY.values():
-        for f in dataclasses.fields(method.Params):
-            if f.name not in types and str(f.type) in _FIELD_TYPES:
-                types[f.name] = _FIELD_TYPES[str(f.type)]
+    """Every float/int/bool/str parameter of the registered methods, in the methods' table order (the
+    first method to declare a name gives its type)."""
+    from bench.methods import REGISTRY, method_order
+
+    types: dict[str, pa.DataType] = {}
+    for name in method_order():
+        for f in dataclasses.fields(REGISTRY[name].Params):
+            # "float" under `from __future__ import annotations`, else the class float itself
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            if f.name not in types and kind in _FIELD_TYPES:
+                types[f.name] = _FIELD_TYPES[kind]
     return types
 
 

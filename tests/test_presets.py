@@ -89,7 +89,7 @@ def test_method_hyper_parameters_and_windows():
     assert ogm.params == {"alpha": 0.5, **ogm_readings} and (ogm.window_start, ogm.window_end) == (0, 4)
     assert cfg[("acc", "audio+vision")].params == {"alpha": 0.5, "include_biases": False}  # acc has no form
     agm = cfg[("agm", "audio+vision")]
-    assert agm.params == {"alpha": 2.0, "clip_c": 7.0} and agm.window_end == 9
+    assert agm.params == {"alpha": 2.0, "clip_c": 7.0, "regression_score": "mse"} and agm.window_end == 9
     pmr_readings = {"entropy_mu": 0.0, "proto_fraction": 0.1}
     assert cfg[("pmr", "audio+vision")].params == {"alpha": 0.3, "ema": 0.0, **pmr_readings}
     assert cfg[("pmr", "text+vision")].params == {"alpha": 0.5, "ema": 0.1, **pmr_readings}  # 6.10 TV: EMA rows

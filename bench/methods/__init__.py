@@ -1,37 +1,58 @@
-"""Method registry. A new method is one file here plus its name in BUILTIN_MODULES."""
+"""Method registry. A new method is one file here: every module of this package is imported (names
+starting with "_" excepted), and its `@register` classes are the methods. A file elsewhere is loaded
+with `load_plugin`."""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from pathlib import Path
 
 from bench.methods.base import (
     REGISTRY,
     Batch,
     BuildContext,
+    DuplicateMethodError,
     Method,
     ModelOutput,
     OptimizerPlan,
+    ThesisSettings,
     TrainState,
     get_method,
+    method_class,
+    method_order,
+    method_sort_key,
     register,
     resolve_params,
     validate_config,
 )
 
-BUILTIN_MODULES = ("baselines", "ogm", "agm", "pmr", "reconboost")
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
-for _module in BUILTIN_MODULES:
-    importlib.import_module(f"bench.methods.{_module}")
+def load_plugin(path: str | Path) -> list[str]:
+    """Import a user's method file (bench.plugins.load) and return the names of the methods it registered."""
+    from bench.plugins import load
+
+    return [part.removeprefix("method ") for part in load(path) if part.startswith("method ")]
+
 
 __all__ = [
     "REGISTRY",
     "Batch",
     "BuildContext",
+    "DuplicateMethodError",
     "Method",
     "ModelOutput",
     "OptimizerPlan",
+    "ThesisSettings",
     "TrainState",
     "get_method",
+    "load_plugin",
+    "method_class",
+    "method_order",
+    "method_sort_key",
     "register",
     "resolve_params",
     "validate_config",

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, Logs, Method, TrainState, register
+from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, register
 from bench.models import behaves_the_same_in_train_and_eval
 
 if TYPE_CHECKING:
@@ -264,6 +264,10 @@ class AGM(Method):
     tasks = ("classification", "regression")
     Params = AGMParams
     description = "Adaptive Gradient Modulation: Shapley mono-modal outputs, gradient into o_m scaled by k_m"
+    display_name = "AGM"
+    table_order = 90
+    # Thesis appendix A: alpha 2, modulation in epochs 0..9, the dev-set strengths every 2 steps.
+    thesis = ThesisSettings(params={"alpha": 2.0}, window=(0, 9), dev_ratio_every=2)
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if not params.alpha > 0:

@@ -20,6 +20,11 @@ before anything trains. `build(ctx)` returns the model (default: the run's regis
 `logs` are flat dicts of floats. A key "series/modality" (e.g. "ratio/text") becomes a trajectory
 row with that series and modality; a key without "/" has modality "". Rows go to the "train" split
 unless the key names another first: "valid:proto_acc/text". Methods never write files.
+
+Besides the hooks, the class declares what the rest of the harness reads about it, so no table outside
+its file names it: `display_name`, `table_order`, `is_baseline`, `is_reference_baseline` (report
+labels, row order, baseline roles) and `thesis` / `thesis_params` / `thesis_lr` (the presets' thesis
+settings); the store takes its parameter columns from `Params`.
 """
 
 from __future__ import annotations
@@ -110,6 +115,20 @@ class OptimizerPlan:
     scheduled: bool = True  # stepped by the plateau scheduler when the method uses one
 
 
+@dataclass(frozen=True)
+class ThesisSettings:
+    """What the thesis (or the paper it follows) sets for a method beyond the presets' shared recipe
+    (Adam 5e-4; SGD 1e-2 on MOSI, 5e-3 on MOSEI; the profile's epochs; plateau schedule). Presets, grid
+    files and `bench run` start from it (`bench.presets.thesis_config`); options given on top win."""
+
+    params: Mapping[str, Any] = field(default_factory=dict)  # method_params of the standard configuration
+    window: tuple[int, int] | None = None  # modulation window (first, last epoch), clipped to the epochs
+    dev_ratio_every: int = 1  # ratio_every in the dev-set configuration (steps between dev measurements)
+    sgd_lr: float | None = None  # SGD learning rate on every dataset, instead of the per-dataset one
+    scheduler: str | None = None  # RunConfig scheduler instead of the default ("none": constant lr)
+    full_epochs: int | None = None  # epochs at the full profile, instead of the profile's
+
+
 class Method:
     """Base class: the default hooks give plain cross-entropy training of `build`'s model."""
 
@@ -125,6 +144,39 @@ class Method:
     default_model: ClassVar[str] = "late_fusion"
     requires: ClassVar[frozenset[str]] = frozenset()  # model capabilities used (bench.models.CAPABILITIES)
     owns_step: ClassVar[bool] = False  # True: train_step does forward, backward and the optimizer steps
+
+    # -- what the method's file states about itself (read by presets, store and report) --------------
+    # display_name, table_order and is_reference_baseline name one method, so a subclass does not inherit
+    # them (see __init_subclass__); the others are inherited like any ClassVar.
+    display_name: ClassVar[str] = ""  # label in tables and plots; defaults to `name`
+    table_order: ClassVar[int | None] = None  # rank in the thesis's row order; None: after, alphabetically
+    # A plain joint-training baseline: configurations that only change how a balancing method measures
+    # imbalance (dev set, EMA prototypes, modulation window, table 6.5a's lr) leave it at its standard
+    # configuration (same run ids), as the thesis prints the standard figures beside them.
+    is_baseline: ClassVar[bool] = False
+    is_reference_baseline: ClassVar[bool] = False  # the baseline reports test the other methods against
+    thesis: ClassVar[ThesisSettings] = ThesisSettings()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "display_name" not in own:
+            cls.display_name = cls.name
+        if "table_order" not in own:
+            cls.table_order = None
+        if "is_reference_baseline" not in own:
+            cls.is_reference_baseline = False
+
+    @classmethod
+    def thesis_params(cls, modalities: tuple[str, ...]) -> dict[str, Any]:
+        """The thesis's method_params for this modality set (standard configuration); default `thesis.params`."""
+        return dict(cls.thesis.params)
+
+    @classmethod
+    def thesis_lr(cls, family: str, modalities: tuple[str, ...], optimizer: str, step_every: int) -> float | None:
+        """A learning rate the thesis tuned for this dataset family / modalities / optimizer / step_every;
+        None (the default): the shared recipe's."""
+        return None
 
     # -- configuration -------------------------------------------------------------------------
     def validate(self, cfg: RunConfig, params: Any) -> None:
@@ -191,14 +243,36 @@ class Method:
 REGISTRY: dict[str, type[Method]] = {}
 
 
+class DuplicateMethodError(ValueError):
+    """A second class registered under a name that is taken."""
+
+
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available by its `name`."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} registered twice")
+        taken = REGISTRY[cls.name]
+        raise DuplicateMethodError(f"method name {cls.name!r} registered twice (already by "
+                                   f"{taken.__module__}.{taken.__qualname__})")
     REGISTRY[cls.name] = cls
     return cls
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered class of `name`; `Method` itself (every declaration at its default) when unknown."""
+    return REGISTRY.get(name, Method)
+
+
+def method_sort_key(name: str) -> tuple[bool, int, str]:
+    """Sort key of a method name: by `table_order`; methods without one (or unknown) after, alphabetically."""
+    order = method_class(name).table_order
+    return (order is None, order or 0, name)
+
+
+def method_order() -> list[str]:
+    """The registered method names in the thesis's row order (see `method_sort_key`)."""
+    return sorted(REGISTRY, key=method_sort_key)
 
 
 def get_method(name: str) -> Method:
@@ -270,5 +344,6 @@ def check_task_and_model(method: Method, cfg: RunConfig) -> None:
         raise ConfigError(f"method {method.name!r} steps its own optimizers: step_every must be 1")
 
 
-__all__ = ["REGISTRY", "Batch", "BuildContext", "Logs", "Method", "ModelOutput", "NoParams", "OptimizerPlan",
-           "TrainState", "check_task_and_model", "get_method", "register", "resolve_params", "validate_config"]
+__all__ = ["REGISTRY", "Batch", "BuildContext", "DuplicateMethodError", "Logs", "Method", "ModelOutput",
+           "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_task_and_model", "get_method",
+           "method_class", "method_order", "method_sort_key", "register", "resolve_params", "validate_config"]

@@ -14,8 +14,8 @@ from bench.methods.base import Batch, BuildContext, Method, ModelOutput, registe
 
 BOTH_TASKS = ("classification", "regression")
 
-# Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations);
-# `concat_lr` uses them unless the run gives its own group_lrs.
+# Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations):
+# the presets' unimodal step_every-4 rows use them, and `concat_lr` unless the run gives its own group_lrs.
 TUNED_MODALITY_LRS: dict[str, dict[str, float]] = {
     "mosi": {"audio": 1e-3, "vision": 5e-4, "text": 1e-4},
     "mosei": {"audio": 5e-4, "vision": 1e-4, "text": 1e-4},
@@ -48,6 +48,15 @@ class Unimodal(Method):
     tasks = BOTH_TASKS
     requires = frozenset({"single_modality"})
     description = "one encoder + Linear(out -> K), the task's loss"
+    display_name = "Unimodal"
+    table_order = 10
+
+    @classmethod
+    def thesis_lr(cls, family: str, modalities: tuple[str, ...], optimizer: str, step_every: int) -> float | None:
+        """Table 6.2: with Adam and an update every 4 iterations, the tuned rate of the modality."""
+        if optimizer != "adam" or step_every != 4:
+            return None
+        return TUNED_MODALITY_LRS.get(family, TUNED_MODALITY_LRS["mosi"])[modalities[0]]
 
 
 @register
@@ -55,6 +64,10 @@ class Concat(Method):
     name = "concat"
     tasks = BOTH_TASKS
     description = "Late Concatenation, joint training with one learning rate (the baseline)"
+    display_name = "Late Concatenation (Baseline)"
+    table_order = 40
+    is_baseline = True
+    is_reference_baseline = True
 
 
 @register
@@ -63,6 +76,9 @@ class ConcatLR(Method):
     tasks = BOTH_TASKS
     requires = frozenset({"encoders"})
     description = "Late Concatenation with one learning rate per encoder and one for the head"
+    display_name = "Late Concatenation (per-encoder lr)"
+    table_order = 50
+    is_baseline = True
 
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
         from bench.models import default_param_groups
@@ -101,6 +117,8 @@ class Ensemble(Method):
     tasks = BOTH_TASKS
     requires = frozenset({"single_modality"})
     description = "soft voting over the same seed's unimodal models (no training of its own)"
+    display_name = "Ensemble"
+    table_order = 20
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]
@@ -124,6 +142,8 @@ class UniPre(Method):
     tasks = BOTH_TASKS
     requires = frozenset({"encoders", "single_modality"})
     description = "encoders initialised from the same seed's unimodal models, fresh head, concat training"
+    display_name = "Uni-Pre Finetuned"
+    table_order = 30
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, Logs, Method, TrainState, register
+from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, register
 
 if TYPE_CHECKING:
     from bench.models import LateFusionModel
@@ -181,6 +181,8 @@ class RatioModulation(Method):
     has_dev_set_variant = True
     adds_noise: ClassVar[bool] = False
     requires = frozenset({"encoders", "modality_outputs"})
+    # Thesis 6.2.5: alpha 0.5, modulation in epochs 0..4, the dev-set ratio every 5 steps.
+    thesis = ThesisSettings(params={"alpha": 0.5}, window=(0, 4), dev_ratio_every=5)
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if not params.alpha > 0:
@@ -241,6 +243,8 @@ class OGMBase(RatioModulation):
 class OGM(OGMBase):
     name = "ogm"
     description = "On-the-fly Gradient Modulation: damp the dominant modality's encoder gradients"
+    display_name = "OGM"
+    table_order = 60
 
 
 @register
@@ -248,6 +252,8 @@ class OGMGE(OGMBase):
     name = "ogm_ge"
     adds_noise = True
     description = "OGM plus Generalization Enhancement: Gaussian noise on every encoder gradient"
+    display_name = "OGM-GE"
+    table_order = 70
 
 
 @register
@@ -255,6 +261,8 @@ class ACC(RatioModulation):
     name = "acc"
     Params = ACCParams
     description = "OGM variant (thesis eq. 5.4): accelerate the weak modalities by 1 + tanh(alpha rho_dom)"
+    display_name = "ACC"
+    table_order = 80
 
     def coefficients(self, ratios: Mapping[str, float], params: Any) -> dict[str, float]:
         return acc_coefficients(ratios, params.alpha)

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, Logs, Method, TrainState, register
+from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, register
 
 EVAL_BATCH = 256  # batch size of the no-grad passes (prototypes, dev scores, prototype accuracy)
 
@@ -229,6 +229,19 @@ class PMR(Method):
     has_dev_set_variant = True
     requires = frozenset({"features", "encoder_sizes"})
     description = "prototype cross-entropy added for the lagging modality (Prototypical Modal Rebalance)"
+    display_name = "PMR"
+    table_order = 100
+    # Thesis appendix A: alpha 0.5 (0.3 for audio+vision, see thesis_params), no EMA (the presets'
+    # ema_prototypes rows set 0.1), modulation in epochs 0..9, the dev-set ratio every 5 steps.
+    thesis = ThesisSettings(params={"alpha": 0.5, "ema": 0.0}, window=(0, 9), dev_ratio_every=5)
+
+    @classmethod
+    def thesis_params(cls, modalities: tuple[str, ...]) -> dict[str, Any]:
+        """alpha 0.3 for audio+vision, 0.5 for every other modality set."""
+        params = dict(cls.thesis.params)
+        if set(modalities) == {"audio", "vision"}:
+            params["alpha"] = 0.3
+        return params
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if params.alpha < 0:

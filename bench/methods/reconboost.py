@@ -47,7 +47,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, BuildContext, Logs, Method, ModelOutput, TrainState, register
+from bench.methods.base import (
+    Batch,
+    BuildContext,
+    Logs,
+    Method,
+    ModelOutput,
+    ThesisSettings,
+    TrainState,
+    register,
+)
 
 STAGE_ORDER: tuple[str, ...] = ("text", "vision", "audio")  # the official MOSEI schedule
 CONSOLIDATION_MODES = ("official", "live")
@@ -215,6 +224,16 @@ class ReconBoost(Method):
     Params = ReconBoostParams
     description = "alternating per-modality boosting with a shared head and global rectification"
     requires = frozenset({"encoder_sizes"})
+    display_name = "ReconBoost"
+    table_order = 110
+    # Thesis appendix A.0.4: w1 1, w2 0.25, consolidation alpha 0.5 (both sides detached, as the official
+    # code and the thesis's text), 1 + 1 epochs per stage; SGD at 1e-2 on both datasets; no scheduler;
+    # 200 epochs (100 stages of 1 boosting + 1 rectification epoch) at the full profile.
+    thesis = ThesisSettings(
+        params={"w1": 1.0, "w2": 0.25, "consolidation_alpha": 0.5, "consolidation": "official",
+                "stage_epochs": 1, "rectify_epochs": 1},
+        sgd_lr=1e-2, scheduler="none", full_epochs=200,
+    )
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# The thesis's row order in table 6.10 (methods) and across its tables (modality blocks).
-METHOD_ORDER: tuple[str, ...] = (
-    "unimodal", "ensemble", "unipre", "concat", "concat_lr", "ogm", "ogm_ge", "acc", "agm", "pmr",
-    "reconboost",
-)
-METHOD_NAMES: dict[str, str] = {
-    "unimodal": "Unimodal",
-    "ensemble": "Ensemble",
-    "unipre": "Uni-Pre Finetuned",
-    "concat": "Late Concatenation (Baseline)",
-    "concat_lr": "Late Concatenation (per-encoder lr)",
-    "ogm": "OGM",
-    "ogm_ge": "OGM-GE",
-    "acc": "ACC",
-    "agm": "AGM",
-    "pmr": "PMR",
-    "reconboost": "ReconBoost",
-}
+# The thesis's order of modality blocks across its tables. Method names and order are each method's own
+# declarations (`Method.display_name`, `Method.table_order`; see method_name / method_order).
 BLOCK_ORDER: tuple[str, ...] = (
     "text", "audio", "vision", "audio+vision", "text+vision", "audio+text", "audio+vision+text",
 )
@@ -45,12 +29,35 @@ CONFIG_NAMES: dict[str, str] = {
     "100_epochs_no_early_stop_dev_set": "100 epochs, no early stop, dev set",
 }
 DATASET_NAMES: dict[str, str] = {"mosi": "CMU-MOSI", "mosei": "CMU-MOSEI"}
-BASELINE_METHOD = "concat"
 
 
 def method_name(method: str) -> str:
-    """Thesis display name of a method key (the key itself when unknown)."""
-    return METHOD_NAMES.get(method, method)
+    """Thesis display name of a method key (`Method.display_name`; the key itself when unknown)."""
+    from bench.methods import REGISTRY
+
+    cls = REGISTRY.get(method)
+    return cls.display_name if cls is not None else method
+
+
+def method_order() -> tuple[str, ...]:
+    """The registered methods in the thesis's row order (`Method.table_order`), the others alphabetically."""
+    from bench.methods import method_order as registered_order
+
+    return tuple(registered_order())
+
+
+def method_rank(method: str) -> tuple[bool, int, str]:
+    """Sort key of a method key in tables and plots: thesis order, then unordered or unknown ones by name."""
+    from bench.methods import method_sort_key
+
+    return method_sort_key(method)
+
+
+def baseline_method() -> str:
+    """The method the report tests the others against (`Method.is_reference_baseline`), "" when none is."""
+    from bench.methods import REGISTRY
+
+    return next((name for name in method_order() if REGISTRY[name].is_reference_baseline), "")
 
 
 def block_name(modalities: str) -> str:

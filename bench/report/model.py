@@ -197,9 +197,10 @@ def attach_statistics(result: CellResult) -> None:
 
 def find_baseline(cell: Any, pool: Sequence[CellResult]) -> CellResult | None:
     """The Late Concatenation cell of the same block, dataset and optimizer; same config when present."""
+    baseline_method = labels.baseline_method()
     candidates = [
         r for r in pool
-        if r.cell.method == labels.BASELINE_METHOD and r.cell.dataset == cell.dataset
+        if r.cell.method == baseline_method and r.cell.dataset == cell.dataset
         and r.cell.modalities == cell.modalities and r.cell.optimizer == cell.optimizer
     ]
     for config in (cell.config_label, "standard"):
@@ -212,7 +213,7 @@ def find_baseline(cell: Any, pool: Sequence[CellResult]) -> CellResult | None:
 def attach_significance(result: CellResult, baseline: CellResult | None) -> None:
     """Welch p-value, bootstrap interval and verdict of each metric against the baseline cell."""
     result.baseline = baseline
-    if baseline is None or baseline is result or result.cell.method == labels.BASELINE_METHOD:
+    if baseline is None or baseline is result or result.cell.method == labels.baseline_method():
         return
     for metric in METRICS:
         ours, theirs = result.values[metric.key], baseline.values[metric.key]
@@ -275,11 +276,12 @@ def build_models(preset: str, cells: Sequence[Any], results: pd.DataFrame,
 def _build_one(preset: str, table: str, members: list[CellResult], pool: list[CellResult],
                notes: list[str]) -> TableModel:
     outside: set[str] = set()
+    baseline_method = labels.baseline_method()
     for result in members:
         # The table's own baseline row first; else one from another table of the preset or the grid.
         baseline = find_baseline(result.cell, members) or find_baseline(result.cell, pool)
         attach_significance(result, baseline)
-        if baseline is not None and baseline not in members and result.cell.method != labels.BASELINE_METHOD:
+        if baseline is not None and baseline not in members and result.cell.method != baseline_method:
             b = baseline.cell
             outside.add(f"{b.modalities} {b.dataset} {b.config_label}/{b.optimizer}")
     datasets = _datasets_in_order(members)
@@ -366,9 +368,10 @@ def _outside(candidates: Sequence[Any], cells: Sequence[Any]) -> list[Any]:
     known = {tuple(cfg.run_id for cfg in c.configs) for c in cells}
     seen: set[tuple[str, ...]] = set()
     out = []
+    baseline_method = labels.baseline_method()
     for cell in candidates:
         ids = tuple(cfg.run_id for cfg in cell.configs)
-        if cell.method == labels.BASELINE_METHOD and ids not in known and ids not in seen:
+        if cell.method == baseline_method and ids not in known and ids not in seen:
             seen.add(ids)
             out.append(cell)
     return out
@@ -406,9 +409,9 @@ def _rows(table: str, members: Sequence[CellResult]) -> list[Row]:
     # 6.10 (and the 'all' grid) list methods per block; the other tables group rows by configuration.
     methods_first = table in ("6.10", "all")
 
-    def sort_key(key: tuple[str, str, str, str]) -> tuple[int, ...]:
+    def sort_key(key: tuple[str, str, str, str]) -> tuple[Any, ...]:
         block = blocks.index(key[0])
-        method = labels.order_index(key[1], labels.METHOD_ORDER)
+        method = labels.method_rank(key[1])
         group = groups.index((key[2], key[3]))
         inner = (method, group) if methods_first else (group, method)
         return (block, *inner, preset_order.index(key))

@@ -203,8 +203,8 @@ def variants(rows: pd.DataFrame) -> list[Variant]:
     return sorted(found, key=lambda v: (_method_rank(v.method), v.dev_set, v.label))
 
 
-def _method_rank(method: str) -> int:
-    return labels.order_index(method, labels.METHOD_ORDER)
+def _method_rank(method: str) -> tuple[bool, int, str]:
+    return labels.method_rank(method)
 
 
 def _variant_label(values: dict[str, str], siblings: Sequence[dict[str, str]]) -> str:

@@ -196,7 +196,7 @@ def summary_line(model: TableModel) -> str:
 
 def _by_method(model: TableModel) -> str:
     items = []
-    for method in sorted(model.tally.by_method, key=lambda m: labels.order_index(m, labels.METHOD_ORDER)):
+    for method in sorted(model.tally.by_method, key=labels.method_rank):
         per = model.tally.by_method[method]
         counts = " ".join(f"{metric.key} {per[metric.key]['better']}/{per[metric.key]['tie']}/"
                           f"{per[metric.key]['worse']}" for metric in METRICS)

@@ -57,9 +57,10 @@ def write_table_files(preset: str, runs_dir: Path, out_dir: Path, vs_thesis: boo
 
 def baseline_pool(preset: str, cells: Sequence[Any], expand_kwargs: dict[str, Any]) -> list[Any]:
     """Late Concatenation cells of the whole grid, for tables whose preset has no baseline rows."""
-    from bench.report.labels import BASELINE_METHOD
+    from bench.report.labels import baseline_method
 
-    covered = {(c.dataset, c.modalities, c.optimizer) for c in cells if c.method == BASELINE_METHOD}
+    baseline = baseline_method()
+    covered = {(c.dataset, c.modalities, c.optimizer) for c in cells if c.method == baseline}
     # Only multimodal cells have a Late Concatenation counterpart; expand the grid only if one lacks it.
     lacking = [c for c in cells
                if "+" in c.modalities and (c.dataset, c.modalities, c.optimizer) not in covered]
@@ -67,7 +68,7 @@ def baseline_pool(preset: str, cells: Sequence[Any], expand_kwargs: dict[str, An
         return []
     kwargs = {k: v for k, v in expand_kwargs.items() if k not in ("methods",)}
     try:
-        return [c for c in sources.expand_preset("all", **kwargs) if c.method == BASELINE_METHOD]
+        return [c for c in sources.expand_preset("all", **kwargs) if c.method == baseline]
     except ConfigError:  # no grid to take a baseline from: the table says none was tested
         return []
 
