@@ -35,7 +35,8 @@ def test_the_checkpoint_metric_and_its_direction_come_from_the_task() -> None:
 
 
 def test_bad_task_options_are_one_clear_error() -> None:
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) lossy for task 'regression'; it takes: checkpoint, loss"):
+    expected = r"unknown option\(s\) lossy for task 'regression'; it takes: checkpoint, loss"
+    with pytest.raises(ConfigError, match=expected):
         make_task("regression", {"lossy": "l1"})
     with pytest.raises(ConfigError, match="loss must be one of l1, mse"):
         make_task("regression", {"loss": "huber"})
