@@ -17,9 +17,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import typer
 
 from bench.data import synth
 from bench.data.calibrate import TARGETS, TOLERANCE
+from bench.data.types import DataError
 
 
 @dataclass(frozen=True)
@@ -115,3 +117,60 @@ def format_table(like: str, profile: str, rows: Sequence[CalibrationRow], seeds:
             f"{row.ceiling:>8.1f}  {'yes' if row.within else 'NO ':<4} {row.seconds:>5.1f}  {seeds_text}"
         )
     return "\n".join(lines)
+
+
+# -- `bench data calibrate` (here, above the trainer, not in bench/data: it trains models) -------------
+
+def calibrate_command(
+    like: str = typer.Option(..., "--like", help="mosi or mosei."),
+    profile: str = typer.Option("quick", "--profile", help="smoke, quick or full."),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Comma-separated run seeds."),
+    modalities: str = typer.Option("text,audio,vision", "--modalities", help="Which unimodal models to train."),
+    workers: int = typer.Option(1, "--workers", help="Parallel worker processes (one CPU thread each)."),
+    knob: list[str] = typer.Option([], "--knob",
+                                   help="Try other knobs: MODALITY=SIGNAL,LABEL_NOISE (repeatable)."),
+) -> None:
+    """Train unimodal models on the surrogate and print achieved vs thesis accuracy per modality."""
+    from bench.config import canonical_modalities
+    from bench.data.cli import _parse_like
+
+    family = _parse_like(like)
+    if profile not in synth.PROFILE_NAMES:
+        raise DataError(f"unknown profile {profile!r}; choose from {', '.join(synth.PROFILE_NAMES)}")
+    seed_list = _parse_seeds(seeds)
+    mods = canonical_modalities(modalities)
+    knobs = _parse_knobs(knob)
+    rows = run_calibration(family, profile, seed_list, mods, workers=workers, knobs=knobs,
+                           progress=lambda line: typer.echo(line, err=True))
+    typer.echo(format_table(family, profile, rows, seed_list))
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise DataError(f"--seeds must be comma-separated integers, got {text!r}") from err
+    if not seeds:
+        raise DataError("--seeds is empty")
+    return seeds
+
+
+def _parse_knobs(items: list[str]) -> dict[str, tuple[float, float]]:
+    knobs = {}
+    for item in items:
+        try:
+            modality, values = item.split("=")
+            signal, noise = (float(v) for v in values.split(","))
+        except ValueError as err:
+            raise DataError(f"--knob must look like text=6,1.9, got {item!r}") from err
+        if modality not in synth.MODALITY_ORDER:
+            raise DataError(f"--knob names unknown modality {modality!r}")
+        knobs[modality] = (signal, noise)
+    return knobs
+
+
+def register(app: typer.Typer) -> None:
+    """Add `calibrate` to the `bench data` sub-app."""
+    from bench.data.cli import data_app
+
+    data_app.command("calibrate")(calibrate_command)

@@ -1,4 +1,5 @@
-"""`bench data ...`: synth, check, inspect, calibrate. Errors are raised (DataError); bench.cli reports them."""
+"""`bench data ...`: synth, check, inspect (`calibrate` trains models: bench.calibrate adds it here).
+Errors are raised (DataError); bench.cli reports them."""
 
 from __future__ import annotations
 
@@ -134,52 +135,3 @@ def describe(dataset) -> list[str]:
     lines.append(f"dev split: {dataset.dev_index.shape[0]} rows of train (fixed split seed)")
     lines.extend(f"note: {note}" for note in dataset.notes)
     return lines
-
-
-@data_app.command("calibrate")
-def calibrate_command(
-    like: str = typer.Option(..., "--like", help="mosi or mosei."),
-    profile: str = typer.Option("quick", "--profile", help="smoke, quick or full."),
-    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Comma-separated run seeds."),
-    modalities: str = typer.Option("text,audio,vision", "--modalities", help="Which unimodal models to train."),
-    workers: int = typer.Option(1, "--workers", help="Parallel worker processes (one CPU thread each)."),
-    knob: list[str] = typer.Option([], "--knob",
-                                   help="Try other knobs: MODALITY=SIGNAL,LABEL_NOISE (repeatable)."),
-) -> None:
-    """Train unimodal models on the surrogate and print achieved vs thesis accuracy per modality."""
-    from bench.calibrate import format_table, run_calibration
-    from bench.config import canonical_modalities
-
-    family = _parse_like(like)
-    if profile not in synth.PROFILE_NAMES:
-        raise DataError(f"unknown profile {profile!r}; choose from {', '.join(synth.PROFILE_NAMES)}")
-    seed_list = _parse_seeds(seeds)
-    mods = canonical_modalities(modalities)
-    knobs = _parse_knobs(knob)
-    rows = run_calibration(family, profile, seed_list, mods, workers=workers, knobs=knobs,
-                           progress=lambda line: typer.echo(line, err=True))
-    typer.echo(format_table(family, profile, rows, seed_list))
-
-
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as err:
-        raise DataError(f"--seeds must be comma-separated integers, got {text!r}") from err
-    if not seeds:
-        raise DataError("--seeds is empty")
-    return seeds
-
-
-def _parse_knobs(items: list[str]) -> dict[str, tuple[float, float]]:
-    knobs = {}
-    for item in items:
-        try:
-            modality, values = item.split("=")
-            signal, noise = (float(v) for v in values.split(","))
-        except ValueError as err:
-            raise DataError(f"--knob must look like text=6,1.9, got {item!r}") from err
-        if modality not in synth.MODALITY_ORDER:
-            raise DataError(f"--knob names unknown modality {modality!r}")
-        knobs[modality] = (signal, noise)
-    return knobs
