@@ -47,9 +47,13 @@ def load(path: str | os.PathLike[str]) -> list[str]:
     sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
     try:
         spec.loader.exec_module(module)
-    except ValueError as err:  # a registry refuses a second class under a taken name
+    except BaseException as err:
+        # a failed plugin leaves nothing behind: the parts it registered before failing are removed
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"plugin {path}: {err}") from err
+        _forget_new(registries, before)
+        if isinstance(err, ValueError):  # a registry refuses a second class under a taken name
+            raise ConfigError(f"plugin {path}: {err}") from err
+        raise
     added = [f"{kind} {name}" for kind, registry in registries.items() for name in registry
              if name not in before[kind]]
     if not added:
@@ -57,6 +61,13 @@ def load(path: str | os.PathLike[str]) -> list[str]:
                           "(decorate its classes with bench.methods.register, bench.models.register, ...)")
     _LOADED[key] = added
     return added
+
+
+def _forget_new(registries: dict[str, dict], before: dict[str, set[str]]) -> None:
+    """Remove every name registered since `before` was taken."""
+    for kind, registry in registries.items():
+        for name in set(registry) - before[kind]:
+            del registry[name]
 
 
 def activate(paths: list[str] | tuple[str, ...]) -> list[str]:
