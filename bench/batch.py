@@ -14,7 +14,7 @@ class Batch:
 
     inputs: dict[str, Tensor]  # modality -> (B, T_m, D_m) float32, zero-padded
     lengths: dict[str, Tensor]  # modality -> (B,) int64 true lengths, on the CPU (for packing)
-    labels: Tensor  # (B,) int64 class indices
+    labels: Tensor  # (B,) the task's targets: int64 class indices, or float32 scores (regression)
     index: Tensor  # (B,) int64 rows of the split this batch came from
 
     @property

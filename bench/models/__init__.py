@@ -11,6 +11,7 @@ from bench.models.base import (
     EncoderSize,
     Model,
     ModelSpec,
+    add_capability,
     behaves_the_same_in_train_and_eval,
     check_model_params,
     default_param_groups,
@@ -29,5 +30,6 @@ from bench.models.late_fusion import ENCODER_SIZES, LateFusionModel, SequenceEnc
 DEFAULT_MODEL = "late_fusion"
 
 __all__ = ["CAPABILITIES", "DEFAULT_MODEL", "ENCODER_SIZES", "REGISTRY", "EncoderSize", "LateFusionModel", "Model",
-           "ModelSpec", "SequenceEncoder", "behaves_the_same_in_train_and_eval", "check_model_params",
-           "default_param_groups", "model_class", "model_spec", "register", "resolve_model_params"]
+           "ModelSpec", "SequenceEncoder", "add_capability", "behaves_the_same_in_train_and_eval",
+           "check_model_params", "default_param_groups", "model_class", "model_spec", "register",
+           "resolve_model_params"]

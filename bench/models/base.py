@@ -29,6 +29,13 @@ CAPABILITIES: dict[str, str] = {
 }
 
 
+def add_capability(name: str, description: str) -> None:
+    """Declare a new capability (a plugin model offering something new to a plugin method)."""
+    if name in CAPABILITIES and CAPABILITIES[name] != description:
+        raise ValueError(f"capability {name!r} is declared already: {CAPABILITIES[name]}")
+    CAPABILITIES[name] = description
+
+
 @dataclass(frozen=True)
 class EncoderSize:
     hidden: int

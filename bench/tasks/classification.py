@@ -23,6 +23,7 @@ class Classification(Task):
     target_dtype = torch.long
     metric_directions: ClassVar[dict[str, str]] = {
         "acc": "max", "loss": "min", "f1": "max", **{f"acc_{m}": "max" for m in MODALITIES},
+        **{f"loss_{m}": "min" for m in MODALITIES},
         # MSA-style extras derived from the class probabilities (bench.metrics.sentiment_metrics)
         "acc2_has0": "max", "acc2_non0": "max", "mae": "min", "corr": "max",
     }
