@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check bench tests
+	$(BIN)/ruff check bench tests examples
 
 smoke: $(STAMP)
 	$(BIN)/bench grid table-6.10 --profile smoke --seeds 0,1 --runs-dir $(RUNS_DIR)/smoke --workers $(WORKERS)
