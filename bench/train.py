@@ -184,10 +184,11 @@ class Trainer:
         def tensors(split: SplitArrays, name: str) -> SplitTensors:
             return SplitTensors(split, mods, device, task, where=f"{cfg.dataset} {name}")
 
-        self.train_split = tensors(data.split("train", carve_dev=cfg.dev_set), "train")
+        carve_dev = method.uses_dev_split(cfg)
+        self.train_split = tensors(data.split("train", carve_dev=carve_dev), "train")
         self.valid_split = tensors(data.valid, "valid")
         self.test_split = tensors(data.test, "test")
-        self.dev_split = tensors(data.split("dev"), "dev") if cfg.dev_set else None
+        self.dev_split = tensors(data.split("dev"), "dev") if carve_dev else None
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.optimizers, self.schedulers = build_optimizers(method, model, cfg) if method.trains else ({}, [])
         self.state = TrainState(

@@ -139,6 +139,9 @@ class Method:
     trains: ClassVar[bool] = True  # False: nothing to optimise (the soft-voting ensemble)
     # True when `dev_set` changes what the method computes (ratios, scores, prototypes from the dev split)
     has_dev_set_variant: ClassVar[bool] = False
+    # True: every run holds the dev split out of training and offers it as state.batches("dev"), whatever
+    # cfg.dev_set says (a method that always needs a held-out split, e.g. G-Blend); see `uses_dev_split`
+    holds_out_dev: ClassVar[bool] = False
     description: ClassVar[str] = ""
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks the method defines a form for
     default_model: ClassVar[str] = "late_fusion"
@@ -236,6 +239,10 @@ class Method:
 
     def uses_scheduler(self, cfg: RunConfig) -> bool:
         return cfg.scheduler == "plateau"
+
+    def uses_dev_split(self, cfg: RunConfig) -> bool:
+        """Whether the loop carves the dev split out of the training data: cfg.dev_set or `holds_out_dev`."""
+        return cfg.dev_set or self.holds_out_dev
 
 
 # -- registry -------------------------------------------------------------------------------------
