@@ -119,18 +119,25 @@ def test_diagnosis_uses_train_and_validation_features_and_the_reinit_is_applied_
     assert method.on_epoch_end(model, state) == {}
 
 
-def test_the_dev_set_variant_diagnoses_on_the_dev_split(tiny) -> None:
-    method = build_trainer(_cfg(dev_set=True), tiny).method
-    assert method.held_out_split(_cfg(dev_set=True)) == "dev"
-    assert method.held_out_split(_cfg()) == "valid"
-    result = train_run(_cfg(dev_set=True, max_epochs=3, method_params={"reinit_every": 1}), dataset=tiny)
+def test_the_dev_split_can_be_the_held_out_split(tiny) -> None:
+    params = {"reinit_every": 1, "held_out": "dev"}
+    trainer = build_trainer(_cfg(dev_set=True, max_epochs=3, method_params=params), tiny)
+    model, state, method = trainer.model, trainer.state, trainer.method
+    method.on_train_start(model, state)
+    state.epoch = 1
+    logs = method.on_epoch_end(model, state)
+    dev, dev_labels = encode_split(model, state, "dev")
+    for m in TV:
+        assert logs[f"purity_held_out/{m}"] == pytest.approx(cluster_purity(dev[m], dev_labels, 3))
+    result = train_run(_cfg(dev_set=True, max_epochs=3, method_params=params), dataset=tiny)
     assert result.status == "ok", result.error
-    assert {("purity_held_out", m) for m in TV} <= {(r["series"], r["modality"]) for r in result.trajectory}
+    with pytest.raises(ConfigError, match="dev_set"):  # the dev split exists only in dev-set runs
+        validate_config(_cfg(method_params={"held_out": "dev"}), tiny.modalities)
 
 
 def test_validate_rejects_bad_settings(tiny) -> None:
     for params, match in [({"move_lambda": -1.0}, "move_lambda"), ({"reinit_every": 0}, "reinit_every"),
-                          ({"kmeans_n_init": 0}, "kmeans_n_init")]:
+                          ({"kmeans_n_init": 0}, "kmeans_n_init"), ({"held_out": "test"}, "held_out")]:
         with pytest.raises(ConfigError, match=match):
             validate_config(_cfg(method_params=params), tiny.modalities)
     with pytest.raises(ConfigError, match="regression"):

@@ -5,8 +5,8 @@ Training is plain cross-entropy on the fused output. After epoch e (0-based) wit
 == 0, for the first `reinit_times` such epochs:
 
     Z_m^train, Z_m^held   encoder outputs z_m of the whole training split and of the held-out split
-                          (eval mode, no gradient); held-out = the validation split, or the dev split in
-                          dev-set runs
+                          (eval mode, no gradient); held-out = the validation split, or the dev split
+                          (held_out "dev", in dev-set runs)
     P_m^split             = purity(KMeans_K(minmax_{-1,1}(Z_m^split)), y): each cluster votes its majority
                           class; the share of samples whose class is their cluster's majority
     d_m                   = |P_m^train - P_m^held|        the diagnosis (a large gap: m has over-fitted)
@@ -34,6 +34,7 @@ from bench.methods.base import Logs, Method, ThesisSettings, TrainState, registe
 
 EVAL_BATCH = 256  # batch size of the no-grad feature passes
 STATE_KEY = "dnr/state"
+HELD_OUT_SPLITS = ("valid", "dev")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class DnRParams:
     reinit_times: int = 3  # at most this many re-initialisations per run
     kmeans_n_init: int = 10  # k-means restarts (sklearn's default before 1.4; "auto" = 1 run since)
     kmeans_seed: int = 0  # KMeans random_state (the official 0)
+    held_out: str = "valid"  # the held-out split of the diagnosis: "valid", or "dev" (needs dev_set)
 
 
 # -- the formulas ------------------------------------------------------------------------------------
@@ -114,7 +116,6 @@ class DnR(Method):
     name = "dnr"
     Params = DnRParams
     requires = frozenset({"encoders", "features"})
-    has_dev_set_variant = True
     description = "Diagnosing & Re-learning: soft re-initialisation of each encoder by its purity gap"
     display_name = "Diagnosing & Re-learning"
     table_order = 180
@@ -128,9 +129,10 @@ class DnR(Method):
             raise ConfigError("dnr needs reinit_every >= 1 and reinit_times >= 0")
         if params.kmeans_n_init < 1:
             raise ConfigError(f"dnr kmeans_n_init must be >= 1, got {params.kmeans_n_init}")
-
-    def held_out_split(self, cfg: RunConfig) -> str:
-        return "dev" if cfg.dev_set else "valid"
+        if params.held_out not in HELD_OUT_SPLITS:
+            raise ConfigError(f"dnr held_out must be one of {', '.join(HELD_OUT_SPLITS)}, got {params.held_out!r}")
+        if params.held_out == "dev" and not cfg.dev_set:
+            raise ConfigError("dnr held_out 'dev' diagnoses on the dev split: it needs a dev-set run (dev_set)")
 
     def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
         with torch.no_grad():
@@ -142,7 +144,7 @@ class DnR(Method):
         """Purities on the training and held-out splits, the gap and the strength w per modality."""
         params: DnRParams = state.params
         train, train_labels = encode_split(model, state, "train")
-        held, held_labels = encode_split(model, state, self.held_out_split(state.cfg))
+        held, held_labels = encode_split(model, state, params.held_out)
         result = {}
         for m in state.cfg.modalities:
             p_train = cluster_purity(train[m], train_labels, state.num_classes, params.kmeans_n_init,

@@ -182,7 +182,7 @@ class MLA(Method):
     name = "mla"
     Params = MLAParams
     owns_step = True
-    requires = frozenset({"features", "encoder_sizes"})
+    requires = frozenset({"encoders", "features", "encoder_sizes"})
     description = "MLA: alternating unimodal updates through a shared head, entropy-weighted fusion at test time"
     display_name = "MLA"
     table_order = 190
