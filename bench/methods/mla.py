@@ -1,0 +1,270 @@
+"""MLA: Multimodal Learning with Alternating unimodal adaptation (Zhang, Yoon, Bansal and Yao, CVPR 2024,
+"Multimodal Representation Learning by Alternating Unimodal Adaptation"; official code
+Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation, main.py and utils/utils.py;
+docs/methods/mla.md).
+
+The model (`MLAModel`, built around the run's model): the run model's encoders give z_m; a projection
+P_m: Linear(out_m -> D) per modality (D = the widest encoder output; ours, as ReconBoost's) puts every
+modality in one space, where one shared head H: Linear(D -> K) gives the unimodal logits f_m = H(P_m z_m).
+
+Training (owns_step), per batch, for each modality m in run order:
+
+    L_m   = CE(f_m, y)                     only encoder m, P_m and H get gradient
+    alpha = 0.1 ** (b / N_b + 1)           b the batch index in the epoch, N_b batches per epoch
+    r     = mean_i P_m z_m,i               (1, D), detached
+    k     = Q r^T;  Q <- Q - k k^T / (alpha + r k);  Q <- Q / ||Q||_F      Q starts as I_D, shared by all m
+    grad_H.weight <- grad_H.weight Q^T     the head's weight gradient, orthogonal to the earlier inputs
+    optimizer step, gradients cleared
+
+The very first modality update of a run leaves Q and the gradient alone (the official exp_count == 0).
+
+Evaluation (the model's forward, train or eval mode alike): test-time uncertainty-based fusion
+
+    H_m,i  = -sum_k p_k log p_k,  p = softmax(f_m,i)          per sample (fusion_entropy "sample")
+    w_m,i  = exp(max_j H_j,i - H_m,i) / sum_j exp(max_j H_j,i - H_j,i)
+    logits = sum_m w_m f_m
+
+`modality_logits` are the f_m, so the per-modality metrics are each unimodal learner's. Classification
+only (the fusion needs class distributions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import ConfigError, RunConfig
+from bench.methods.base import (
+    Batch,
+    BuildContext,
+    Logs,
+    Method,
+    ModelOutput,
+    ThesisSettings,
+    TrainState,
+    register,
+)
+
+STATE_KEY = "mla/state"
+EVAL_BATCH = 256
+FUSIONS = ("entropy", "mean")
+FUSION_ENTROPIES = ("sample", "batch")
+HEAD_GRADIENTS = ("project", "off", "add")
+
+
+@dataclass(frozen=True)
+class MLAParams:
+    fusion: str = "entropy"  # "entropy": the uncertainty-weighted fusion (official --dynamic); "mean": equal weights
+    # "sample": per-sample entropy over classes (the paper's reading); "batch": the official code's
+    # softmax over the batch dimension and one entropy per batch and modality
+    fusion_entropy: str = "sample"
+    # "project": g <- g Q^T (the official formula; its parameter-name check never matches, so the released
+    # code never applies it); "off": the released code's behaviour; "add": g <- g + g Q^T (BalanceBenchmark)
+    head_gradient: str = "project"
+
+
+# -- the model --------------------------------------------------------------------------------------
+
+
+class MLAModel(nn.Module):
+    """The run model's encoders, a projection per modality to a common width, one shared head."""
+
+    def __init__(self, inner: nn.Module, widths: Mapping[str, int], num_classes: int, fusion: str = "entropy",
+                 fusion_entropy: str = "sample") -> None:
+        super().__init__()
+        self.inner = inner  # its encode(batch) gives z_m; its own fusion head is not used
+        self.modalities: tuple[str, ...] = tuple(widths)
+        self.width = max(widths.values())
+        self.projections = nn.ModuleDict({m: nn.Linear(w, self.width) for m, w in widths.items()})
+        self.head = nn.Linear(self.width, num_classes)
+        self.fusion = fusion
+        self.fusion_entropy = fusion_entropy
+
+    @property
+    def encoders(self) -> nn.ModuleDict:
+        return self.inner.encoders
+
+    def encode(self, batch: Batch) -> dict[str, Tensor]:
+        """z_m of the run model: (B, out_m)."""
+        return self.inner.encode(batch)
+
+    def shared_inputs(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """P_m z_m: (B, D), the inputs of the shared head."""
+        return {m: self.projections[m](features[m]) for m in self.modalities}
+
+    def unimodal_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """f_m = H(P_m z_m): (B, K)."""
+        return {m: self.head(x) for m, x in self.shared_inputs(features).items()}
+
+    def fusion_weights(self, logits: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """w_m per sample (B,) (or per batch, broadcast to (B,)) of the configured fusion."""
+        if self.fusion == "mean":
+            first = next(iter(logits.values()))
+            return {m: torch.full((first.shape[0],), 1.0 / len(logits), device=first.device) for m in logits}
+        return entropy_fusion_weights(logits, self.fusion_entropy)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        features = self.encode(batch)
+        logits = self.unimodal_logits(features)
+        weights = self.fusion_weights(logits)
+        return ModelOutput(logits=fused_logits(logits, weights), features=features,
+                           modality_logits={m: f.detach() for m, f in logits.items()})
+
+
+# -- the formulas ------------------------------------------------------------------------------------
+
+
+def prediction_entropy(logits: Tensor, over: str = "sample") -> Tensor:
+    """"sample": H_i = -sum_k p_ik log p_ik with p = softmax over classes: (B,).
+    "batch" (the official code): p = softmax over the batch dimension, H = -sum_{i,k} p log p: a 0-dim tensor."""
+    dim = 1 if over == "sample" else 0
+    log_p = torch.log_softmax(logits.float(), dim=dim)  # (B, K)
+    plogp = log_p.exp() * log_p
+    return -plogp.sum(dim=1) if over == "sample" else -plogp.sum()
+
+
+def entropy_fusion_weights(logits: Mapping[str, Tensor], over: str = "sample") -> dict[str, Tensor]:
+    """w_m = exp(max_j H_j - H_m) / sum_j exp(max_j H_j - H_j): the less uncertain, the heavier. (B,) each."""
+    names = list(logits)
+    batch = next(iter(logits.values())).shape[0]
+    entropies = torch.stack([prediction_entropy(logits[m], over) for m in names])  # (n, B) or (n,)
+    weights = torch.softmax(-entropies, dim=0)  # exp(max - H_m) / sum exp(max - H_j) == softmax(-H)
+    return {m: weights[i].expand(batch) if weights[i].dim() == 0 else weights[i] for i, m in enumerate(names)}
+
+
+def fused_logits(logits: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> Tensor:
+    """sum_m w_m f_m: (B, K) from (B, K) logits and (B,) weights."""
+    names: Sequence[str] = list(logits)
+    return sum(weights[m].unsqueeze(1) * logits[m] for m in names)
+
+
+def projector_alpha(batch_index: int, batches_per_epoch: int) -> float:
+    """alpha = 0.1 ** (b / N_b + 1): 0.1 at the first batch of an epoch, toward 0.01 at its end."""
+    return 0.1 ** (batch_index / batches_per_epoch + 1.0)
+
+
+def update_projector(projector: Tensor, mean_input: Tensor, alpha: float) -> Tensor:
+    """Q <- Q - k k^T / (alpha + r k), k = Q r^T, then Q / ||Q||_F. Q: (D, D); r: (1, D)."""
+    k = projector @ mean_input.T  # (D, 1)
+    updated = projector - (k @ k.T) / (alpha + mean_input @ k)  # (D, D); the denominator is (1, 1)
+    return updated / torch.linalg.matrix_norm(updated)  # Frobenius norm
+
+
+def modify_head_gradient(grad: Tensor, projector: Tensor, mode: str) -> Tensor:
+    """The head weight gradient (K, D) after the modification: g Q^T, g + g Q^T, or g ("off")."""
+    if mode == "project":
+        return grad @ projector.T
+    if mode == "add":
+        return grad + grad @ projector.T
+    return grad
+
+
+@dataclass
+class MLAState:
+    """What MLA keeps between steps (state.scratch): the projector, update counts, the epoch's first step."""
+
+    projector: Tensor
+    updates: int = 0  # modality updates so far in the run (the official exp_count)
+    epoch_start_step: int = 0
+    batches_per_epoch: int = 1
+
+
+# -- the method -------------------------------------------------------------------------------------
+
+
+@register
+class MLA(Method):
+    name = "mla"
+    Params = MLAParams
+    owns_step = True
+    requires = frozenset({"encoders", "features", "encoder_sizes"})
+    description = "MLA: alternating unimodal updates through a shared head, entropy-weighted fusion at test time"
+    display_name = "MLA"
+    table_order = 190
+    thesis = ThesisSettings(params={"fusion": "entropy", "head_gradient": "project"})
+
+    def validate(self, cfg: RunConfig, params: Any) -> None:
+        if cfg.dev_set:
+            raise ConfigError("mla computes no ratios; it has no dev-set variant")
+        choices = {"fusion": FUSIONS, "fusion_entropy": FUSION_ENTROPIES, "head_gradient": HEAD_GRADIENTS}
+        for name, allowed in choices.items():
+            if getattr(params, name) not in allowed:
+                raise ConfigError(f"mla {name} must be one of {', '.join(allowed)}, got {getattr(params, name)!r}")
+
+    def build(self, ctx: BuildContext) -> nn.Module:
+        widths = {m: ctx.spec.size(m).out for m in ctx.spec.modalities}
+        return MLAModel(ctx.model(), widths, ctx.spec.num_classes, ctx.params.fusion, ctx.params.fusion_entropy)
+
+    def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
+        """One group per modality (encoder + projection) and 'head' (the shared head), without the run
+        model's unused fusion head."""
+        rates = dict(cfg.group_lrs)
+        groups = [{"name": m, "params": [*model.encoders[m].parameters(), *model.projections[m].parameters()],
+                   "lr": rates.get(m, cfg.lr)} for m in model.modalities]
+        groups.append({"name": "head", "params": list(model.head.parameters()), "lr": rates.get("head", cfg.lr)})
+        return groups
+
+    def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
+        size = sum(batch.size for batch in state.batches("train", batch_size=1024))
+        projector = torch.eye(model.width, device=next(model.head.parameters()).device)
+        state.scratch[STATE_KEY] = MLAState(projector=projector,
+                                            batches_per_epoch=max(1, math.ceil(size / state.cfg.batch_size)))
+        return {}
+
+    def on_epoch_start(self, model: nn.Module, state: TrainState) -> Logs:
+        state.scratch[STATE_KEY].epoch_start_step = state.step
+        return {}
+
+    def train_step(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
+        mla: MLAState = state.scratch[STATE_KEY]
+        mode = state.params.head_gradient
+        alpha = projector_alpha(state.step - mla.epoch_start_step, mla.batches_per_epoch)
+        features = model.encode(batch)  # every encoder once; the turns below touch disjoint encoders
+        logs: Logs = {"alpha": alpha}
+        losses = []
+        for m in model.modalities:
+            for optimizer in state.optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            shared = model.projections[m](features[m])  # (B, D)
+            loss = state.task.loss(model.head(shared), batch.labels)
+            loss.backward()
+            kept = 1.0
+            if mla.updates > 0 and mode != "off":
+                mla.projector = update_projector(mla.projector, shared.detach().mean(dim=0, keepdim=True), alpha)
+                grad = model.head.weight.grad
+                modified = modify_head_gradient(grad, mla.projector, mode)
+                kept = float(torch.linalg.matrix_norm(modified) / torch.linalg.matrix_norm(grad).clamp_min(1e-30))
+                grad.copy_(modified)
+            state.check_gradients()
+            for optimizer in state.optimizers.values():
+                optimizer.step()
+            logs[f"turn/{m}"] = float(mla.updates)
+            logs[f"turn_loss/{m}"] = float(loss.detach())
+            logs[f"head_grad_kept/{m}"] = kept
+            mla.updates += 1
+            losses.append(loss.detach())
+        for optimizer in state.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        return torch.stack(losses).mean(), logs
+
+    @torch.no_grad()
+    def on_epoch_end(self, model: nn.Module, state: TrainState) -> Logs:
+        """The mean fusion weight of each modality on the validation split (what evaluation uses)."""
+        was_training = model.training
+        model.eval()
+        totals: dict[str, float] = {m: 0.0 for m in model.modalities}
+        count = 0
+        try:
+            for batch in state.batches("valid", batch_size=EVAL_BATCH):
+                weights = model.fusion_weights(model.unimodal_logits(model.encode(batch)))
+                for m, w in weights.items():
+                    totals[m] += float(w.sum())
+                count += batch.size
+        finally:
+            model.train(was_training)
+        return {f"valid:fusion_weight/{m}": total / max(count, 1) for m, total in totals.items()}
