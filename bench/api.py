@@ -424,6 +424,34 @@ def _check_format(fmt: str) -> None:
         raise ConfigError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
+def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = "", **selection: Any) -> str:
+    """`bench table --rank`: every method's mean rank over the selection's cells and its probability of
+    improvement over the reference baseline (late concatenation), with a bootstrap interval, as markdown."""
+    from bench.report import labels
+    from bench.report import ranking as rank
+    from bench.tasks import metric_direction, task_class
+
+    chosen = select(preset_or_file, runs_dir, **selection)
+    tasks = sorted({cfg.task for cell in chosen.cells for cfg in cell.configs})
+    if len(tasks) != 1:
+        raise ConfigError(f"--rank needs cells of one task, got {', '.join(tasks) or 'none'}")
+    column = metric or f"test_{task_class(tasks[0]).headline}"
+    rows = rank.rows_from_cells(chosen.cells, chosen.results, column)
+    baseline = labels.baseline_method()
+    aggregates = rank.aggregate(rows, column, baseline, higher_is_better=metric_direction(column) == "max")
+    synthetic = any(cell.dataset.startswith("synth-") for cell in chosen.cells)
+    cells = rows.groupby(list(rank.CELL_COLUMNS)).ngroups if len(rows) else 0
+    head = (f"### {'SYNTHETIC SURROGATE — not MOSI/MOSEI results — ' if synthetic else ''}"
+            f"{chosen.query.name}: methods across {cells} cells by {column}\n\n")
+    foot = (f"\nMean rank: per cell (dataset x modality block x optimizer x configuration) methods ranked by "
+            f"their mean over seeds, 1 = best, ties share the rank, averaged over the cells a method is in (cells "
+            f"hold different method sets, e.g. the thesis ran fewer methods on three modalities). "
+            f"P(improvement): per cell the chance that a seed of the method beats a seed of "
+            f"{labels.method_name(baseline)} (ties count half), averaged over cells; 95 % interval from a "
+            f"stratified bootstrap over seeds ({rank.BOOTSTRAP_SAMPLES} resamples, seed {rank.BOOTSTRAP_SEED}).\n")
+    return head + rank.markdown(aggregates, labels.method_name(baseline), labels.method_name) + foot
+
+
 def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,
                  tune: bool = False, tune_metric: str = "val_acc", **selection: Any) -> str:
     """The table as text (`bench table`): md, latex, csv or html."""

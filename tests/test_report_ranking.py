@@ -58,3 +58,18 @@ def test_markdown_names_the_baseline_and_shows_the_interval() -> None:
     text = markdown(aggregate(_rows(), "test_acc", "concat", samples=50), "Late Concatenation")
     assert "P(improvement over Late Concatenation) [95% CI]" in text
     assert "| m | 2 | 1.50 | 0.50 [0.50, 0.50] |" in text and "— (baseline)" in text
+
+
+def test_rows_from_cells_keep_ok_runs_with_their_cell_and_seed() -> None:
+    from types import SimpleNamespace
+
+    from bench.report.ranking import rows_from_cells
+
+    configs = (SimpleNamespace(run_id="a", seed=0), SimpleNamespace(run_id="b", seed=1))
+    cell = SimpleNamespace(dataset="synth-mosi", modalities="audio+vision", optimizer="adam",
+                           config_label="standard", method="ogm", configs=configs)
+    results = pd.DataFrame({"run_id": ["a", "b"], "status": ["ok", "failed"], "test_acc": [55.0, 99.0]})
+    rows = rows_from_cells([cell], results, "test_acc")
+    # the failed seed is not a score
+    assert rows.to_dict("records") == [{"dataset": "synth-mosi", "modalities": "audio+vision", "optimizer": "adam",
+                                        "config": "standard", "method": "ogm", "seed": 0, "test_acc": 55.0}]

@@ -64,12 +64,17 @@ def table(
                               "on validation (test metrics shown, the setting beside the cell)."),
     tune_metric: str = typer.Option("val_acc", "--tune-metric", help="val_acc (higher is better) or val_loss."),
     label_rule: str | None = LabelRule,
+    rank: bool = typer.Option(False, "--rank", help="Instead: each method's mean rank across the cells and its "
+                              "probability of improvement over late concatenation (bootstrap interval)."),
 ) -> None:
     """Print (or write) a preset's or grid file's table from the store: mean ± std over seeds, ranks, significance."""
     from bench import api
 
     kwargs = selection_options(profile, dataset, source, seeds, method, optimizer, modalities, label_rule)
-    text = api.render_table(preset, runs_dir, fmt, vs_thesis, tune=tune, tune_metric=tune_metric, **kwargs)
+    if rank:
+        text = api.ranking(preset, runs_dir, **kwargs)
+    else:
+        text = api.render_table(preset, runs_dir, fmt, vs_thesis, tune=tune, tune_metric=tune_metric, **kwargs)
     if out is None:
         typer.echo(text, nl=False)
         return

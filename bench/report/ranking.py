@@ -120,3 +120,17 @@ def markdown(aggregates: Sequence[MethodAggregate], baseline_name: str, method_n
                  else f"{agg.improvement:.2f} [{agg.improvement_low:.2f}, {agg.improvement_high:.2f}]")
         lines.append(f"| {method_name(agg.method)} | {agg.cells} | {agg.mean_rank:.2f} | {shown} |")
     return "\n".join(lines) + "\n"
+
+
+def rows_from_cells(cells, results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (cell, method, seed) of the ok stored runs of `cells` (bench.presets.Cell)."""
+    ok = results[results["status"] == "ok"] if len(results) else results
+    value_of = dict(zip(ok["run_id"], ok[metric], strict=True)) if len(ok) and metric in ok else {}
+    rows = []
+    for cell in cells:
+        for cfg in cell.configs:
+            if cfg.run_id in value_of:
+                rows.append({"dataset": cell.dataset, "modalities": cell.modalities, "optimizer": cell.optimizer,
+                             "config": cell.config_label, "method": cell.method, "seed": cfg.seed,
+                             metric: float(value_of[cfg.run_id])})
+    return pd.DataFrame(rows, columns=[*CELL_COLUMNS, "method", "seed", metric])
