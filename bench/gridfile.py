@@ -394,6 +394,10 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
 
     cells = expand(preset, profile=profile or "quick", datasets=tuple(datasets or DEFAULT_DATASETS), source=source,
                    seeds=(0,))
+    other_tasks = sorted({cfg.task for cell in cells for cfg in cell.configs} - set(TASKS))
+    if other_tasks:
+        raise ConfigError(f"preset {preset} trains the {', '.join(other_tasks)} task, which a grid file cannot "
+                          f"express yet (it takes task {', '.join(TASKS)}); use the preset's name instead")
     variants, reasons = _variants(cells)
     chosen, families, combos, optimizers, devs = _largest_crossing(variants)
     covered = {(v.method, v.setting, ctx) for v in chosen

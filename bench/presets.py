@@ -339,6 +339,12 @@ def _rows_all() -> list[_Row]:
     return rows
 
 
+def _rows_msa() -> list[_Row]:
+    from bench.presets_msa import msa_regression_rows  # the MSA regression protocol (its own module)
+
+    return msa_regression_rows()
+
+
 PRESETS = {
     "table-6.2": _rows_6_2,
     "table-6.3": _rows_6_3,
@@ -351,6 +357,7 @@ PRESETS = {
     "table-6.10": _rows_6_10,
     "table-modern": _rows_modern,
     "all": _rows_all,
+    "msa-regression": _rows_msa,
 }
 
 

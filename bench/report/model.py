@@ -16,28 +16,19 @@ import pandas as pd
 
 from bench.data.types import DataError
 from bench.report import labels, reference, stats
+from bench.report.metricsets import Metric, TableSpec, cell_task, table_spec
+from bench.report.published import PublishedRow, published_rows
 
 # Per table: rank the best three within each modality block, or across the whole column.
 # Table 6.10 shades across every row of a column, as the thesis does; elsewhere a modality block is
 # the comparable unit (text+vision always beats audio+vision, so a column-wide rank says nothing).
-RANK_SCOPE: dict[str, str] = {"6.10": "column"}
+# The MSA regression table ranks the whole column too, as the MSA papers mark their best results
+# (its single-modality blocks hold one row each).
+RANK_SCOPE: dict[str, str] = {"6.10": "column", "msa-regression": "column"}
 DEFAULT_RANK_SCOPE = "block"
 
-
-@dataclass(frozen=True)
-class Metric:
-    """A reported test metric."""
-
-    key: str  # "acc" / "loss"
-    column: str  # result column
-    label: str
-    higher_is_better: bool
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("acc", "test_acc", "Accuracy (%)", True),
-    Metric("loss", "test_loss", "Loss (CE x 100)", False),
-)
+# The classification task's metrics (the thesis's); every task's come from bench.report.metricsets.
+METRICS: tuple[Metric, ...] = table_spec("classification").metrics
 
 
 @dataclass
@@ -84,7 +75,7 @@ class CellResult:
 
     @property
     def n(self) -> int:
-        return len(self.values["acc"])
+        return len(next(iter(self.values.values()), []))
 
     @property
     def missing(self) -> bool:
@@ -125,6 +116,12 @@ class TableModel:
     tally: Tally
     thesis_notes: list[str]
     notes: list[str]  # skipped files, baselines taken from outside the preset, ...
+    spec: TableSpec = field(default_factory=lambda: table_spec("classification"))  # the task's metrics
+    published: list[PublishedRow] = field(default_factory=list)  # reference rows: never ranked or tested
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        return self.spec.metrics
 
     @property
     def any_synthetic(self) -> bool:
@@ -137,8 +134,9 @@ class TableModel:
 
 # -- joining --------------------------------------------------------------------------------------
 
-def join_cell(cell: Any, results: pd.DataFrame) -> CellResult:
-    """The ok values, failure count and data provenance of one cell's runs."""
+def join_cell(cell: Any, results: pd.DataFrame, metrics: Sequence[Metric] | None = None) -> CellResult:
+    """The ok values, failure count and data provenance of one cell's runs (metrics: the cell's task's)."""
+    metrics = table_spec(cell_task(cell)).metrics if metrics is None else metrics
     run_ids = tuple(cfg.run_id for cfg in cell.configs)
     rows = results[results["run_id"].isin(run_ids)] if len(results) else results
     rows = rows.drop_duplicates("run_id", keep="last") if len(rows) else rows
@@ -146,7 +144,7 @@ def join_cell(cell: Any, results: pd.DataFrame) -> CellResult:
     ok = rows[rows["status"] == "ok"] if len(rows) else rows
     order = {rid: i for i, rid in enumerate(run_ids)}
     ok = ok.assign(_order=ok["run_id"].map(order)).sort_values("_order") if len(ok) else ok
-    values = {m.key: [float(v) for v in ok[m.column]] if len(ok) else [] for m in METRICS}
+    values = {m.key: [float(v) for v in _numbers(ok, m.column)] if len(ok) else [] for m in metrics}
     prints = ok["data_fingerprint"].dropna() if "data_fingerprint" in ok else []
     fingerprints = tuple(sorted({str(f) for f in prints if str(f)}))
     synthetic = labels.is_synthetic_name(cell.dataset) or (
@@ -157,6 +155,13 @@ def join_cell(cell: Any, results: pd.DataFrame) -> CellResult:
     return CellResult(cell=cell, run_ids=run_ids, values=values, n_expected=len(run_ids),
                       n_failed=n_failed, fingerprints=fingerprints, synthetic=synthetic,
                       code_versions=tuple(str(c) or "unknown" for c in commits))
+
+
+def _numbers(rows: pd.DataFrame, column: str) -> pd.Series:
+    """A metric column as floats (NaN where a row has none)."""
+    if column not in rows:
+        return pd.Series([math.nan] * len(rows), dtype=float)
+    return pd.to_numeric(rows[column], errors="coerce")
 
 
 def _check_provenance(cell: Any, rows: pd.DataFrame) -> None:
@@ -180,12 +185,14 @@ def _check_provenance(cell: Any, rows: pd.DataFrame) -> None:
 # -- statistics -----------------------------------------------------------------------------------
 
 def attach_statistics(result: CellResult) -> None:
-    """Mean / std / n per metric, and the thesis's figure for the same cell."""
+    """Mean / std / n per metric, and the thesis's figure for the same cell (classification cells only:
+    the thesis's figures are of that protocol)."""
     cell = result.cell
+    spec = table_spec(cell_task(cell))
     found = reference.thesis_lookup(cell.table, cell.family, cell.modalities, cell.method,
-                                    cell.config_label, cell.optimizer)
+                                    cell.config_label, cell.optimizer) if spec.thesis else None
     thesis, result.thesis_table = found if found is not None else (None, "")
-    for metric in METRICS:
+    for metric in spec.metrics:
         summary = stats.summarise(result.values[metric.key])
         metric_cell = MetricCell(summary=summary)
         if thesis is not None:
@@ -202,6 +209,7 @@ def find_baseline(cell: Any, pool: Sequence[CellResult]) -> CellResult | None:
         r for r in pool
         if r.cell.method == baseline_method and r.cell.dataset == cell.dataset
         and r.cell.modalities == cell.modalities and r.cell.optimizer == cell.optimizer
+        and cell_task(r.cell) == cell_task(cell)
     ]
     for config in (cell.config_label, "standard"):
         for candidate in candidates:
@@ -215,7 +223,7 @@ def attach_significance(result: CellResult, baseline: CellResult | None) -> None
     result.baseline = baseline
     if baseline is None or baseline is result or result.cell.method == labels.baseline_method():
         return
-    for metric in METRICS:
+    for metric in table_spec(cell_task(result.cell)).metrics:
         ours, theirs = result.values[metric.key], baseline.values[metric.key]
         metric_cell = result.metrics[metric.key]
         metric_cell.p_value = stats.welch_p(ours, theirs)
@@ -225,34 +233,35 @@ def attach_significance(result: CellResult, baseline: CellResult | None) -> None
         metric_cell.verdict = stats.verdict(metric_cell.p_value, difference, metric.higher_is_better)
 
 
-def attach_ranks(rows: Sequence[Row], datasets: Sequence[str], scope: str) -> None:
-    """Dense ranks per dataset column and metric, within a block or across the column."""
+def attach_ranks(rows: Sequence[Row], datasets: Sequence[str], scope: str,
+                 metrics: Sequence[Metric] = METRICS) -> None:
+    """Dense ranks per dataset column and metric (as printed), within a block or across the column."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
         groups.setdefault(row.block if scope == "block" else "", []).append(row)
     for group in groups.values():
         for dataset in datasets:
             present = [row.cells[dataset] for row in group if dataset in row.cells]
-            for metric in METRICS:
+            for metric in metrics:
                 means = [c.metrics[metric.key].summary.mean for c in present]
-                ranks = stats.dense_ranks(means, metric.higher_is_better)
+                ranks = stats.dense_ranks(means, metric.higher_is_better, metric.decimals)
                 for result, rank in zip(present, ranks, strict=True):
                     result.metrics[metric.key].rank = rank
 
 
-def tally(rows: Sequence[Row]) -> Tally:
+def tally(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> Tally:
     """Count better / tie / worse / n/a verdicts per metric, overall and per method."""
     verdicts = ("better", "tie", "worse", "n/a")
-    counts = {m.key: dict.fromkeys(verdicts, 0) for m in METRICS}
+    counts = {m.key: dict.fromkeys(verdicts, 0) for m in metrics}
     by_method: dict[str, dict[str, dict[str, int]]] = {}
     for row in rows:
         for result in row.cells.values():
-            for metric in METRICS:
+            for metric in metrics:
                 verdict = result.metrics[metric.key].verdict
                 if not verdict:
                     continue
                 counts[metric.key][verdict] += 1
-                per = by_method.setdefault(row.method, {m.key: dict.fromkeys(verdicts, 0) for m in METRICS})
+                per = by_method.setdefault(row.method, {m.key: dict.fromkeys(verdicts, 0) for m in metrics})
                 per[metric.key][verdict] += 1
     return Tally(counts=counts, by_method=by_method)
 
@@ -275,6 +284,7 @@ def build_models(preset: str, cells: Sequence[Any], results: pd.DataFrame,
 
 def _build_one(preset: str, table: str, members: list[CellResult], pool: list[CellResult],
                notes: list[str]) -> TableModel:
+    spec = _table_spec(table, members)
     outside: set[str] = set()
     baseline_method = labels.baseline_method()
     for result in members:
@@ -287,7 +297,7 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
     datasets = _datasets_in_order(members)
     rows = _rows(table, members)
     scope = RANK_SCOPE.get(table, DEFAULT_RANK_SCOPE)
-    attach_ranks(rows, datasets, scope)
+    attach_ranks(rows, datasets, scope, spec.metrics)
     fingerprints = {d: _fingerprints(members, d) for d in datasets}
     thesis_notes = sorted({f"{labels.method_name(r.cell.method)} (table {r.thesis_table}): {r.thesis_note}"
                            for r in members if r.thesis_note})
@@ -296,14 +306,25 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
         seeds_expected=max((r.n_expected for r in members), default=0),
         fingerprints=fingerprints,
         synthetic={d: any(r.synthetic for r in members if r.cell.dataset == d) for d in datasets},
-        tally=tally(rows), thesis_notes=thesis_notes,
-        notes=[*notes, *_table_notes(table, members, outside, fingerprints)],
+        tally=tally(rows, spec.metrics), thesis_notes=thesis_notes,
+        notes=[*notes, *_table_notes(table, members, outside, fingerprints, spec)],
+        spec=spec,
+        published=published_rows(r.cell.family for r in members) if spec.published else [],
     )
 
 
+def _table_spec(table: str, members: Sequence[CellResult]) -> TableSpec:
+    """The metric set of a table: its cells' task (one table shows one task)."""
+    tasks = sorted({cell_task(r.cell) for r in members})
+    if len(tasks) > 1:
+        raise DataError(f"table {table} mixes tasks {', '.join(tasks)}: one table shows one task's metrics")
+    return table_spec(tasks[0] if tasks else "classification")
+
+
 def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: set[str],
-                 fingerprints: dict[str, tuple[str, ...]]) -> list[str]:
+                 fingerprints: dict[str, tuple[str, ...]], spec: TableSpec | None = None) -> list[str]:
     """Caption notes: baselines from outside the table, mixed data versions, borrowed thesis figures."""
+    spec = spec or table_spec("classification")
     notes = []
     if outside_baselines:
         notes.append("Baseline cells not shown in this table (taken from elsewhere in the grid): "
@@ -311,7 +332,7 @@ def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: s
     mixed = [f"{d} ({len(p)} data fingerprints)" for d, p in fingerprints.items() if len(p) > 1]
     if mixed:
         notes.append("WARNING: runs of different data versions are combined: " + ", ".join(mixed) + ".")
-    untested = _untested_note(members)
+    untested = _untested_note(members, spec.metrics, spec.untested_per_cell)
     if untested:
         notes.append(untested)
     versions = _code_versions_note(members)
@@ -323,17 +344,21 @@ def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: s
     return notes
 
 
-def _untested_note(members: Sequence[CellResult]) -> str:
-    """A note naming the cells with runs that have no significance test, and why."""
+def _untested_note(members: Sequence[CellResult], metrics: Sequence[Metric] = METRICS,
+                   per_cell: bool = False) -> str:
+    """A note naming the cells with runs that have no significance test, and why (per_cell: a cell none of
+    whose metrics is tested, for one reason, is named once)."""
     by_reason: dict[str, list[str]] = {}
     for result in members:
         c = result.cell
-        for metric in METRICS:
-            reason = result.metrics[metric.key].untested
+        name = f"{labels.method_name(c.method)} {c.modalities} {c.dataset} {c.config_label}/{c.optimizer}"
+        reasons = [result.metrics[metric.key].untested for metric in metrics]
+        if per_cell and len(set(reasons)) == 1 and reasons[0]:
+            by_reason.setdefault(reasons[0], []).append(f"{name} (every metric)")
+            continue
+        for metric, reason in zip(metrics, reasons, strict=True):
             if reason:
-                by_reason.setdefault(reason, []).append(
-                    f"{labels.method_name(c.method)} {c.modalities} {c.dataset} {c.config_label}/{c.optimizer} "
-                    f"{metric.label.split(' (')[0].lower()}")
+                by_reason.setdefault(reason, []).append(f"{name} {metric.name}")
     if not by_reason:
         return ""
     parts = [f"{reason}: {', '.join(cells)}" for reason, cells in by_reason.items()]

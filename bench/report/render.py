@@ -12,6 +12,7 @@ import pandas as pd
 
 from bench.report import labels, stats
 from bench.report.model import METRICS, CellResult, MetricCell, Row, TableModel
+from bench.report.published import ENCODER_NOTE, PublishedRow
 
 FORMATS = ("md", "latex", "csv", "html")
 MISSING = "—"  # no successful run for a cell the preset asks for
@@ -29,6 +30,7 @@ TABLE_TOPICS: dict[str, str] = {
     "6.9": "ReconBoost against late concatenation, Adam and SGD",
     "6.10": "Methods and baselines across modality combinations",
     "all": "Every registered method, modality combination, optimizer and dev-set setting",
+    "msa-regression": "Regression (the MMSA protocol): methods and baselines across modality combinations",
 }
 # HTML shading of best / second / third, dark to light as the thesis's colour code.
 SHADES = {1: "#8c8c8c", 2: "#bdbdbd", 3: "#e3e3e3"}
@@ -39,11 +41,13 @@ class Column:
     """A value column: one metric of one dataset, ours or the thesis's or the delta."""
 
     dataset: str
-    metric: str  # "acc" / "loss"
+    metric: str  # "acc" / "loss" / "mae" ...
     kind: str  # "ours" / "thesis" / "delta"
+    label: str = ""  # the metric's column label (default: the classification metric's)
+    decimals: int = 2
 
     def header(self) -> str:
-        label = next(m.label for m in METRICS if m.key == self.metric)
+        label = self.label or next(m.label for m in METRICS if m.key == self.metric)
         return {"ours": label, "thesis": f"Thesis {label.split(' (')[0].lower()}",
                 "delta": f"Δ {label.split(' (')[0].lower()}"}[self.kind]
 
@@ -62,9 +66,15 @@ class Text:
 # -- shared content -------------------------------------------------------------------------------
 
 def columns(model: TableModel, vs_thesis: bool) -> list[Column]:
-    """Value columns in order: per dataset, per metric, ours (then thesis and delta)."""
-    kinds = ("ours", "thesis", "delta") if vs_thesis else ("ours",)
-    return [Column(d, m.key, k) for d in model.datasets for m in METRICS for k in kinds]
+    """Value columns in order: per dataset, per metric of the task, ours (then thesis and delta, where the
+    thesis's figures apply to the task)."""
+    kinds = ("ours", "thesis", "delta") if _vs_thesis(model, vs_thesis) else ("ours",)
+    return [Column(d, m.key, k, m.label, m.decimals) for d in model.datasets for m in model.metrics for k in kinds]
+
+
+def _vs_thesis(model: TableModel, vs_thesis: bool) -> bool:
+    """Thesis columns only for a task the thesis's figures are of (classification)."""
+    return vs_thesis and model.spec.thesis
 
 
 def show_config(model: TableModel) -> bool:
@@ -81,16 +91,16 @@ def cell_text(result: CellResult | None, column: Column) -> Text:
         return Text(_mean_std(metric.thesis_mean, metric.thesis_std))
     if column.kind == "delta":
         return Text(NOT_AVAILABLE if math.isnan(metric.delta) else f"{metric.delta:+.2f}")
-    return _ours_text(result, metric)
+    return _ours_text(result, metric, column.decimals)
 
 
-def _ours_text(result: CellResult, metric: MetricCell) -> Text:
+def _ours_text(result: CellResult, metric: MetricCell, decimals: int = 2) -> Text:
     notes = []
     if 0 < result.n < result.n_expected:
         notes.append(f"n={result.n}/{result.n_expected}")
     if result.n_failed:
         notes.append(f"{result.n_failed} failed")
-    if result.note and metric is result.metrics.get(METRICS[0].key):  # once per cell, beside its first metric
+    if result.note and metric is next(iter(result.metrics.values()), None):  # once per cell, beside its first
         notes.append(result.note)
     suffix = f" ({', '.join(notes)})" if notes else ""
     if result.missing:
@@ -98,16 +108,16 @@ def _ours_text(result: CellResult, metric: MetricCell) -> Text:
     tooltip = ""
     if not math.isnan(metric.p_value):
         tooltip = (f"vs baseline: p={metric.p_value:.3g}, 95% bootstrap CI of the difference "
-                   f"[{metric.ci_low:+.2f}, {metric.ci_high:+.2f}]")
+                   f"[{metric.ci_low:+.{decimals}f}, {metric.ci_high:+.{decimals}f}]")
     summary = metric.summary
-    return Text(_mean_std(summary.mean, summary.std), rank=metric.rank if metric.rank <= 3 else 0,
+    return Text(_mean_std(summary.mean, summary.std, decimals), rank=metric.rank if metric.rank <= 3 else 0,
                 mark=metric.mark, suffix=suffix, tooltip=tooltip)
 
 
-def _mean_std(mean: float, std: float) -> str:
+def _mean_std(mean: float, std: float, decimals: int = 2) -> str:
     if math.isnan(mean):
         return NOT_AVAILABLE
-    return f"{mean:.2f} ± {NOT_AVAILABLE if math.isnan(std) else f'{std:.2f}'}"
+    return f"{mean:.{decimals}f} ± {NOT_AVAILABLE if math.isnan(std) else f'{std:.{decimals}f}'}"
 
 
 def title(model: TableModel) -> str:
@@ -128,7 +138,7 @@ def caption(model: TableModel, vs_thesis: bool) -> list[str]:
     by_method = _by_method(model)
     if by_method:
         lines.append(by_method)
-    if vs_thesis:
+    if _vs_thesis(model, vs_thesis):
         lines.append("Thesis: the figure the thesis prints for the same cell (real data, 5 seeds); "
                      f"Δ = ours − thesis; {NOT_AVAILABLE}: the thesis has no such cell.")
     lines += [f"Thesis note — {note}" for note in model.thesis_notes]
@@ -158,18 +168,20 @@ def _fingerprint_list(model: TableModel, datasets: Sequence[str]) -> str:
 
 
 def _cell_format(model: TableModel) -> str:
-    return (f"Cells: mean ± {STD_CONVENTION}, 2 decimals; "
+    spec = model.spec
+    return (f"Cells: mean ± {STD_CONVENTION}, {spec.decimals_text}; "
             f"{model.seeds_expected} seeds requested; (n=k/{model.seeds_expected}) marks a cell with "
             f"fewer successful seeds, 'k failed' counts failed runs (never averaged in); "
             f"{MISSING}: missing, no successful run; {NOT_AVAILABLE}: undefined (std of one seed). "
-            f"Loss is test cross-entropy x 100.")
+            f"{spec.units_text}").rstrip()
 
 
 def _ranking(model: TableModel) -> str:
-    scope = ("across all rows of each column, as the thesis shades table 6.10"
+    thesis = ", as the thesis shades table 6.10" if model.table == "6.10" else ""
+    scope = (f"across all rows of each column{thesis}"
              if model.rank_scope == "column" else "within each modality block of each column")
     return ("Bold / underline / italic (HTML: dark / medium / light shading) mark the best / second / "
-            f"third mean per column (highest accuracy, lowest loss), ranked {scope}.")
+            f"third mean per column ({model.spec.directions_text}), ranked {scope}.")
 
 
 def _significance(model: TableModel) -> str:
@@ -187,9 +199,9 @@ def _significance(model: TableModel) -> str:
 def summary_line(model: TableModel) -> str:
     """How many cells beat the baseline significantly, tie with it, or lose, per metric."""
     parts = []
-    for metric in METRICS:
+    for metric in model.metrics:
         c = model.tally.counts[metric.key]
-        parts.append(f"{metric.label.split(' (')[0].lower()} {c['better']} better, {c['tie']} not "
+        parts.append(f"{metric.name} {c['better']} better, {c['tie']} not "
                      f"significant, {c['worse']} worse, {c['n/a']} not testable")
     return f"Summary against the baseline (p < {stats.ALPHA:g}): " + "; ".join(parts) + "."
 
@@ -199,7 +211,7 @@ def _by_method(model: TableModel) -> str:
     for method in sorted(model.tally.by_method, key=labels.method_rank):
         per = model.tally.by_method[method]
         counts = " ".join(f"{metric.key} {per[metric.key]['better']}/{per[metric.key]['tie']}/"
-                          f"{per[metric.key]['worse']}" for metric in METRICS)
+                          f"{per[metric.key]['worse']}" for metric in model.metrics)
         items.append(f"{labels.method_name(method)} {counts}")
     return "By method (better/not significant/worse): " + "; ".join(items) + "." if items else ""
 
@@ -218,6 +230,45 @@ def body(model: TableModel, vs_thesis: bool) -> list[tuple[str, list[tuple[Row, 
         texts = [cell_text(row.cells.get(c.dataset), c) for c in cols]
         blocks[-1][1].append((row, config, texts))
     return blocks
+
+
+# -- published reference rows (an unranked block under a table) -----------------------------------
+
+NOT_REPORTED = "n/r"  # a published row's metric its source does not give
+PUBLISHED_MODALITIES = "audio+vision+text"  # every published system uses all three
+
+
+def published_title(model: TableModel) -> str:
+    """The heading of the published block: real data, the fine-tuned encoder, unranked."""
+    names = " / ".join(dict.fromkeys(labels.dataset_name(r.dataset) for r in model.published))
+    return (f"Published results on the real {names} ({ENCODER_NOTE}), by source — reference rows, "
+            "never ranked or tested against the runs above")
+
+
+def published_caption(model: TableModel) -> list[str]:
+    """The published block's caption: where the rows come from and why they are not compared."""
+    lines = [f"Each row is one figure as its source prints it (Source: the paper or benchmark and its table; "
+             f"no spread is given; {NOT_REPORTED}: the source does not report that metric), transcribed in "
+             "bench/reference/msa_published.csv. Every one of these systems fine-tunes its text encoder "
+             "(BERT / RoBERTa) on the real data, where the runs above train on frozen features: the rows are "
+             "context, not competitors, so they are never shaded, ranked, marked best or tested."]
+    if model.any_synthetic:
+        lines.append(f"{SYNTHETIC_NOTICE}: the runs above are on the generated surrogate, and no number of theirs "
+                     "can be read against these real-data figures.")
+    return lines
+
+
+def published_head(model: TableModel) -> list[str]:
+    return ["Source", "Data", "Method", *(m.label for m in model.metrics), "Note"]
+
+
+def published_cells(model: TableModel, row: PublishedRow) -> list[str]:
+    """The text of one published row: source, dataset, method, each metric as printed (no rank), note."""
+    values = []
+    for metric in model.metrics:
+        value = row.value(metric.key)
+        values.append(NOT_REPORTED if math.isnan(value) else f"{value:.{metric.decimals}f}")
+    return [row.source_label, labels.dataset_name(row.dataset), row.method_label, *values, row.note]
 
 
 # -- Markdown -------------------------------------------------------------------------------------
@@ -240,6 +291,12 @@ def _markdown_one(model: TableModel, vs_thesis: bool) -> str:
             lines.append(_md_row(lead + [_md_text(t) for t in texts]))
     lines.append("")
     lines += [f"{line}  " for line in caption(model, vs_thesis) if line]
+    if model.published:
+        lines += ["", f"#### {published_title(model)}", "", _md_row(published_head(model)),
+                  _md_row(["---"] * len(published_head(model)))]
+        lines += [_md_row(published_cells(model, row)) for row in model.published]
+        lines.append("")
+        lines += [f"{line}  " for line in published_caption(model)]
     return "\n".join(lines).rstrip()
 
 
@@ -308,7 +365,22 @@ def _latex_one(model: TableModel, vs_thesis: bool) -> str:
             cells = [latex_escape(n) for n in names] + [_latex_text(t) for t in texts]
             lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    if model.published:
+        lines += ["", *_latex_published(model)]
     return "\n".join(lines)
+
+
+def _latex_published(model: TableModel) -> list[str]:
+    """The published rows as their own table: plain cells, nothing ranked."""
+    head = published_head(model)
+    caption_text = latex_escape(published_title(model) + ". " + " ".join(published_caption(model)))
+    lines = ["\\begin{table}[htbp]", "\\centering", "\\small", f"\\caption{{{caption_text}}}",
+             f"\\label{{tab:bench-{model.table.replace('.', '-')}-published}}",
+             f"\\begin{{tabular}}{{lll{'r' * len(model.metrics)}l}}", "\\toprule",
+             " & ".join(latex_escape(h) for h in head) + " \\\\", "\\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in published_cells(model, row)) + " \\\\" for row in model.published]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return lines
 
 
 def _latex_text(text: Text) -> str:
@@ -334,9 +406,10 @@ def tidy_frame(models: Sequence[TableModel]) -> pd.DataFrame:
     for model in models:
         for row in model.rows:
             for dataset, result in row.cells.items():
-                for metric in METRICS:
+                for metric in model.metrics:
                     records.append(_tidy_record(model, row, dataset, result, result.metrics[metric.key],
                                                 metric.key))
+        records += [_published_record(model, row, metric.key) for row in model.published for metric in model.metrics]
     return pd.DataFrame.from_records(records, columns=list(CSV_COLUMNS))
 
 
@@ -352,6 +425,19 @@ def _tidy_record(model: TableModel, row: Row, dataset: str, result: CellResult, 
         "thesis_std": metric.thesis_std, "delta": metric.delta, "p_value": metric.p_value,
         "ci_low": metric.ci_low, "ci_high": metric.ci_high, "verdict": metric.verdict,
         "untested": metric.untested, "note": result.note,
+    }
+
+
+def _published_record(model: TableModel, row: PublishedRow, key: str) -> dict[str, object]:
+    """A published figure in the tidy frame: real data, no spread, no rank, no test (said in `untested`)."""
+    return {
+        "preset": model.preset, "table": model.table, "dataset": row.dataset, "synthetic": False,
+        "data_fingerprint": "", "modalities": PUBLISHED_MODALITIES, "method": row.method,
+        "config": f"published: {row.source_label}", "optimizer": "", "metric": key, "mean": row.value(key),
+        "std": math.nan, "std_convention": "", "n": None, "n_expected": None, "n_failed": None, "rank": None,
+        "thesis": math.nan, "thesis_std": math.nan, "delta": math.nan, "p_value": math.nan, "ci_low": math.nan,
+        "ci_high": math.nan, "verdict": "", "untested": f"published figure ({ENCODER_NOTE}): never ranked or tested",
+        "note": row.note,
     }
 
 
@@ -419,8 +505,28 @@ def html_fragment(model: TableModel, vs_thesis: bool) -> str:
             parts.append(f"<tr>{cells}</tr>")
     parts.append("</tbody>\n</table>")
     notes = "".join(f"<p>{html.escape(line)}</p>" for line in caption(model, vs_thesis) if line)
-    parts.append(f'<div class="caption">{notes}</div>\n</section>')
+    parts.append(f'<div class="caption">{notes}</div>')
+    if model.published:
+        parts += _html_published(model)
+    parts.append("</section>")
     return "\n".join(parts)
+
+
+def _html_published(model: TableModel) -> list[str]:
+    """The published rows as their own plain table (no shading, no tooltips)."""
+    parts = [f"<h3>{html.escape(published_title(model))}</h3>", '<table class="bench published">', "<thead>",
+             "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in published_head(model)) + "</tr>",
+             "</thead>\n<tbody>"]
+    numeric = range(3, 3 + len(model.metrics))  # the metric cells (after source, data, method)
+    for row in model.published:
+        cells = published_cells(model, row)
+        tds = [f'<td class="num">{html.escape(c)}</td>' if i in numeric else f"<td>{html.escape(c)}</td>"
+               for i, c in enumerate(cells)]
+        parts.append("<tr>" + "".join(tds) + "</tr>")
+    parts.append("</tbody>\n</table>")
+    notes = "".join(f"<p>{html.escape(line)}</p>" for line in published_caption(model))
+    parts.append(f'<div class="caption">{notes}</div>')
+    return parts
 
 
 def _html_text(text: Text) -> str:

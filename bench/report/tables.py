@@ -56,8 +56,13 @@ def write_table_files(preset: str, runs_dir: Path, out_dir: Path, vs_thesis: boo
 
 
 def baseline_pool(preset: str, cells: Sequence[Any], expand_kwargs: dict[str, Any]) -> list[Any]:
-    """Late Concatenation cells of the whole grid, for tables whose preset has no baseline rows."""
+    """Late Concatenation cells of the whole grid, for tables whose preset has no baseline rows.
+
+    The whole grid is 'all' (the thesis's classification protocol); for another task's cells it is the
+    preset itself without its method filter (a baseline is only ever of the same task).
+    """
     from bench.report.labels import baseline_method
+    from bench.report.metricsets import THESIS_TASK, cell_task
 
     baseline = baseline_method()
     covered = {(c.dataset, c.modalities, c.optimizer) for c in cells if c.method == baseline}
@@ -67,8 +72,11 @@ def baseline_pool(preset: str, cells: Sequence[Any], expand_kwargs: dict[str, An
     if not lacking or preset == "all":
         return []
     kwargs = {k: v for k, v in expand_kwargs.items() if k not in ("methods",)}
+    tasks = {cell_task(c) for c in lacking}
+    grid = "all" if tasks == {THESIS_TASK} else preset
     try:
-        return [c for c in sources.expand_preset("all", **kwargs) if c.method == baseline]
+        return [c for c in sources.expand_preset(grid, **kwargs)
+                if c.method == baseline and cell_task(c) in tasks]
     except ConfigError:  # no grid to take a baseline from: the table says none was tested
         return []
 
@@ -78,7 +86,11 @@ RESULT_COLUMNS = ("run_id", "dataset", "status", "test_acc", "test_loss", "data_
 
 
 def _ensure_columns(results: pd.DataFrame) -> pd.DataFrame:
-    """Only the columns the join reads (the rows are wide); an empty store still has them all."""
-    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    """Only the columns the join reads (the rows are wide): these and every task's table metrics; an empty
+    store still has them all."""
+    from bench.report.metricsets import result_columns
+
+    wanted = list(dict.fromkeys((*RESULT_COLUMNS, *result_columns())))
+    missing = [c for c in wanted if c not in results.columns]
     results = results.assign(**dict.fromkeys(missing)) if missing else results
-    return results[list(RESULT_COLUMNS)]
+    return results[wanted]

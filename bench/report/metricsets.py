@@ -1,0 +1,126 @@
+"""What a table shows for a task: its metric columns (from the task registry), labels, decimals, captions.
+
+The metric columns of a table are the task's `summary_metrics` (bench/tasks), in that order, each with
+the better direction the task declares in `metric_directions` (ranks and significance verdicts follow
+it: lower MAE is better). This module only adds how each is printed: the column label, the decimals,
+and the caption's sentences about units. A task with no entry here still renders (its metric keys as
+labels, two decimals).
+
+Classification's set is the thesis's: accuracy (%) and loss (CE x 100), so its tables are those the
+thesis prints, with the thesis's own figures beside them. The thesis reference rows are of the
+classification protocol only: no other task is ever compared with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+THESIS_TASK = "classification"  # the protocol of bench/reference/thesis_tables.csv
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A reported test metric."""
+
+    key: str  # "acc" / "loss" / "mae" ...
+    column: str  # result column
+    label: str  # column header, with the unit: "Accuracy (%)"
+    higher_is_better: bool
+    decimals: int = 2
+    short: str = ""  # the name in caption sentences; default: the label without its unit, lower case
+
+    @property
+    def name(self) -> str:
+        return self.short or self.label.split(" (")[0].lower()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How a task's tables read: its metrics, the caption's sentences, whether thesis figures apply."""
+
+    task: str
+    metrics: tuple[Metric, ...]
+    decimals_text: str  # "2 decimals"
+    units_text: str  # the caption sentence about what the numbers are
+    directions_text: str  # "highest accuracy, lowest loss"
+    thesis: bool  # the thesis's reference figures (and Δ columns) apply
+    published: bool = False  # the published MSA regression rows go under the table
+    untested_per_cell: bool = False  # the caption names a cell with no metric tested once, not per metric
+
+
+# Column labels and decimals per metric key; keys not listed print as themselves with 2 decimals.
+LABELS: dict[str, tuple[str, int, str]] = {  # key -> (label, decimals, short name)
+    "acc": ("Accuracy (%)", 2, ""),
+    "loss": ("Loss (CE x 100)", 2, ""),
+    "acc2_has0": ("Acc-2 has0 (%)", 2, "Acc-2 has0"),
+    "acc2_non0": ("Acc-2 non0 (%)", 2, "Acc-2 non0"),
+    "f1_has0": ("F1 has0 (%)", 2, "F1 has0"),
+    "f1_non0": ("F1 non0 (%)", 2, "F1 non0"),
+    "acc7": ("Acc-7 (%)", 2, "Acc-7"),
+    "acc5": ("Acc-5 (%)", 2, "Acc-5"),
+    "mae": ("MAE", 3, "MAE"),
+    "corr": ("Corr", 3, "Corr"),
+}
+
+REGRESSION_UNITS = (
+    "Metrics as MMSA defines them, on the score y in [-3, 3] and the prediction p: Acc-2 has0 = accuracy of "
+    "p >= 0 vs y >= 0 over every sample (negative vs non-negative); Acc-2 non0 = accuracy of p > 0 vs y > 0 "
+    "with the samples of y = 0 left out (negative vs positive); F1 has0 / non0 = the support-weighted F1 of "
+    "the same two splits; Acc-7 / Acc-5 = exact match of p and y clipped to [-3, 3] / [-2, 2] and rounded "
+    "(half to even); MAE = mean |p - y|; Corr = Pearson's r of p and y (MAE and Corr unclipped). "
+    "Accuracies and F1 in %, MAE and Corr raw.")
+
+TASK_TEXTS: dict[str, dict[str, Any]] = {
+    "classification": {"decimals_text": "2 decimals", "units_text": "Loss is test cross-entropy x 100.",
+                       "thesis": True},
+    "regression": {"decimals_text": "2 decimals (MAE and Corr: 3)", "units_text": REGRESSION_UNITS,
+                   "directions_text": "highest accuracy, F1 and Corr, lowest MAE", "thesis": False,
+                   "published": True, "untested_per_cell": True},
+}
+
+
+def metric_for(key: str, direction: str) -> Metric:
+    """The printed form of one task metric ('max' / 'min' its better direction)."""
+    label, decimals, short = LABELS.get(key, (key, 2, key))
+    return Metric(key, f"test_{key}", label, direction == "max", decimals, short)
+
+
+def _directions_text(metrics: tuple[Metric, ...]) -> str:
+    """'highest accuracy, lowest loss': the names of the metrics where higher, then lower, is better."""
+    high = [m.name for m in metrics if m.higher_is_better]
+    low = [m.name for m in metrics if not m.higher_is_better]
+    parts = ([f"highest {', '.join(high)}"] if high else []) + ([f"lowest {', '.join(low)}"] if low else [])
+    return ", ".join(parts)
+
+
+@cache
+def table_spec(task: str) -> TableSpec:
+    """The table presentation of task `task` (its summary metrics, in the task's order)."""
+    from bench.tasks import task_class
+
+    cls = task_class(task)
+    metrics = tuple(metric_for(key, cls.metric_directions.get(key, "max")) for key in cls.summary_metrics)
+    texts = {"decimals_text": "2 decimals", "units_text": "", "thesis": False,
+             "directions_text": _directions_text(metrics), **TASK_TEXTS.get(task, {})}
+    texts["thesis"] = bool(texts["thesis"]) and task == THESIS_TASK
+    return TableSpec(task=task, metrics=metrics, **texts)
+
+
+def cell_task(cell: Any) -> str:
+    """The task of a preset cell (its configs'); classification for a cell without configs."""
+    configs = getattr(cell, "configs", ()) or ()
+    tasks = {getattr(cfg, "task", THESIS_TASK) for cfg in configs}
+    if len(tasks) > 1:
+        from bench.data.types import DataError
+
+        raise DataError(f"cell {cell.method}/{cell.modalities}/{cell.dataset} mixes tasks {sorted(tasks)}")
+    return tasks.pop() if tasks else THESIS_TASK
+
+
+def result_columns() -> tuple[str, ...]:
+    """Every test-metric column a table of any registered task reads."""
+    from bench.tasks import REGISTRY
+
+    return tuple(dict.fromkeys(f"test_{key}" for name in REGISTRY for key in REGISTRY[name].summary_metrics))

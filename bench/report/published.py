@@ -1,0 +1,87 @@
+"""Published MSA regression results (package data `bench/reference/msa_published.csv`).
+
+These are other systems' figures on the real CMU-MOSI / CMU-MOSEI under the regression protocol, as
+their sources print them. Every one of them fine-tunes its text encoder (BERT / RoBERTa), where the
+harness trains on frozen features, so they are reference rows only: a table shows them in their own
+block, labelled with their source, and never ranks them, marks them best, or tests anything against
+them. One figure per metric (the sources give no spread); an empty field means the source does not
+report that metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+PUBLISHED_FILE = "msa_published.csv"
+METRIC_KEYS = ("acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7", "acc5", "mae", "corr")
+ENCODER_NOTE = "fine-tuned text encoder"
+
+SOURCE_NAMES: dict[str, str] = {
+    "feada": "FeaDA (Yin et al.)",
+    "sati": "SATI (arXiv 2409.00143)",
+    "mmsa": "MMSA benchmark (thuiar/MMSA)",
+}
+METHOD_NAMES: dict[str, str] = {
+    "tfn": "TFN", "lmf": "LMF", "mult": "MulT", "misa": "MISA", "self_mm": "Self-MM", "fdmer": "FDMER",
+    "tetfn": "TETFN", "almt": "ALMT", "confede": "ConFEDE", "sfttr": "SFTTR", "feada": "FeaDA",
+    "feada_no_uni": "FeaDA w/o unimodal loss", "feada_no_con": "FeaDA w/o contrastive loss",
+    "feada_no_kl": "FeaDA w/o KL loss", "feada_no_prompt": "FeaDA w/o soft prompts", "sati": "SATI",
+}
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """One published result: where it comes from, on which dataset, its metrics (NaN: not reported)."""
+
+    source: str  # "feada" / "sati" / "mmsa"
+    table: str  # the source's table ("2", "abstract", "result-stat")
+    dataset: str  # "mosi" / "mosei" (the real data)
+    method: str
+    values: dict[str, float]
+    note: str = ""
+
+    @property
+    def source_label(self) -> str:
+        """'FeaDA (...), table 2': the source and where in it."""
+        name = SOURCE_NAMES.get(self.source, self.source)
+        where = f"table {self.table}" if self.table[:1].isdigit() else self.table
+        return f"{name}, {where}"
+
+    @property
+    def method_label(self) -> str:
+        return METHOD_NAMES.get(self.method, self.method)
+
+    def value(self, metric: str) -> float:
+        return self.values.get(metric, math.nan)
+
+
+def _number(text: str | None) -> float:
+    text = (text or "").strip()
+    return float(text) if text else math.nan
+
+
+@lru_cache(maxsize=1)
+def load_published() -> tuple[PublishedRow, ...]:
+    """Every published row, in file order."""
+    text = resources.files("bench").joinpath("reference", PUBLISHED_FILE).read_text(encoding="utf-8")
+    rows = []
+    for record in csv.DictReader(io.StringIO(text)):
+        rows.append(PublishedRow(
+            source=record["source"].strip(), table=record["table"].strip(), dataset=record["dataset"].strip(),
+            method=record["method"].strip(), values={k: _number(record.get(k)) for k in METRIC_KEYS},
+            note=(record.get("note") or "").strip()))
+    return tuple(rows)
+
+
+def published_rows(families: Iterable[str]) -> list[PublishedRow]:
+    """The published rows of these dataset families ('mosi', 'mosei'), MOSI first, then file order."""
+    wanted = list(dict.fromkeys(families))
+    order = {"mosi": 0, "mosei": 1}
+    rows = [r for r in load_published() if r.dataset in wanted]
+    return sorted(rows, key=lambda r: order.get(r.dataset, 2))
