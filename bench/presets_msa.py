@@ -8,8 +8,8 @@ checkpoint on the validation loss, MMSA's metrics) on MOSI and MOSEI, for every 
 - audio+vision, text+vision, audio+text and audio+vision+text with every method that takes that many.
 
 The methods are read from the method registry: every registered method whose `tasks` include
-"regression" (today the baselines unimodal, ensemble, unipre, concat and concat_lr; a method that gains
-a regression form joins the preset without an edit here). The training settings are the thesis's
+"regression" (today the baselines unimodal, ensemble, unipre, concat and concat_lr, and AGM, MMPareto,
+CGGM and G-Blend; a method that gains a regression form joins the preset without an edit here). The training settings are the thesis's
 standard configuration (Adam, lr 5e-4, the profile's epochs), the seeds the expansion's default (five).
 
 `bench.presets` lists the preset in PRESETS; this module only builds its rows.
@@ -17,7 +17,7 @@ standard configuration (Adam, lr 5e-4, the profile's epochs), the seeds the expa
 
 from __future__ import annotations
 
-from bench.presets import AV, AVT, TV, _method_sort_key, _Row
+from bench.presets import AV, AVT, TV, _Row
 
 MSA_PRESET = "msa-regression"
 MSA_TASK = "regression"
@@ -28,9 +28,9 @@ FAMILIES = ("mosi", "mosei")
 
 def regression_methods(n_modalities: int) -> list[str]:
     """Registered methods with a regression form that take `n_modalities` modalities, in table order."""
-    from bench.methods import REGISTRY
+    from bench.methods import REGISTRY, method_sort_key
 
-    return [name for name in sorted(REGISTRY, key=_method_sort_key)
+    return [name for name in sorted(REGISTRY, key=method_sort_key)
             if MSA_TASK in REGISTRY[name].tasks
             and REGISTRY[name].min_modalities <= n_modalities <= REGISTRY[name].max_modalities]
 
