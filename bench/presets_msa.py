@@ -17,7 +17,7 @@ standard configuration (Adam, lr 5e-4, the profile's epochs), the seeds the expa
 
 from __future__ import annotations
 
-from bench.presets import AV, AVT, TV, _method_sort_key, _Row
+from bench.presets import AV, AVT, TV, _Row
 
 MSA_PRESET = "msa-regression"
 MSA_TASK = "regression"
@@ -27,10 +27,11 @@ FAMILIES = ("mosi", "mosei")
 
 
 def regression_methods(n_modalities: int) -> list[str]:
-    """Registered methods with a regression form that take `n_modalities` modalities, in table order."""
+    """Registered methods with a regression form that take `n_modalities` modalities, by name (tables order
+    their rows themselves)."""
     from bench.methods import REGISTRY
 
-    return [name for name in sorted(REGISTRY, key=_method_sort_key)
+    return [name for name in sorted(REGISTRY)
             if MSA_TASK in REGISTRY[name].tasks
             and REGISTRY[name].min_modalities <= n_modalities <= REGISTRY[name].max_modalities]
 
