@@ -10,7 +10,8 @@ checkpoint on the validation loss, MMSA's metrics) on MOSI and MOSEI, for every 
 The methods are read from the method registry: every registered method whose `tasks` include
 "regression" (today the baselines unimodal, ensemble, unipre, concat and concat_lr, and AGM, MMPareto,
 CGGM and G-Blend; a method that gains a regression form joins the preset without an edit here). The
-training settings are the thesis's standard configuration (Adam, lr 5e-4, the profile's epochs), the seeds the expansion's default (five).
+training settings are the thesis's standard configuration (Adam, lr 5e-4, the profile's epochs), the
+seeds the expansion's default (five).
 
 `bench.presets` lists the preset in PRESETS; this module only builds its rows.
 """
