@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, register
+from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, check_choices, register
 from bench.models import behaves_the_same_in_train_and_eval
 
 if TYPE_CHECKING:
@@ -274,9 +274,7 @@ class AGM(Method):
             raise ConfigError(f"agm: alpha must be > 0, got {params.alpha}")
         if not params.clip_c > 0:
             raise ConfigError(f"agm: clip_c must be > 0, got {params.clip_c}")
-        if params.regression_score not in REGRESSION_SCORES:
-            raise ConfigError(f"agm: regression_score must be one of {', '.join(REGRESSION_SCORES)}, "
-                              f"got {params.regression_score!r}")
+        check_choices("agm", params, {"regression_score": REGRESSION_SCORES})
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         features = model.encode(batch)  # m -> z_m (B, out_m), train mode

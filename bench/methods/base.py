@@ -30,7 +30,7 @@ settings); the store takes its parameter columns from `Params`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -329,6 +329,14 @@ def validate_config(cfg: RunConfig, available_modalities: tuple[str, ...] | None
     return params
 
 
+def check_choices(method: str, params: Any, choices: Mapping[str, Sequence[str]]) -> None:
+    """ConfigError naming the first parameter whose value is not one of its allowed choices."""
+    for name, allowed in choices.items():
+        value = getattr(params, name)
+        if value not in allowed:
+            raise ConfigError(f"{method}: {name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def check_task_and_model(method: Method, cfg: RunConfig) -> None:
     """The task is one the method supports, the model offers every capability the method uses."""
     task_class(cfg.task)
@@ -352,5 +360,6 @@ def check_task_and_model(method: Method, cfg: RunConfig) -> None:
 
 
 __all__ = ["REGISTRY", "Batch", "BuildContext", "DuplicateMethodError", "Logs", "Method", "ModelOutput",
-           "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_task_and_model", "get_method",
-           "method_class", "method_order", "method_sort_key", "register", "resolve_params", "validate_config"]
+           "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_choices", "check_task_and_model",
+           "get_method", "method_class", "method_order", "method_sort_key", "register", "resolve_params",
+           "validate_config"]

@@ -43,6 +43,7 @@ from bench.methods.base import (
     OptimizerPlan,
     ThesisSettings,
     TrainState,
+    check_choices,
     register,
     resolve_params,
 )
@@ -192,10 +193,7 @@ class CGGM(Method):
             raise ConfigError(f"cggm: helper_lr must be > 0, got {params.helper_lr}")
         if params.clip_norm < 0:
             raise ConfigError(f"cggm: clip_norm must be >= 0 (0 = off), got {params.clip_norm}")
-        if params.helper not in HELPERS:
-            raise ConfigError(f"cggm: helper must be one of {', '.join(HELPERS)}, got {params.helper!r}")
-        if params.degenerate not in DEGENERATE:
-            raise ConfigError(f"cggm: degenerate must be one of {', '.join(DEGENERATE)}, got {params.degenerate!r}")
+        check_choices("cggm", params, {"helper": HELPERS, "degenerate": DEGENERATE})
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return CGGMModel(ctx.model(), ctx.params.helper)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Logs, Method, ThesisSettings, TrainState, register
+from bench.methods.base import Logs, Method, ThesisSettings, TrainState, check_choices, register
 
 EVAL_BATCH = 256  # batch size of the no-grad feature passes
 STATE_KEY = "dnr/state"
@@ -129,8 +129,7 @@ class DnR(Method):
             raise ConfigError("dnr needs reinit_every >= 1 and reinit_times >= 0")
         if params.kmeans_n_init < 1:
             raise ConfigError(f"dnr kmeans_n_init must be >= 1, got {params.kmeans_n_init}")
-        if params.held_out not in HELD_OUT_SPLITS:
-            raise ConfigError(f"dnr held_out must be one of {', '.join(HELD_OUT_SPLITS)}, got {params.held_out!r}")
+        check_choices("dnr", params, {"held_out": HELD_OUT_SPLITS})
         if params.held_out == "dev" and not cfg.dev_set:
             raise ConfigError("dnr held_out 'dev' diagnoses on the dev split: it needs a dev-set run (dev_set)")
 

@@ -42,7 +42,17 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, BuildContext, Logs, Method, ModelOutput, ThesisSettings, TrainState, register
+from bench.methods.base import (
+    Batch,
+    BuildContext,
+    Logs,
+    Method,
+    ModelOutput,
+    ThesisSettings,
+    TrainState,
+    check_choices,
+    register,
+)
 
 if TYPE_CHECKING:
     from bench.models import LateFusionModel
@@ -210,10 +220,7 @@ class GBlend(Method):
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if params.super_epoch < 1:
             raise ConfigError(f"gblend: super_epoch must be >= 1, got {params.super_epoch}")
-        if params.estimate not in ESTIMATES:
-            raise ConfigError(f"gblend: estimate must be one of {', '.join(ESTIMATES)}, got {params.estimate!r}")
-        if params.gain_rule not in GAIN_RULES:
-            raise ConfigError(f"gblend: gain_rule must be one of {', '.join(GAIN_RULES)}, got {params.gain_rule!r}")
+        check_choices("gblend", params, {"estimate": ESTIMATES, "gain_rule": GAIN_RULES})
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return GBlendModel(ctx.model())

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, register
+from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, check_choices, register
 
 if TYPE_CHECKING:
     from bench.models import LateFusionModel
@@ -185,9 +185,7 @@ class InfoReg(Method):
         if params.window_modality and params.window_modality not in cfg.modalities:
             raise ConfigError(f"inforeg window_modality {params.window_modality!r} is not a modality of the run "
                               f"({', '.join(cfg.modalities)})")
-        if params.unimodal_loss not in UNIMODAL_LOSSES:
-            raise ConfigError(f"inforeg unimodal_loss must be one of {', '.join(UNIMODAL_LOSSES)}, "
-                              f"got {params.unimodal_loss!r}")
+        check_choices("inforeg", params, {"unimodal_loss": UNIMODAL_LOSSES})
 
     def _state(self, state: TrainState) -> InfoRegState:
         return state.scratch[STATE_KEY]

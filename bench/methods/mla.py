@@ -47,6 +47,7 @@ from bench.methods.base import (
     ModelOutput,
     ThesisSettings,
     TrainState,
+    check_choices,
     register,
 )
 
@@ -191,10 +192,8 @@ class MLA(Method):
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:
             raise ConfigError("mla computes no ratios; it has no dev-set variant")
-        choices = {"fusion": FUSIONS, "fusion_entropy": FUSION_ENTROPIES, "head_gradient": HEAD_GRADIENTS}
-        for name, allowed in choices.items():
-            if getattr(params, name) not in allowed:
-                raise ConfigError(f"mla {name} must be one of {', '.join(allowed)}, got {getattr(params, name)!r}")
+        check_choices("mla", params, {"fusion": FUSIONS, "fusion_entropy": FUSION_ENTROPIES,
+                                      "head_gradient": HEAD_GRADIENTS})
 
     def build(self, ctx: BuildContext) -> nn.Module:
         widths = {m: ctx.spec.size(m).out for m in ctx.spec.modalities}

@@ -55,6 +55,7 @@ from bench.methods.base import (
     ModelOutput,
     ThesisSettings,
     TrainState,
+    check_choices,
     register,
 )
 
@@ -240,10 +241,7 @@ class ReconBoost(Method):
             raise ConfigError("reconboost computes no ratios; it has no dev-set variant")
         choices = {"consolidation": CONSOLIDATION_MODES, "stage0_q": STAGE0_Q_MODES,
                    "optimizer_reset": OPTIMIZER_RESETS}
-        for name, allowed in choices.items():
-            if getattr(params, name) not in allowed:
-                raise ConfigError(f"reconboost {name} must be one of {', '.join(allowed)}, "
-                                  f"got {getattr(params, name)!r}")
+        check_choices("reconboost", params, choices)
         if params.stage_epochs < 1 or params.rectify_epochs < 0:
             raise ConfigError("reconboost needs stage_epochs >= 1 and rectify_epochs >= 0")
         stage_length = params.stage_epochs + params.rectify_epochs

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from bench import registry
 from bench.config import ConfigError, RunConfig
 
 # What a model can offer. A method that uses a part of a model's interface declares it by name.
@@ -117,17 +118,12 @@ def register(cls: type[Model]) -> type[Model]:
     unknown = sorted(set(cls.capabilities) - set(CAPABILITIES))
     if unknown:
         raise ValueError(f"model {cls.name!r} declares unknown capabilities {unknown}")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"model name {cls.name!r} registered twice")
-    REGISTRY[cls.name] = cls
-    return cls
+    return registry.add(REGISTRY, cls, "model")
 
 
 def model_class(name: str) -> type[Model]:
     """The registered model `name`; an unknown name lists the registered ones."""
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    return registry.lookup(REGISTRY, name, "model")
 
 
 def resolve_model_params(name: str, family: str, given: Mapping[str, Any]) -> dict[str, Any]:

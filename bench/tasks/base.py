@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench import registry
 from bench.config import ConfigError
 from bench.data.types import SplitArrays
 
@@ -117,19 +118,12 @@ DEFAULT_TASK = "classification"
 
 def register(cls: type[Task]) -> type[Task]:
     """Class decorator: make a task available by its `name`."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"task name {cls.name!r} registered twice")
-    REGISTRY[cls.name] = cls
-    return cls
+    return registry.add(REGISTRY, cls, "task")
 
 
 def task_class(name: str) -> type[Task]:
     """The registered task `name`; an unknown name lists the registered ones."""
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown task {name!r}; choose from {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    return registry.lookup(REGISTRY, name, "task")
 
 
 def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
