@@ -100,13 +100,7 @@ def parse_params(items: Sequence[str] | None, method: str) -> dict[str, Any]:
     """--param name=value pairs, checked against the method's parameters (bench.params: alpha=1 is 1.0)."""
     from bench.params import check_value
 
-    params: dict[str, Any] = {}
-    for item in items or ():
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--param must look like name=value, got {item!r}")
-        params[name.strip()] = check_value(method, name.strip(), parse_value(raw.strip()))
-    return params
+    return {name: check_value(method, name, value) for name, value in parse_pairs(items, "--param").items()}
 
 
 # -- execution options shared by run and grid ------------------------------------------------------

@@ -24,6 +24,7 @@ from bench.methods.base import (
     method_sort_key,
     register,
     resolve_params,
+    scale_gradient,
     validate_config,
 )
 
@@ -55,5 +56,6 @@ __all__ = [
     "method_sort_key",
     "register",
     "resolve_params",
+    "scale_gradient",
     "validate_config",
 ]

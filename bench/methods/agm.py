@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, check_choices, register
+from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, check_choices, register, scale_gradient
 from bench.models import behaves_the_same_in_train_and_eval
 
 if TYPE_CHECKING:
@@ -203,24 +203,6 @@ def record_scores(agm: AGMState, scores: Mapping[str, float]) -> None:
 
 
 # -- gradient scaling -------------------------------------------------------------------------------
-
-
-class _ScaleGradient(torch.autograd.Function):
-    """Identity forward; backward multiplies the incoming gradient by a constant."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, coeff: float) -> Tensor:
-        ctx.coeff = coeff
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
-        return grad_output * ctx.coeff, None
-
-
-def scale_gradient(x: Tensor, coeff: float) -> Tensor:
-    """x in the forward pass; the gradient reaching x is coeff times the gradient reaching the result."""
-    return _ScaleGradient.apply(x, coeff)
 
 
 def clip_if_head_gradient_large(model: LateFusionModel) -> bool:

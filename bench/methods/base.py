@@ -245,6 +245,27 @@ class Method:
         return cfg.dev_set or self.holds_out_dev
 
 
+# -- gradient helpers (shared by methods) ---------------------------------------------------------
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, coeff: float) -> Tensor:
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
+        return grad_output * ctx.coeff, None
+
+
+def scale_gradient(x: Tensor, coeff: float) -> Tensor:
+    """x in the forward pass; the gradient reaching x is coeff times the gradient reaching the result."""
+    return _ScaleGradient.apply(x, coeff)
+
+
 # -- registry -------------------------------------------------------------------------------------
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -362,4 +383,4 @@ def check_task_and_model(method: Method, cfg: RunConfig) -> None:
 __all__ = ["REGISTRY", "Batch", "BuildContext", "DuplicateMethodError", "Logs", "Method", "ModelOutput",
            "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_choices", "check_task_and_model",
            "get_method", "method_class", "method_order", "method_sort_key", "register", "resolve_params",
-           "validate_config"]
+           "scale_gradient", "validate_config"]

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.config import RunConfig
-from bench.methods import Batch, Method, ModelOutput, OptimizerPlan, TrainState, resolve_params
+from bench.methods import Batch, Method, ModelOutput, OptimizerPlan, TrainState, resolve_params, scale_gradient
 from bench.methods import register as register_method
 from bench.models import Model, ModelSpec, add_capability, default_param_groups
 from bench.models import register as register_model
@@ -47,25 +47,12 @@ add_capability(
 # -- per-step quantities (pure functions) -----------------------------------------------------------
 
 
-class _ReverseGradient(torch.autograd.Function):
-    """Identity forward; the backward pass multiplies the incoming gradient by -strength."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, strength: float) -> Tensor:
-        ctx.strength = strength
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return -ctx.strength * grad, None
-
-
 def reverse_gradient(x: Tensor, strength: float) -> Tensor:
     """The gradient reversal layer: returns x unchanged; d(loss)/dx becomes -strength * d(loss)/d(output).
 
     x: any shape; the output has the same shape and values.
     """
-    return _ReverseGradient.apply(x, float(strength))
+    return scale_gradient(x, -float(strength))
 
 
 def mean_pool(x: Tensor, lengths: Tensor) -> Tensor:
