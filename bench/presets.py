@@ -222,6 +222,7 @@ def thesis_config(dataset: str, method: str, modalities: Iterable[str] | str, *,
         fields["lr"] = tuned_lr
     window = label.pop("window", declared.thesis.window)
     fields["max_epochs"] = _epochs(method, profile, label.pop("epochs", None))
+    fields.update(declared.paper_fields(family, profile))
     fields.update(label)
     if window is not None:
         end = window[1] if window[1] < 0 else min(window[1], fields["max_epochs"] - 1)

@@ -129,6 +129,10 @@ class ThesisSettings:
     full_epochs: int | None = None  # epochs at the full profile, instead of the profile's
 
 
+# What a method whose design comes only from a paper's text says on every row and plot of it.
+RECONSTRUCTED = "reconstructed from the paper's description"
+
+
 class Method:
     """Base class: the default hooks give plain cross-entropy training of `build`'s model."""
 
@@ -159,6 +163,12 @@ class Method:
     is_baseline: ClassVar[bool] = False
     is_reference_baseline: ClassVar[bool] = False  # the baseline reports test the other methods against
     thesis: ClassVar[ThesisSettings] = ThesisSettings()
+    # Where the implementation comes from, when not from public code: RECONSTRUCTED for a method built
+    # from its paper's text alone. Reports print it beside every row and plot of the method.
+    provenance: ClassVar[str] = ""
+    # What the harness cannot do as the paper does and approximates instead (e.g. "text: frozen BERT
+    # token features, not fine-tuned"); reports print these beside the method's rows.
+    approximations: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -174,6 +184,12 @@ class Method:
     def thesis_params(cls, modalities: tuple[str, ...]) -> dict[str, Any]:
         """The thesis's method_params for this modality set (standard configuration); default `thesis.params`."""
         return dict(cls.thesis.params)
+
+    @classmethod
+    def paper_fields(cls, family: str, profile: str) -> dict[str, Any]:
+        """RunConfig fields the method's own paper sets on this dataset family (batch size, learning rate,
+        step_every, epochs, scheduler, ...), applied over the presets' shared recipe; default: none."""
+        return {}
 
     @classmethod
     def thesis_lr(cls, family: str, modalities: tuple[str, ...], optimizer: str, step_every: int) -> float | None:
