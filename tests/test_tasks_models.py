@@ -114,3 +114,14 @@ def test_predictions_of_both_tasks_are_stored_in_one_readable_schema(tiny, tmp_p
     reg_test = regression[regression.split == "test"]
     mae = float(np.mean(np.abs(reg_test["prediction"] - reg_test["target"])))
     assert mae == pytest.approx(runs["regression"].metrics["test_mae"], rel=1e-5)
+
+
+def test_regression_checkpoint_on_a_metric_takes_its_direction() -> None:
+    """checkpoint=acc2_has0 (SATI's) keeps the highest value; checkpoint=mae the lowest."""
+    from bench.tasks import make_task
+
+    assert make_task("regression", {"checkpoint": "acc2_has0"}).selection().mode == "max"
+    assert make_task("regression", {"checkpoint": "mae"}).selection().mode == "min"
+    assert make_task("regression", {}).selection().metric == "loss"
+    with pytest.raises(ValueError, match="checkpoint must be one of"):
+        make_task("regression", {"checkpoint": "accuracy"})

@@ -1,7 +1,8 @@
 """Regression (the MSA field's protocol, as MMSA runs it): predict the score in [-3, 3].
 
 Loss: L1 (MMSA's default) or MSE. Metrics: bench.metrics.regression_metrics, MMSA's definitions.
-The checkpoint is the best validation loss (MMSA's KeyEval "Loss") or, as an option, the best MAE.
+The checkpoint is the best validation loss (MMSA's KeyEval "Loss") or, as an option,
+the best of any MMSA metric (e.g. MAE, has0 Acc-2).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from bench.metrics import REGRESSION_METRICS, regression_metrics
 from bench.tasks.base import Selection, Task, register
 
 LOSSES = ("l1", "mse")
-CHECKPOINTS = ("loss", "mae")
+CHECKPOINTS = ("loss", *REGRESSION_METRICS)  # any MMSA metric may pick the checkpoint (SATI: acc2_has0)
 
 
 @dataclass(frozen=True)
 class RegressionParams:
     loss: str = "l1"  # "l1" (MMSA) or "mse"
-    checkpoint: str = "loss"  # validation metric behind checkpoint / early stop / scheduler: "loss" | "mae"
+    checkpoint: str = "loss"  # validation metric behind checkpoint / early stop / scheduler: "loss" or a metric
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -67,7 +68,7 @@ class Regression(Task):
         return F.l1_loss(prediction, targets)
 
     def selection(self) -> Selection:
-        return Selection(self.params.checkpoint, "min")
+        return Selection(self.params.checkpoint, self.metric_directions[self.params.checkpoint])
 
     def metrics(self, outputs: Tensor, targets: Tensor, modality_outputs: Mapping[str, Tensor],
                 split: SplitArrays) -> dict[str, float]:
