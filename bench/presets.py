@@ -65,6 +65,7 @@ TABLE_10_BEST_FIELDS: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, Any], .
 _BASELINE_AS_STANDARD = ("dev_set", "ema_prototypes", "modulate_first_5_epochs", "lr_8e-5_long_patience")
 CONFIG_LABELS = ("standard", "step_every_4", "dev_set", "ema_prototypes", "modulate_first_5_epochs",
                  "modulate_all_epochs", "lr_8e-5_long_patience", "100_epochs_no_early_stop_dev_set")
+ON_MODEL = "on_"  # configuration label prefix: "on_feada" runs the row's method on the model `feada`
 SOURCES = ("auto", "synth", "real")
 REAL_FILES = {"mosi": Path("MOSI/Processed/unaligned_50.pkl"), "mosei": Path("MOSEI/Processed/unaligned_50.pkl")}
 
@@ -194,7 +195,20 @@ def _label_fields(label: str, method: str) -> dict[str, Any]:
         if declared.has_dev_set_variant:
             fields.update(dev_set=True, ratio_every=5)
         return fields
-    raise ConfigError(f"unknown configuration label {label!r}; choose from {', '.join(CONFIG_LABELS)}")
+    if label in declared.variants:  # the method's own ablations (Method.variants)
+        return {"params": dict(declared.variants[label])}
+    if label.startswith(ON_MODEL):  # "on_<model>": the method on another registered model
+        return {"model": _registered_model(label.removeprefix(ON_MODEL))}
+    raise ConfigError(f"unknown configuration label {label!r} for {method!r}; choose from "
+                      f"{', '.join((*CONFIG_LABELS, *declared.variants))}, or on_<model>")
+
+
+def _registered_model(name: str) -> str:
+    from bench.models import REGISTRY as MODELS
+
+    if name not in MODELS:
+        raise ConfigError(f"configuration label on_{name}: no model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    return name
 
 
 def thesis_config(dataset: str, method: str, modalities: Iterable[str] | str, *, profile: str = "quick",

@@ -228,3 +228,21 @@ def test_a_label_rule_override_applies_to_the_datasets_it_fits():
     assert {c.run_ids for c in default}.isdisjoint({c.run_ids for c in cells})
     with pytest.raises(ConfigError, match="label rule 'round' applies to mosei only, not to mosi"):
         expand("table-6.10", profile="smoke", source="synth", datasets=["mosi"], overrides={"label_rule": "round"})
+
+
+def test_method_variants_and_on_model_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method's declared variant label sets its params; on_<model> sets the model; others are errors."""
+    from bench.methods import REGISTRY
+    from bench.report.labels import config_name
+
+    monkeypatch.setattr(REGISTRY["agm"], "variants", {"low_alpha": {"alpha": 0.5}})
+    cfg = thesis_config("synth-mosi", "agm", "text,vision", config_label="low_alpha")
+    assert cfg.params["alpha"] == 0.5
+    assert thesis_config("synth-mosi", "agm", "text,vision").params["alpha"] == 2.0
+    on_model = thesis_config("synth-mosi", "concat", "text,vision", config_label="on_late_fusion")
+    assert on_model.model == "late_fusion"
+    with pytest.raises(ConfigError, match="no model 'nope'"):
+        thesis_config("synth-mosi", "concat", "text,vision", config_label="on_nope")
+    with pytest.raises(ConfigError, match="unknown configuration label 'low_alpha' for 'concat'"):
+        thesis_config("synth-mosi", "concat", "text,vision", config_label="low_alpha")
+    assert config_name("on_late_fusion", "adam") == "on the late_fusion model"

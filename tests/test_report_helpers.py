@@ -81,3 +81,14 @@ def store_cell(runs_dir: Path, cell: Cell, accs: Sequence[float], losses: Sequen
         save_result(runs_dir, RunRecord(config=cfg, status="ok",
                                         metrics={"test_acc": accs[index], "test_loss": losses[index]},
                                         trajectory=rows, data_fingerprint=fingerprint, synthetic=synthetic))
+
+
+def test_a_reconstructed_method_says_so_in_its_name(monkeypatch) -> None:
+    """Method.provenance joins the display name, so every table row and plot legend carries it."""
+    from bench.methods import REGISTRY
+    from bench.methods.base import RECONSTRUCTED
+    from bench.report.labels import method_name
+
+    plain = method_name("agm")
+    monkeypatch.setattr(REGISTRY["agm"], "provenance", RECONSTRUCTED)
+    assert method_name("agm") == f"{plain} (reconstructed from the paper's description)"

@@ -169,6 +169,10 @@ class Method:
     # What the harness cannot do as the paper does and approximates instead (e.g. "text: frozen BERT
     # token features, not fine-tuned"); reports print these beside the method's rows.
     approximations: ClassVar[tuple[str, ...]] = ()
+    # Named variants (ablations) a preset row may ask for by configuration label: label -> method_params
+    # on top of the standard ones, e.g. {"no_kl": {"use_kl": False}}. Reports show the label as the row's
+    # configuration ("no kl").
+    variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -32,11 +32,14 @@ DATASET_NAMES: dict[str, str] = {"mosi": "CMU-MOSI", "mosei": "CMU-MOSEI"}
 
 
 def method_name(method: str) -> str:
-    """Thesis display name of a method key (`Method.display_name`; the key itself when unknown)."""
+    """Display name of a method key (`Method.display_name`, with its provenance; the key itself when unknown)."""
     from bench.methods import REGISTRY
 
     cls = REGISTRY.get(method)
-    return cls.display_name if cls is not None else method
+    if cls is None:
+        return method
+    # A method built from its paper's text alone says so wherever it is named (Method.provenance).
+    return f"{cls.display_name} ({cls.provenance})" if cls.provenance else cls.display_name
 
 
 def method_order() -> tuple[str, ...]:
@@ -72,6 +75,8 @@ def config_name(config_label: str, optimizer: str) -> str:
     """
     base, sep, setting = config_label.partition(" [")
     name = CONFIG_NAMES.get(base, base.replace("_", " "))
+    if base.startswith("on_"):  # bench.presets.ON_MODEL: the method on another registered model
+        name = f"on the {base.removeprefix('on_')} model"
     if optimizer != "adam":
         name = f"{optimizer.upper()} optimizer" if base == "standard" else f"{name}, {optimizer.upper()}"
     return f"{name} [{setting}" if sep else name
