@@ -33,6 +33,7 @@ from bench.methods.base import (
     TrainState,
     check_choices,
     register,
+    resolve_params,
 )
 from bench.models.s2lif import (
     FEATURE_MASKS,
@@ -58,6 +59,7 @@ class S2LIFParams:
     order: str = "text_first"
     mask_form: str = "sigmoid"
     temperature: float = 1.0
+    mask_lr_scale: float = 20.0  # the masks' learning rate = this x the run's (ours: see mask_groups)
 
 
 # -- the objective (pure functions) -----------------------------------------------------------------
@@ -94,6 +96,23 @@ def step_logs(task_loss: Tensor, stage_losses: Mapping[str, Tensor], sparsity: M
     return logs
 
 
+def mask_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What makes the masks: the free logit vectors and the conditioning MLPs."""
+    return [*model.mask_logits.parameters(), *model.conditioners.parameters()]
+
+
+def mask_groups(groups: list[dict[str, Any]], masks: list[nn.Parameter], scale: float) -> list[dict[str, Any]]:
+    """The run's groups without the mask parameters, plus a "masks" group at `scale` x the head's rate.
+
+    Why (ours): a logit moves about lr per Adam step whatever its gradient, so at the run's lr (5e-4) a
+    mask starting at logit 2 could not close within a short run's few hundred steps.
+    """
+    taken = {id(p) for p in masks}
+    kept = [{**g, "params": [p for p in g["params"] if id(p) not in taken]} for g in groups]
+    head_lr = next((g["lr"] for g in groups if g.get("name") == "head"), groups[-1]["lr"])
+    return [g for g in kept if g["params"]] + [{"name": "masks", "params": masks, "lr": head_lr * scale}]
+
+
 # -- the method -------------------------------------------------------------------------------------
 
 
@@ -114,6 +133,8 @@ class S2LIF(Method):
         if params.sparsity < 0 or params.stage_weight < 0:
             raise ConfigError(f"s2lif sparsity and stage_weight must be >= 0, got {params.sparsity}, "
                               f"{params.stage_weight}")
+        if not params.mask_lr_scale > 0:
+            raise ConfigError(f"s2lif mask_lr_scale must be > 0, got {params.mask_lr_scale}")
         if not params.temperature > 0:
             raise ConfigError(f"s2lif temperature must be > 0, got {params.temperature}")
         check_choices("s2lif", params, {"order": ORDERS, "mask_form": MASK_FORMS})
@@ -128,6 +149,10 @@ class S2LIF(Method):
     def build(self, ctx: BuildContext) -> nn.Module:
         own = {name: getattr(ctx.params, name) for name in OWN_MODEL_FIELDS}
         return ctx.model(dataclasses.replace(ctx.spec, params=model_params_with(ctx.spec.params, own)))
+
+    def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
+        params: S2LIFParams = resolve_params(self, cfg)
+        return mask_groups(super().param_groups(model, cfg), mask_parameters(model), params.mask_lr_scale)
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         params: S2LIFParams = state.params

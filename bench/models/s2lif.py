@@ -15,7 +15,8 @@ parameters and which are functions of features selected before them:
 
     gate "sigmoid":       g = sigmoid(a / temperature)
     gate "hard_concrete": (Louizos et al. 2018) training with noise u ~ U(0, 1):
-                          s = sigmoid((log u - log(1 - u) + a) / temperature), g = clamp(s (zeta - gamma) + gamma, 0, 1);
+                          s = sigmoid((log u - log(1 - u) + a) / temperature),
+                          g = clamp(s (zeta - gamma) + gamma, 0, 1);
                           without noise (eval, or no generator): g = clamp(sigmoid(a) (zeta - gamma) + gamma, 0, 1)
 
 The fused prediction is one Linear over [x_m^c of every modality]; each modality also has a stage head over
