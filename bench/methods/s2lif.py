@@ -126,7 +126,7 @@ class S2LIF(Method):
     default_model = "s2lif"
     requires = frozenset({FEATURE_MASKS})
     provenance = RECONSTRUCTED
-    approximations = ("mean-pooled Linear encoders on the harness's features, not the paper's encoders",
+    approximations = ("mean-pooled Linear encoders, not the paper's encoders",
                       "in-distribution splits: the paper's cross-dataset (out-of-distribution) protocol is not run")
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
