@@ -77,6 +77,18 @@ def parse_window(value: str) -> tuple[int, int]:
         raise ConfigError(f"--window must look like START:END (epochs, inclusive), got {value!r}") from err
 
 
+def parse_noise(value: str | None) -> tuple[float, ...]:
+    """--test-noise '0.1,0.5,1.0' -> (0.1, 0.5, 1.0); ConfigError for anything but numbers >= 0."""
+    from bench.config import noise_levels
+
+    if value is not None and not value.strip():
+        raise ConfigError("--test-noise needs one or more standard deviations, e.g. 0.1,0.5,1.0")
+    try:
+        return noise_levels(value)
+    except ConfigError as err:
+        raise ConfigError(f"--test-noise: {err}") from err
+
+
 def parse_value(text: str) -> Any:
     """A --param value: JSON when it parses (numbers, true/false, lists), else the string."""
     try:
@@ -158,6 +170,12 @@ def run_command(
                                      "method's, late_fusion for the thesis methods)."),
     model_param: list[str] | None = typer.Option(None, "--model-param", help="Model parameter name=value, e.g. "
                                                  "text_hidden=128 (repeatable)."),
+    test_noise: str | None = typer.Option(None, "--test-noise", help="After training, also test the best "
+                                          "checkpoint with Gaussian noise of these standard deviations on every "
+                                          "modality's features, e.g. 0.1,0.5,1.0 (seeded; see bench table "
+                                          "--evaluations)."),
+    test_dataset: str | None = typer.Option(None, "--test-dataset", help="Also test on this dataset's test "
+                                            "split (out of domain; same modalities, feature sizes and classes)."),
     runs_dir: RunsDir = Path("runs"),
     executor: ExecutorOpt = None,
     workers: WorkersOpt = None,
@@ -182,7 +200,8 @@ def run_command(
                        step_every=step_every, seeds=seed_list, profile=profile, params=parse_params(param, method),
                        window=parse_window(window) if window is not None else None, label_rule=label_rule,
                        task=task, task_params=parse_pairs(task_param, "--task-param"), model=model,
-                       model_params=parse_pairs(model_param, "--model-param"), runs_dir=runs_dir,
+                       model_params=parse_pairs(model_param, "--model-param"),
+                       test_noise=parse_noise(test_noise), test_dataset=test_dataset, runs_dir=runs_dir,
                        echo=typer.echo, **execution)
     _exit_unless_all_ok(rows)
 
