@@ -8,6 +8,7 @@
     api.table("my-grid.toml", tune=True)   # the table as a tidy DataFrame (one line per cell and metric)
     api.trajectories(methods=["ogm"])      # per-step / per-epoch series of the selected runs
     api.predictions()                      # per-sample predictions (runs/predictions/, once stored)
+    api.evaluations()                      # test-time evaluations (noise / out of domain; runs/evaluations/)
 
 Selections (`preset_or_file` plus the keyword arguments of `cells`: profile, datasets, source, seeds,
 methods, optimizers, modalities, dev_set) mean what the CLI flags mean. Functions that train print
@@ -42,9 +43,9 @@ from bench.store import PREDICTION_COLUMNS, PREDICTIONS  # noqa: F401  (re-expor
 
 Echo = Callable[[str], None] | None
 
-__all__ = ["EmptySelection", "Execution", "all_ok", "cells", "grid", "job_table", "jobs", "plot", "predictions",
-           "render_table", "report", "results", "run", "run_configs", "select", "table", "table_models",
-           "trajectories", "write_tables"]
+__all__ = ["EmptySelection", "Execution", "all_ok", "cells", "evaluations", "grid", "job_table", "jobs", "plot",
+           "predictions", "render_evaluations", "render_table", "report", "results", "run", "run_configs", "select",
+           "table", "table_models", "trajectories", "write_tables"]
 
 
 # -- execution -------------------------------------------------------------------------------------
@@ -496,6 +497,49 @@ def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = ""
             f"{labels.method_name(baseline)} (ties count half), averaged over cells; 95 % interval from a "
             f"stratified bootstrap over seeds ({rank.BOOTSTRAP_SAMPLES} resamples, seed {rank.BOOTSTRAP_SEED}).\n")
     return head + rank.markdown(aggregates, labels.method_name(baseline), labels.method_name) + foot
+
+
+EVALUATION_FORMATS = ("md", "csv")
+
+
+def evaluations(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Stored test-time evaluations (`<runs_dir>/evaluations/`): run_id, kind ("noise" / "ood"), sigma,
+    test_dataset and every task's test_<metric> column; empty (with those columns) when none is stored."""
+    from bench.report.sources import print_warnings
+    from bench.store import read_evaluations
+
+    frame, problems = read_evaluations(runs_dir, run_ids)
+    print_warnings(problems)
+    return frame
+
+
+def evaluations_frame(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = "",
+                      **selection: Any) -> tuple[pd.DataFrame, Any, Selected]:
+    """The tidy evaluations table of a selection (bench.report.evaluations), its metric and the selection."""
+    from bench.report import evaluations as evals
+    from bench.report.tables import baseline_pool
+
+    chosen = select(preset_or_file, runs_dir, **selection)
+    shown = evals.table_metric(chosen.cells, metric)
+    baselines = baseline_pool(chosen.query.name, chosen.cells, _baseline_kwargs(chosen.query))
+    ids = [cfg.run_id for cell in [*chosen.cells, *baselines] for cfg in cell.configs]
+    frame = evals.evaluations_frame(chosen.cells, chosen.results, evaluations(runs_dir, ids), shown, baselines)
+    return frame, shown, chosen
+
+
+def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", metric: str = "",
+                       **selection: Any) -> str:
+    """`bench table --evaluations`: per cell, the clean test metric beside its noisy and out-of-domain
+    values (mean ± std over seeds, † / ‡ against late concatenation), as md or csv."""
+    from bench.report import evaluations as evals
+
+    if fmt not in EVALUATION_FORMATS:
+        raise ConfigError(f"--evaluations renders {' or '.join(EVALUATION_FORMATS)}, not {fmt!r}")
+    frame, shown, chosen = evaluations_frame(preset_or_file, runs_dir, metric, **selection)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    synthetic = any(cell.dataset.startswith("synth-") for cell in chosen.cells)
+    return evals.markdown(frame, chosen.query.name, shown, synthetic)
 
 
 def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,
