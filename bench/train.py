@@ -215,7 +215,9 @@ def transfer_mismatches(modalities: tuple[str, ...], task: str, source_name: str
     needs the same number of classes. Step counts may differ (the models read the true lengths).
     """
     problems = []
-    source_dims, target_dims = source.feature_dims, target.feature_dims
+    # the target's sizes as the split the run is tested on holds them
+    source_dims = source.feature_dims
+    target_dims = {m: int(x.shape[-1]) for m, x in target.test.features.items()}
     for m in modalities:
         if m not in target.modalities:
             problems.append(f"{m}: in {source_name}, not in {target_name}")
