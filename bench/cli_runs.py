@@ -405,6 +405,7 @@ def rerun_command(
     with _torch_threads(threads):
         result = job_fn(cfg, deps, device=where)
     differences = metric_differences(store.stored_metrics(row), dict(result.metrics or {}))
+    differences += evaluation_differences(runs_dir, run_id, list(getattr(result, "evaluations", None) or []))
     if result.status != row["status"]:
         differences.insert(0, f"status: stored {row['status']} -> rerun {result.status} ({result.error})")
     if differences:
@@ -413,6 +414,32 @@ def rerun_command(
             typer.echo(f"  {line}")
         sys.exit(1)
     typer.echo(f"every metric matches exactly ({len(store.stored_metrics(row))} metrics, status {result.status})")
+
+
+def evaluation_key(row: dict[str, Any]) -> str:
+    """'noise sigma=0.5' / 'ood synth-mosei': which test-time evaluation a row is."""
+    if row.get("kind") == "noise":
+        return f"noise sigma={float(row['sigma']):g}"
+    return f"{row.get('kind')} {row.get('test_dataset', '')}"
+
+
+def evaluation_differences(runs_dir: Path, run_id: str, fresh: list[dict[str, Any]]) -> list[str]:
+    """metric_differences of each stored test-time evaluation against the rerun's (prefixed by which)."""
+    from bench import store
+
+    stored_rows, _ = store.read_evaluations(runs_dir, [run_id])
+    stored = {evaluation_key(r): r for r in stored_rows.to_dict("records")}
+    rerun = {evaluation_key(r): r for r in fresh}
+    lines = []
+    for key in sorted(set(stored) | set(rerun)):
+        if key not in stored or key not in rerun:
+            lines.append(f"{key}: {'stored' if key in stored else 'rerun'} only")
+            continue
+        names = [c for c in stored[key] if c.startswith("test_") and c != "test_dataset"
+                 and not math.isnan(float(stored[key][c]))]
+        lines += [f"{key} {line}" for line in metric_differences({n: stored[key][n] for n in names},
+                                                                 {n: rerun[key].get(n) for n in names})]
+    return lines
 
 
 def check_same_data(run_id: str, cfg: RunConfig) -> None:

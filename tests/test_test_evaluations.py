@@ -164,6 +164,28 @@ def test_cli_stores_noise_and_ood_rows(tmp_path: Path) -> None:
     assert rows["test_mae"].notna().all() and rows["test_acc"].isna().all()  # the task's columns only
 
 
+def test_cli_rerun_matches_the_stored_evaluations(tmp_path: Path, capsys) -> None:
+    assert bench(*RUN, "--modalities", "text", "--test-noise", "0.5", "--runs-dir", str(tmp_path)) == 0
+    run_id = store.read_results(tmp_path)[0]["run_id"].iloc[0]
+    capsys.readouterr()
+    assert bench("rerun", run_id, "--runs-dir", str(tmp_path)) == 0
+    path = store.evaluation_path(tmp_path, run_id)
+    rows = pd.read_parquet(path)
+    rows.loc[0, "test_mae"] += 1.0
+    rows.to_parquet(path)
+    assert bench("rerun", run_id, "--runs-dir", str(tmp_path)) == 1
+    assert "noise sigma=0.5 test_mae: stored" in capsys.readouterr().out
+
+
+def test_grid_with_a_mismatched_test_dataset_exits_2_before_training(tmp_path: Path, capsys) -> None:
+    grid = tmp_path / "ood.toml"
+    grid.write_text('datasets = ["mosi"]\nprofile = "smoke"\nsource = "synth"\nmethods = ["concat"]\n'
+                    'modalities = [["text", "vision"]]\nseeds = [0]\ntest_dataset = "mosei"\n')
+    assert bench("grid", str(grid), "--runs-dir", str(tmp_path / "runs"), "--no-progress") == 2
+    assert "vision: 20 features in synth-mosi, 35 in synth-mosei" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "results").exists()
+
+
 def test_grid_file_takes_the_evaluations_and_shows_them() -> None:
     spec = gridfile.parse({"methods": ["concat"], "modalities": [["text", "vision"]], "test_noise": [0.5, 1],
                            "test_dataset": "mosei"}, "g.toml")
