@@ -8,6 +8,7 @@
     api.table("my-grid.toml", tune=True)   # the table as a tidy DataFrame (one line per cell and metric)
     api.trajectories(methods=["ogm"])      # per-step / per-epoch series of the selected runs
     api.predictions()                      # per-sample predictions (runs/predictions/, once stored)
+    api.evaluations()                      # test-time evaluations (noise / out of domain; runs/evaluations/)
 
 Selections (`preset_or_file` plus the keyword arguments of `cells`: profile, datasets, source, seeds,
 methods, optimizers, modalities, dev_set) mean what the CLI flags mean. Functions that train print
@@ -42,9 +43,9 @@ from bench.store import PREDICTION_COLUMNS, PREDICTIONS  # noqa: F401  (re-expor
 
 Echo = Callable[[str], None] | None
 
-__all__ = ["EmptySelection", "Execution", "all_ok", "cells", "grid", "job_table", "jobs", "plot", "predictions",
-           "render_table", "report", "results", "run", "run_configs", "select", "table", "table_models",
-           "trajectories", "write_tables"]
+__all__ = ["EmptySelection", "Execution", "all_ok", "cells", "evaluations", "grid", "job_table", "jobs", "plot",
+           "predictions", "render_evaluations", "render_table", "report", "results", "run", "run_configs", "select",
+           "table", "table_models", "trajectories", "write_tables"]
 
 
 # -- execution -------------------------------------------------------------------------------------
@@ -125,8 +126,12 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
                 params: Mapping[str, Any] | None = None, window: tuple[int, int] | None = None,
                 label_rule: str | None = None, task: str = "classification",
                 task_params: Mapping[str, Any] | None = None, model: str | None = None,
-                model_params: Mapping[str, Any] | None = None) -> list[RunConfig]:
-    """The one-cell grid of `bench run`: the thesis defaults for this method/modalities/dataset, options on top."""
+                model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
+                test_dataset: str | None = None) -> list[RunConfig]:
+    """The one-cell grid of `bench run`: the thesis defaults for this method/modalities/dataset, options on top.
+
+    test_noise / test_dataset: the test-time evaluations (RunConfig fields; a test dataset must fit the
+    run's modalities, feature sizes and classes, checked here, before anything trains)."""
     from bench.methods import validate_config
     from bench.params import check_params
     from bench.presets import resolve_dataset, thesis_config
@@ -135,9 +140,7 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     mods = canonical_modalities(modalities)
     name = resolve_dataset(dataset, source)
-    if name not in ("mosi", "mosei", "synth-mosi", "synth-mosei") and not Path(name).expanduser().is_file():
-        raise FileNotFoundError(f"dataset {dataset!r} is neither mosi, mosei, synth-mosi, synth-mosei "
-                                "nor an existing file")
+    _check_dataset_name(dataset, name)
     label = "dev_set" if dev_set else ("step_every_4" if step_every == 4 else "standard")
     overrides: dict[str, Any] = {"method_params": check_params(method, dict(params or {}))}
     if lr is not None:
@@ -153,12 +156,50 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
     overrides.update(task=task, task_params=dict(task_params or {}), model_params=dict(model_params or {}))
     if model:
         overrides["model"] = model
+    if test_noise:
+        overrides["test_noise"] = test_noise
+    if test_dataset:
+        overrides["test_dataset"] = resolve_dataset(test_dataset, source)
+        _check_dataset_name(test_dataset, overrides["test_dataset"])
     configs = [thesis_config(name, method, mods, profile=profile, optimizer=optimizer, config_label=label,
                              seed=seed, **overrides) for seed in as_seeds(seeds) or ()]
     available = dataset_modalities(name, profile)
     for cfg in configs:
         validate_config(cfg, available)
+    check_test_datasets(configs)
     return configs
+
+
+BUILTIN_DATASETS = ("mosi", "mosei", "synth-mosi", "synth-mosei")
+
+
+def _check_dataset_name(given: str, name: str) -> None:
+    """FileNotFoundError unless `name` is a built-in dataset or an existing file."""
+    if name not in BUILTIN_DATASETS and not Path(name).expanduser().is_file():
+        raise FileNotFoundError(f"dataset {given!r} is neither {', '.join(BUILTIN_DATASETS)} nor an existing file")
+
+
+def check_test_datasets(configs: Iterable[RunConfig]) -> None:
+    """ConfigError when a run's test_dataset does not fit it (modalities, feature sizes, classes): one line
+    naming each mismatch, before anything trains. Each dataset is loaded once."""
+    from bench.data import load_dataset
+    from bench.train import check_transfer, ood_label_rule
+
+    loaded: dict[tuple[str, str, str | None], Any] = {}
+
+    def data(name: str, profile: str, rule: str | None) -> Any:
+        if (name, profile, rule) not in loaded:
+            loaded[(name, profile, rule)] = load_dataset(name, profile, label_rule=rule)
+        return loaded[(name, profile, rule)]
+
+    checked: set[tuple[Any, ...]] = set()
+    for cfg in configs:
+        key = (cfg.dataset, cfg.test_dataset, cfg.profile, cfg.label_rule, cfg.modalities, cfg.task)
+        if not cfg.test_dataset or key in checked:
+            continue
+        checked.add(key)
+        check_transfer(cfg, data(cfg.dataset, cfg.profile, cfg.label_rule),
+                       data(cfg.test_dataset, cfg.profile, ood_label_rule(cfg)))
 
 
 def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
@@ -183,7 +224,8 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
         seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick", params: Mapping[str, Any] | None = None,
         window: tuple[int, int] | None = None, label_rule: str | None = None, task: str = "classification",
         task_params: Mapping[str, Any] | None = None, model: str | None = None,
-        model_params: Mapping[str, Any] | None = None, runs_dir: str | Path = "runs", executor: str | None = None,
+        model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
+        test_dataset: str | None = None, runs_dir: str | Path = "runs", executor: str | None = None,
         workers: int | None = None, workers_per_gpu: int = 1, retry_failed: bool = False, progress: bool = True,
         slurm: Mapping[str, Any] | None = None, echo: Echo = print) -> pd.DataFrame:
     """Train one configuration over seeds (`bench run`); the result rows, one per seed (stored ones skip)."""
@@ -192,7 +234,7 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
     configs = run_configs(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
                           step_every=step_every, seeds=seeds, profile=profile, params=params, window=window,
                           label_rule=label_rule, task=task, task_params=task_params, model=model,
-                          model_params=model_params)
+                          model_params=model_params, test_noise=test_noise, test_dataset=test_dataset)
     first = configs[0]
     synthetic = " (synthetic surrogate)" if first.dataset.startswith("synth-") else ""
     announce_synthetic(echo, [first.dataset])
@@ -201,6 +243,10 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
     _say(echo, f"{method} {modality_key(first.modalities)} on {first.dataset}{synthetic}, profile {profile}, "
                f"task {task_text}, {labels_text}model {first.model}, {first.optimizer} lr {first.lr:g}, "
                f"params {dict(first.method_params)}, {len(configs)} seed(s)")
+    if first.test_noise or first.test_dataset:
+        extra = [f"noise sigma {', '.join(f'{s:g}' for s in first.test_noise)}"] if first.test_noise else []
+        extra += [f"out of domain on {first.test_dataset}"] if first.test_dataset else []
+        _say(echo, f"test-time evaluations: {'; '.join(extra)} (stored in {Path(runs_dir) / 'evaluations'})")
     summary = _train(configs, Path(runs_dir), execution)
     rows = stored_rows(runs_dir, configs)
     if echo is not None:
@@ -284,6 +330,7 @@ def check_data(grid_cells: Sequence[Any], profile: str) -> None:
     """Every dataset of the cells can be read: a missing real file is an error now, not 250 failed runs."""
     for name in sorted({c.dataset for c in grid_cells}):
         dataset_modalities(name, profile)
+    check_test_datasets(cfg for cell in grid_cells for cfg in cell.configs)
 
 
 def job_table(grid_cells: Sequence[Any], runs_dir: str | Path = "runs") -> pd.DataFrame:
@@ -450,6 +497,49 @@ def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = ""
             f"{labels.method_name(baseline)} (ties count half), averaged over cells; 95 % interval from a "
             f"stratified bootstrap over seeds ({rank.BOOTSTRAP_SAMPLES} resamples, seed {rank.BOOTSTRAP_SEED}).\n")
     return head + rank.markdown(aggregates, labels.method_name(baseline), labels.method_name) + foot
+
+
+EVALUATION_FORMATS = ("md", "csv")
+
+
+def evaluations(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Stored test-time evaluations (`<runs_dir>/evaluations/`): run_id, kind ("noise" / "ood"), sigma,
+    test_dataset and every task's test_<metric> column; empty (with those columns) when none is stored."""
+    from bench.report.sources import print_warnings
+    from bench.store import read_evaluations
+
+    frame, problems = read_evaluations(runs_dir, run_ids)
+    print_warnings(problems)
+    return frame
+
+
+def evaluations_frame(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = "",
+                      **selection: Any) -> tuple[pd.DataFrame, Any, Selected]:
+    """The tidy evaluations table of a selection (bench.report.evaluations), its metric and the selection."""
+    from bench.report import evaluations as evals
+    from bench.report.tables import baseline_pool
+
+    chosen = select(preset_or_file, runs_dir, **selection)
+    shown = evals.table_metric(chosen.cells, metric)
+    baselines = baseline_pool(chosen.query.name, chosen.cells, _baseline_kwargs(chosen.query))
+    ids = [cfg.run_id for cell in [*chosen.cells, *baselines] for cfg in cell.configs]
+    frame = evals.evaluations_frame(chosen.cells, chosen.results, evaluations(runs_dir, ids), shown, baselines)
+    return frame, shown, chosen
+
+
+def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", metric: str = "",
+                       **selection: Any) -> str:
+    """`bench table --evaluations`: per cell, the clean test metric beside its noisy and out-of-domain
+    values (mean ± std over seeds, † / ‡ against late concatenation), as md or csv."""
+    from bench.report import evaluations as evals
+
+    if fmt not in EVALUATION_FORMATS:
+        raise ConfigError(f"--evaluations renders {' or '.join(EVALUATION_FORMATS)}, not {fmt!r}")
+    frame, shown, chosen = evaluations_frame(preset_or_file, runs_dir, metric, **selection)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    synthetic = any(cell.dataset.startswith("synth-") for cell in chosen.cells)
+    return evals.markdown(frame, chosen.query.name, shown, synthetic)
 
 
 def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,

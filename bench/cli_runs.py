@@ -77,6 +77,18 @@ def parse_window(value: str) -> tuple[int, int]:
         raise ConfigError(f"--window must look like START:END (epochs, inclusive), got {value!r}") from err
 
 
+def parse_noise(value: str | None) -> tuple[float, ...]:
+    """--test-noise '0.1,0.5,1.0' -> (0.1, 0.5, 1.0); ConfigError for anything but numbers >= 0."""
+    from bench.config import noise_levels
+
+    if value is not None and not value.strip():
+        raise ConfigError("--test-noise needs one or more standard deviations, e.g. 0.1,0.5,1.0")
+    try:
+        return noise_levels(value)
+    except ConfigError as err:
+        raise ConfigError(f"--test-noise: {err}") from err
+
+
 def parse_value(text: str) -> Any:
     """A --param value: JSON when it parses (numbers, true/false, lists), else the string."""
     try:
@@ -158,6 +170,12 @@ def run_command(
                                      "method's, late_fusion for the thesis methods)."),
     model_param: list[str] | None = typer.Option(None, "--model-param", help="Model parameter name=value, e.g. "
                                                  "text_hidden=128 (repeatable)."),
+    test_noise: str | None = typer.Option(None, "--test-noise", help="After training, also test the best "
+                                          "checkpoint with Gaussian noise of these standard deviations on every "
+                                          "modality's features, e.g. 0.1,0.5,1.0 (seeded; see bench table "
+                                          "--evaluations)."),
+    test_dataset: str | None = typer.Option(None, "--test-dataset", help="Also test on this dataset's test "
+                                            "split (out of domain; same modalities, feature sizes and classes)."),
     runs_dir: RunsDir = Path("runs"),
     executor: ExecutorOpt = None,
     workers: WorkersOpt = None,
@@ -182,7 +200,8 @@ def run_command(
                        step_every=step_every, seeds=seed_list, profile=profile, params=parse_params(param, method),
                        window=parse_window(window) if window is not None else None, label_rule=label_rule,
                        task=task, task_params=parse_pairs(task_param, "--task-param"), model=model,
-                       model_params=parse_pairs(model_param, "--model-param"), runs_dir=runs_dir,
+                       model_params=parse_pairs(model_param, "--model-param"),
+                       test_noise=parse_noise(test_noise), test_dataset=test_dataset, runs_dir=runs_dir,
                        echo=typer.echo, **execution)
     _exit_unless_all_ok(rows)
 
@@ -386,6 +405,7 @@ def rerun_command(
     with _torch_threads(threads):
         result = job_fn(cfg, deps, device=where)
     differences = metric_differences(store.stored_metrics(row), dict(result.metrics or {}))
+    differences += evaluation_differences(runs_dir, run_id, list(getattr(result, "evaluations", None) or []))
     if result.status != row["status"]:
         differences.insert(0, f"status: stored {row['status']} -> rerun {result.status} ({result.error})")
     if differences:
@@ -394,6 +414,32 @@ def rerun_command(
             typer.echo(f"  {line}")
         sys.exit(1)
     typer.echo(f"every metric matches exactly ({len(store.stored_metrics(row))} metrics, status {result.status})")
+
+
+def evaluation_key(row: dict[str, Any]) -> str:
+    """'noise sigma=0.5' / 'ood synth-mosei': which test-time evaluation a row is."""
+    if row.get("kind") == "noise":
+        return f"noise sigma={float(row['sigma']):g}"
+    return f"{row.get('kind')} {row.get('test_dataset', '')}"
+
+
+def evaluation_differences(runs_dir: Path, run_id: str, fresh: list[dict[str, Any]]) -> list[str]:
+    """metric_differences of each stored test-time evaluation against the rerun's (prefixed by which)."""
+    from bench import store
+
+    stored_rows, _ = store.read_evaluations(runs_dir, [run_id])
+    stored = {evaluation_key(r): r for r in stored_rows.to_dict("records")}
+    rerun = {evaluation_key(r): r for r in fresh}
+    lines = []
+    for key in sorted(set(stored) | set(rerun)):
+        if key not in stored or key not in rerun:
+            lines.append(f"{key}: {'stored' if key in stored else 'rerun'} only")
+            continue
+        names = [c for c in stored[key] if c.startswith("test_") and c != "test_dataset"
+                 and not math.isnan(float(stored[key][c]))]
+        lines += [f"{key} {line}" for line in metric_differences({n: stored[key][n] for n in names},
+                                                                 {n: rerun[key].get(n) for n in names})]
+    return lines
 
 
 def check_same_data(run_id: str, cfg: RunConfig) -> None:

@@ -134,6 +134,12 @@ class RunConfig:
     # Fingerprint of the data the run is meant for (bench.data.data_fingerprint); part of the run id, so
     # a recalibrated surrogate or a changed data file never reuses stored results. "" = not pinned.
     data_version: str = ""
+    # Test-time evaluations of the best checkpoint (bench.train), stored apart from the result row
+    # (bench.store, evaluations/): Gaussian noise of these standard deviations on every modality's
+    # features, and the test split of another dataset (out of domain). Left out of the run id at their
+    # defaults, so every configuration without them keeps its id.
+    test_noise: tuple[float, ...] = ()
+    test_dataset: str = ""
 
     def __post_init__(self) -> None:
         if not self.label_rule:
@@ -143,6 +149,8 @@ class RunConfig:
             object.__setattr__(self, "model", default_model(self.method))
         object.__setattr__(self, "model_params", resolved_model_params(self.model, self.dataset, self.model_params))
         object.__setattr__(self, "task_params", resolved_task_params(self.task, self.task_params))
+        object.__setattr__(self, "test_noise", noise_levels(self.test_noise))
+        object.__setattr__(self, "test_dataset", str(self.test_dataset or "").strip())
         _check_basic(self)
 
     # -- identity -----------------------------------------------------------------------------
@@ -150,10 +158,18 @@ class RunConfig:
         """Plain, JSON-able dict of every field (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=_json_default))
 
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: every field, except the OPTIONAL_ID_FIELDS left at their defaults."""
+        values = self.to_dict()
+        for name, default in OPTIONAL_ID_FIELDS.items():
+            if values.get(name) == default:
+                values.pop(name, None)
+        return values
+
     @property
     def run_id(self) -> str:
-        """Stable 16-hex-digit hash of every field."""
-        payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable 16-hex-digit hash of every field (optional fields only when set)."""
+        payload = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
@@ -185,7 +201,34 @@ class RunConfig:
         for key in PAIR_FIELDS:
             if key in values and values[key] is not None:
                 values[key] = _pairs(values[key])
+        if "test_noise" in values:
+            values["test_noise"] = noise_levels(values["test_noise"])
         return cls(**values)
+
+
+# Fields added after the run-id scheme was fixed: hashed only when not at these (to_dict) defaults, so the
+# ids of every configuration that does not use them stay what they were.
+OPTIONAL_ID_FIELDS: dict[str, Any] = {"test_noise": [], "test_dataset": ""}
+
+
+def noise_levels(value: Iterable[float] | str | float | None) -> tuple[float, ...]:
+    """'0.1,0.5' / [0.1, 0.5] / 0.1 -> (0.1, 0.5): floats, each once, in the order given; >= 0 and finite."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        parts: list[Any] = [p.strip() for p in value.split(",") if p.strip()]
+    elif isinstance(value, (int, float)):
+        parts = [value]
+    else:
+        parts = list(value)
+    try:
+        sigmas = [float(p) for p in parts]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"test noise levels must be numbers, got {value!r}") from err
+    bad = [s for s in sigmas if not s >= 0 or s == float("inf")]
+    if bad:
+        raise ConfigError(f"test noise levels must be finite and >= 0, got {bad[0]}")
+    return tuple(dict.fromkeys(sigmas))
 
 
 def label_family(dataset: str) -> str:

@@ -18,7 +18,9 @@ alphas = 8 OGM runs. Each run gets the thesis's settings for its method, dataset
 (bench.presets.thesis_config), with the file's parameters on top; `dev_set = true` is the thesis's
 development-set configuration (as in the presets, Late Concatenation never carves a dev split, so its
 dev-set cell is its standard one). Optional keys: `name` (the table's name; default: the file name),
-`source` (auto, synth, real). Unknown keys, methods, parameters and wrong types are ConfigErrors naming
+`source` (auto, synth, real), and the test-time evaluations of every run: `test_noise = [0.1, 0.5, 1.0]`
+(Gaussian feature noise of these standard deviations on the test split) and `test_dataset = "mosei"`
+(also test on that dataset's test split). Unknown keys, methods, parameters and wrong types are ConfigErrors naming
 the file and the key.
 
 `preset_as_file` writes a built-in preset in this form (`bench grid --show PRESET`); rows a flat file
@@ -48,7 +50,7 @@ SUFFIX = ".toml"
 TASKS = ("classification",)  # RunConfig has no task yet: the only one the harness trains
 MODELS = ("late_fusion",)  # likewise the only model
 KEYS = ("name", "datasets", "profile", "source", "task", "model", "methods", "modalities", "optimizers",
-        "dev_set", "seeds", "params")
+        "dev_set", "seeds", "params", "test_noise", "test_dataset")
 REQUIRED = ("methods", "modalities")
 DEFAULT_DATASETS = ("mosi", "mosei")
 
@@ -73,6 +75,9 @@ class GridSpec:
     seeds: tuple[int, ...] | None = None
     # method -> ((parameter, (value, ...)), ...): the lists crossed for that method
     params: tuple[tuple[str, tuple[tuple[str, tuple[Any, ...]], ...]], ...] = ()
+    # test-time evaluations of every run (RunConfig test_noise / test_dataset)
+    test_noise: tuple[float, ...] = ()
+    test_dataset: str = ""
 
     def settings(self, method: str) -> list[Setting]:
         """Every parameter setting of `method` (the crossing of its lists); [()] without parameters."""
@@ -140,8 +145,23 @@ def parse(data: Mapping[str, Any], where: str, default_name: str = "grid") -> Gr
         "dev_set": _bools(where, data.get("dev_set", False)),
         "seeds": _seeds(where, data["seeds"]) if "seeds" in data else None,
         "params": _params(where, data.get("params", {}), methods),
+        "test_noise": _noise(where, data["test_noise"]) if "test_noise" in data else (),
+        "test_dataset": _string(where, "test_dataset", data["test_dataset"]) if "test_dataset" in data else "",
     }
     return GridSpec(**fields)
+
+
+def _noise(where: str, value: Any) -> tuple[float, ...]:
+    """test_noise: a list of standard deviations (numbers >= 0)."""
+    from bench.config import noise_levels
+
+    items = _listed(where, "test_noise", value, "a list of numbers >= 0")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
+        raise _wrong(where, "test_noise", "a list of numbers >= 0", value)
+    try:
+        return noise_levels(items)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: test_noise: {err}") from err
 
 
 def _wrong(where: str, key: str, want: str, value: Any) -> ConfigError:
@@ -300,6 +320,11 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
 
     check_label_rule(label_rule, [dataset_family(name) for name in spec.datasets])
     cells = []
+    evaluations: dict[str, Any] = {}
+    if spec.test_noise:
+        evaluations["test_noise"] = spec.test_noise
+    if spec.test_dataset:
+        evaluations["test_dataset"] = resolve_dataset(spec.test_dataset, spec.source)
     for dataset in dict.fromkeys(resolve_dataset(name, spec.source) for name in spec.datasets):
         rule = label_rule_fields(label_rule, dataset_family(dataset))
         for mods, optimizer, dev, method in itertools.product(spec.modalities, spec.optimizers, spec.dev_set,
@@ -310,7 +335,7 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
                 try:
                     configs = tuple(thesis_config(dataset, method, mods, profile=profile, optimizer=optimizer,
                                                   config_label=base, seed=seed, method_params=dict(setting),
-                                                  **rule)
+                                                  **rule, **evaluations)
                                     for seed in seeds)
                     for cfg in configs:
                         validate_config(cfg)
@@ -358,6 +383,10 @@ def to_toml(spec: GridSpec, comments: Sequence[str] = ()) -> str:
               f"dev_set = {_toml(list(spec.dev_set))}"]
     if spec.seeds is not None:
         lines.append(f"seeds = {_toml(list(spec.seeds))}")
+    if spec.test_noise:
+        lines.append(f"test_noise = {_toml(list(spec.test_noise))}")
+    if spec.test_dataset:
+        lines.append(f"test_dataset = {_toml(spec.test_dataset)}")
     for method, sweep in spec.params:
         lines += ["", f"[params.{method}]"]
         lines += [f"{name} = {_toml(values[0] if len(values) == 1 else list(values))}" for name, values in sweep]

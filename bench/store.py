@@ -7,6 +7,9 @@ Layout under the runs directory (the contract of design.md):
     predictions/<run_id>.parquet   per sample of the best checkpoint, test and valid: run_id, split,
                                    sample, target, prediction, probs, score, prediction_<modality>
     checkpoints/<run_id>.pt        best state_dict of an ok run (ensemble / unipre load these)
+    evaluations/<run_id>.parquet   test-time evaluations of an ok run's best checkpoint (RunConfig
+                                   test_noise / test_dataset): run_id, kind ("noise" / "ood"), sigma,
+                                   test_dataset, then every task's test_<metric> column (NaN where absent)
     claims/<run_id>.claim          exists while some process is training the run
 
 Every file is written under a hidden temporary name in its final folder, fsynced, then renamed over
@@ -51,6 +54,7 @@ RESULTS = "results"
 TRAJECTORIES = "trajectories"
 PREDICTIONS = "predictions"
 CHECKPOINTS = "checkpoints"
+EVALUATIONS = "evaluations"
 CLAIMS = "claims"
 STATUSES = ("ok", "failed")
 
@@ -73,6 +77,13 @@ _PREDICTION_SCHEMA = pa.schema([
 # them from the registered methods' Params. Anything else still gets a column (as JSON text), present
 # only in the rows that set it.
 _FIELD_TYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
+EVALUATION_KINDS = ("noise", "ood")
+EVALUATION_COLUMNS = ("run_id", "kind", "sigma", "test_dataset")
+# One schema for every evaluations file: the key columns, then every task's result metric (test_ ones).
+_EVALUATION_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("kind", pa.string()), ("sigma", pa.float64()), ("test_dataset", pa.string()),
+    *((name, pa.float64()) for name in METRIC_COLUMNS if name.startswith("test_")),
+])
 _TRAJECTORY_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("epoch", pa.int64()), ("step", pa.int64()), ("split", pa.string()),
     ("series", pa.string()), ("modality", pa.string()), ("value", pa.float64()),
@@ -211,7 +222,7 @@ def remove_leftovers(runs_dir: str | os.PathLike[str], claim_ttl_s: float | None
     """Delete what killed processes left behind: temp files of dead writers, stale claims. Returns them."""
     runs = Path(runs_dir)
     removed: list[Path] = []
-    for folder in (RESULTS, TRAJECTORIES, CHECKPOINTS, CLAIMS):
+    for folder in (RESULTS, TRAJECTORIES, CHECKPOINTS, PREDICTIONS, EVALUATIONS, CLAIMS):
         if not (runs / folder).is_dir():
             continue
         for path in sorted((runs / folder).iterdir()):
@@ -421,6 +432,40 @@ def _predictions_table(run_id: str, predictions: Mapping[str, Mapping[str, Any]]
     return pa.table(data, schema=_PREDICTION_SCHEMA)
 
 
+def evaluation_path(runs_dir: str | os.PathLike[str], run_id: str) -> Path:
+    """The test-time evaluations file of a run."""
+    return Path(runs_dir) / EVALUATIONS / f"{run_id}.parquet"
+
+
+def _evaluations_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Evaluation dicts (kind, sigma, test_dataset, test_<metric>...) as one table of the fixed schema.
+
+    A kind outside EVALUATION_KINDS is an error; metrics outside the schema are dropped (the result row's
+    metrics_json holds the clean run's full set, the evaluations keep the tasks' test columns)."""
+    data: dict[str, list[Any]] = {name: [] for name in _EVALUATION_SCHEMA.names}
+    for row in rows:
+        if row.get("kind") not in EVALUATION_KINDS:
+            raise ValueError(f"evaluation kind must be one of {EVALUATION_KINDS}, got {row.get('kind')!r}")
+        data["run_id"].append(run_id)
+        data["kind"].append(str(row["kind"]))
+        data["sigma"].append(_metric(row, "sigma"))
+        data["test_dataset"].append(str(row.get("test_dataset") or ""))
+        for name in _EVALUATION_SCHEMA.names[4:]:
+            data[name].append(_metric(row, name))
+    return pa.table(data, schema=_EVALUATION_SCHEMA)
+
+
+def read_evaluations(runs_dir: str | os.PathLike[str],
+                     run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Test-time evaluation rows (`evaluations/<run_id>.parquet`: EVALUATION_COLUMNS first, the metric
+    columns after) of `run_ids` (all when None), and problems with skipped files."""
+    frames, problems = _read_run_tables(Path(runs_dir) / EVALUATIONS, run_ids, EVALUATION_COLUMNS,
+                                        "evaluations file", keep_extra=True)
+    if not frames:
+        return _EVALUATION_SCHEMA.empty_table().to_pandas(), problems
+    return pd.concat(frames, ignore_index=True), problems
+
+
 def save_result(runs_dir: str | os.PathLike[str], result: ResultLike) -> Path:
     """Store one finished run: trajectory, checkpoint and predictions (ok runs), then the result row;
     each atomic."""
@@ -440,6 +485,10 @@ def save_result(runs_dir: str | os.PathLike[str], result: ResultLike) -> Path:
         if result.status == "ok" and predictions:
             _write_part(written, prediction_path(runs, run_id),
                         lambda: _parquet_bytes(_predictions_table(run_id, predictions)))
+        evaluations = getattr(result, "evaluations", None)
+        if result.status == "ok" and evaluations:
+            _write_part(written, evaluation_path(runs, run_id),
+                        lambda: _parquet_bytes(_evaluations_table(run_id, evaluations)))
         path = result_path(runs, run_id)
         _write_part(written, path, lambda: _parquet_bytes(_row_table(result_columns(result))))
     except BaseException:

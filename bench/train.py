@@ -6,7 +6,9 @@ The loop knows no method: everything method-specific happens in the method's hoo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig
+from bench.config import ConfigError, RunConfig, label_family
 from bench.data import Dataset, SplitArrays, load_dataset
 from bench.methods import Batch, BuildContext, Method, OptimizerPlan, TrainState, get_method, validate_config
 from bench.models import model_spec
@@ -54,6 +56,9 @@ class RunResult:
     torch_version: str = field(default_factory=lambda: torch.__version__)
     # Per-sample predictions of the best checkpoint: split -> column -> (N,) values (bench.store writes them).
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # Test-time evaluations of the best checkpoint (cfg.test_noise, cfg.test_dataset): one dict per
+    # evaluation with kind ("noise" / "ood"), sigma, test_dataset and the task's test_<metric> values.
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -117,13 +122,15 @@ class SplitTensors:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: SplitTensors) -> tuple[Tensor, dict[str, Tensor]]:
-    """Fused logits (N, K) and per-modality logits, in row order, model in eval mode."""
+def predict(model: nn.Module, split: SplitTensors,
+            transform: Callable[[Batch], Batch] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Fused logits (N, K) and per-modality logits, in row order, model in eval mode (`transform`: applied
+    to each batch first, e.g. test-time noise)."""
     was_training = model.training
     model.eval()
     fused, per_modality = [], {}
     for batch in split.iterate(EVAL_BATCH):
-        out = model(batch)
+        out = model(batch if transform is None else transform(batch))
         fused.append(out.logits.float().cpu())
         for m, logits in out.modality_logits.items():
             per_modality.setdefault(m, []).append(logits.float().cpu())
@@ -140,9 +147,10 @@ class Evaluation:
     modality_outputs: dict[str, Tensor]
 
 
-def evaluate_split(model: nn.Module, split: SplitTensors, task: Task | None = None) -> Evaluation:
+def evaluate_split(model: nn.Module, split: SplitTensors, task: Task | None = None,
+                   transform: Callable[[Batch], Batch] | None = None) -> Evaluation:
     task = task if task is not None else split.task
-    outputs, per_modality = predict(model, split)
+    outputs, per_modality = predict(model, split, transform)
     return Evaluation(task.metrics(outputs, split.labels, per_modality, split.split), outputs, per_modality)
 
 
@@ -157,6 +165,86 @@ def prediction_columns(evaluation: Evaluation, split: SplitTensors, task: Task) 
     columns.update(task.prediction_columns(evaluation.outputs, split.labels, evaluation.modality_outputs,
                                            split.split))
     return columns
+
+
+# -- test-time evaluations: feature noise, another dataset's test split ----------------------------------
+
+
+def noise_generator(seed: int, sigma: float) -> torch.Generator:
+    """A CPU generator seeded from the run seed and the noise level: the same config draws the same noise."""
+    digest = hashlib.sha256(f"test-noise:{int(seed)}:{float(sigma)!r}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def add_feature_noise(inputs: Mapping[str, Tensor], lengths: Mapping[str, Tensor], sigma: float,
+                      generator: torch.Generator) -> dict[str, Tensor]:
+    """Every modality's features plus N(0, sigma^2) noise at its valid steps (t < length); padding stays 0.
+
+    Noise is drawn on the CPU in modality order, so the numbers do not depend on the device.
+    """
+    noisy = {}
+    for m, features in inputs.items():  # features: (B, T, D)
+        noise = torch.randn(features.shape, generator=generator, dtype=torch.float32) * float(sigma)
+        valid = torch.arange(features.shape[1])[None, :] < lengths[m][:, None]  # (B, T) bool
+        noisy[m] = features + (noise * valid[..., None]).to(device=features.device, dtype=features.dtype)
+    return noisy
+
+
+def noise_transform(seed: int, sigma: float) -> Callable[[Batch], Batch]:
+    """A batch transform adding seeded test-time noise (a fresh generator per evaluation)."""
+    generator = noise_generator(seed, sigma)
+
+    def transform(batch: Batch) -> Batch:
+        return dataclasses.replace(batch, inputs=add_feature_noise(batch.inputs, batch.lengths, sigma, generator))
+
+    return transform
+
+
+def evaluation_row(kind: str, metrics: Mapping[str, float], sigma: float = math.nan,
+                   test_dataset: str = "") -> dict[str, Any]:
+    """One stored evaluation: its kind, sigma / test dataset, and the task's metrics as test_<name>."""
+    return {"kind": kind, "sigma": float(sigma), "test_dataset": test_dataset,
+            **{f"test_{name}": float(value) for name, value in metrics.items()}}
+
+
+def transfer_mismatches(modalities: tuple[str, ...], task: str, source_name: str, source: Dataset,
+                        target_name: str, target: Dataset) -> list[str]:
+    """Why a model trained on `source` cannot be tested on `target`: one line per mismatch ([] when none).
+
+    The requested modalities must exist in both with the same feature sizes; a classification run also
+    needs the same number of classes. Step counts may differ (the models read the true lengths).
+    """
+    problems = []
+    # the target's sizes as the split the run is tested on holds them
+    source_dims = source.feature_dims
+    target_dims = {m: int(x.shape[-1]) for m, x in target.test.features.items()}
+    for m in modalities:
+        if m not in target.modalities:
+            problems.append(f"{m}: in {source_name}, not in {target_name}")
+        elif source_dims.get(m) != target_dims.get(m):
+            problems.append(f"{m}: {source_dims.get(m)} features in {source_name}, {target_dims.get(m)} in "
+                            f"{target_name}")
+    if task == "classification" and source.num_classes != target.num_classes:
+        problems.append(f"classes: {source.num_classes} in {source_name}, {target.num_classes} in {target_name}")
+    return problems
+
+
+def check_transfer(cfg: RunConfig, source: Dataset, target: Dataset) -> None:
+    """ConfigError naming every mismatch between the run's data and its test_dataset."""
+    problems = transfer_mismatches(cfg.modalities, cfg.task, cfg.dataset, source, cfg.test_dataset, target)
+    if problems:
+        raise ConfigError(f"--test-dataset {cfg.test_dataset} does not fit runs on {cfg.dataset}: "
+                          + "; ".join(problems))
+
+
+def ood_label_rule(cfg: RunConfig) -> str | None:
+    """The run's label rule when the test dataset is of the same label family, else that family's default."""
+    return cfg.label_rule if label_family(cfg.test_dataset) == label_family(cfg.dataset) else None
+
+
+def load_ood_dataset(cfg: RunConfig) -> Dataset:
+    """The out-of-domain dataset of a run, at the run's profile."""
+    return load_dataset(cfg.test_dataset, cfg.profile, label_rule=ood_label_rule(cfg))
 
 
 # -- the loop -----------------------------------------------------------------------------------------
@@ -344,6 +432,20 @@ class Trainer:
                             "valid": prediction_columns(valid, self.valid_split, self.task)}
         return metrics
 
+    def test_evaluations(self, ood: Dataset | None = None) -> list[dict[str, Any]]:
+        """The best checkpoint (loaded by final_metrics) on the noisy test split, per cfg.test_noise level,
+        and on `ood`'s test split (cfg.test_dataset)."""
+        rows = []
+        for sigma in self.cfg.test_noise:
+            noisy = evaluate_split(self.model, self.test_split, self.task, noise_transform(self.cfg.seed, sigma))
+            rows.append(evaluation_row("noise", noisy.metrics, sigma=sigma))
+        if ood is not None:
+            split = SplitTensors(ood.test, self.cfg.modalities, self.device, self.task,
+                                 where=f"{self.cfg.test_dataset} test")
+            rows.append(evaluation_row("ood", evaluate_split(self.model, split, self.task).metrics,
+                                       test_dataset=self.cfg.test_dataset))
+        return rows
+
 
 # Devices where torch has fused Adam/SGD kernels for float parameters.
 FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
@@ -457,11 +559,15 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
     """Train one RunConfig. Bad config/data raise; numerical failures return status 'failed'."""
     started = time.perf_counter()
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.profile, label_rule=cfg.label_rule)
+    ood = load_ood_dataset(cfg) if cfg.test_dataset else None
+    if ood is not None:
+        check_transfer(cfg, data, ood)  # before anything trains
     trainer = build_trainer(cfg, data, deps, device, on_epoch)
-    status, error, metrics = "ok", None, {}
+    status, error, metrics, evaluations = "ok", None, {}, []
     try:
         trainer.fit()
         metrics = trainer.final_metrics()
+        evaluations = trainer.test_evaluations(ood)
     except TrainingFailure as failure:
         status, error = "failed", str(failure)
     except RuntimeError as err:
@@ -476,4 +582,5 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
         wall_s=time.perf_counter() - started, device=str(trainer.device),
         data_fingerprint=data.fingerprint, synthetic=data.synthetic,
         predictions=trainer.predictions if status == "ok" else {},
+        evaluations=evaluations if status == "ok" else [],
     )

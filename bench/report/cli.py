@@ -66,12 +66,23 @@ def table(
     label_rule: str | None = LabelRule,
     rank: bool = typer.Option(False, "--rank", help="Instead: each method's mean rank across the cells and its "
                               "probability of improvement over late concatenation (bootstrap interval)."),
+    evaluations: bool = typer.Option(False, "--evaluations", help="Instead: the test-time evaluations (runs "
+                                     "trained with test_noise / test_dataset): the clean test metric beside its "
+                                     "value per noise level and per out-of-domain dataset (md or csv)."),
+    eval_metric: str = typer.Option("", "--eval-metric", help="Metric of --evaluations (default: the task's "
+                                    "headline, acc for classification), e.g. loss or mae."),
 ) -> None:
     """Print (or write) a preset's or grid file's table from the store: mean ± std over seeds, ranks, significance."""
     from bench import api
 
     kwargs = selection_options(profile, dataset, source, seeds, method, optimizer, modalities, label_rule)
-    if rank:
+    if rank and evaluations:
+        raise ConfigError("--rank and --evaluations are two different tables; choose one")
+    if eval_metric and not evaluations:
+        raise ConfigError("--eval-metric applies to --evaluations")
+    if evaluations:
+        text = api.render_evaluations(preset, runs_dir, fmt, eval_metric, **kwargs)
+    elif rank:
         text = api.ranking(preset, runs_dir, **kwargs)
     else:
         text = api.render_table(preset, runs_dir, fmt, vs_thesis, tune=tune, tune_metric=tune_metric, **kwargs)
