@@ -128,6 +128,15 @@ def resolve_dataset(name: str, source: str = "auto") -> str:
     return name
 
 
+def resolve_test_dataset(target: str, dataset: str) -> str:
+    """A preset row's out-of-domain test set: a family name ("mosei") is the real file when the run trains
+    on real data, else the surrogate's domain-shifted twin with the training set's feature sizes
+    ("synth-mosei-shift": MOSEI-like, MOSI's sizes); any other name stays as it is."""
+    if target not in ("mosi", "mosei"):
+        return target
+    return f"synth-{target}-shift" if is_synthetic_dataset(dataset) else target
+
+
 def is_synthetic_dataset(dataset: str) -> bool:
     """Whether a RunConfig dataset name is the surrogate."""
     return dataset.startswith("synth-")
@@ -453,6 +462,8 @@ def _row_cells(row: _Row, dataset: str, family: str, profile: str, seeds: tuple[
     """The cell of one table row for one dataset: its config for each seed."""
     fields = dict(row.fields)
     params = dict(fields.pop("method_params", ()))
+    if fields.get("test_dataset"):
+        fields["test_dataset"] = resolve_test_dataset(fields["test_dataset"], dataset)
     extra = dict(overrides)
     params.update(dict(extra.pop("method_params", None) or {}))
     extra.update(label_rule_fields(extra.pop("label_rule", None), family))

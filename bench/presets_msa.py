@@ -43,3 +43,54 @@ def msa_regression_rows() -> list[_Row]:
         for method in regression_methods(len(mods)):
             rows.append(_Row(MSA_PRESET, mods, method, "standard", "adam", FAMILIES, (("task", MSA_TASK),)))
     return rows
+
+
+# -- preset `msa-seeds`: the seed papers' systems beside concat on their own and on the thesis's model ---
+
+SEEDS_PRESET = "msa-seeds"
+SEED_SYSTEMS = ("feada", "sati")  # the seed papers' published systems with public code
+
+
+def seed_system_rows() -> list[_Row]:
+    """`msa-seeds`: MOSI and MOSEI, regression, text+audio+vision: concat on late_fusion and on each seed
+    system's own model (configuration label on_<model>), each system and each of its declared variants."""
+    from bench.methods import REGISTRY
+
+    task = (("task", MSA_TASK),)
+    rows = [_Row(SEEDS_PRESET, AVT, "concat", "standard", "adam", FAMILIES, task)]
+    for name in SEED_SYSTEMS:
+        system = REGISTRY[name]
+        rows.append(_Row(SEEDS_PRESET, AVT, "concat", f"on_{system.default_model}", "adam", FAMILIES, task))
+        for label in ("standard", *system.variants):
+            rows.append(_Row(SEEDS_PRESET, AVT, name, label, "adam", FAMILIES, task))
+    return rows
+
+
+# -- preset `ood`: train and validate on one dataset, test on the other as well ----------------------
+
+OOD_PRESET = "ood"
+# The other family each source is tested on (bench.presets.resolve_test_dataset turns a family into the
+# surrogate's domain-shifted twin with the source's feature sizes, or the real file).
+OOD_TARGET = {"mosi": "mosei", "mosei": "mosi"}
+OOD_BASELINES = ("concat", "ensemble", "unipre")
+OOD_SEED_METHODS = ("feada", "sati", "cpsl", "s2lif")
+
+
+def ood_methods() -> list[str]:
+    """The baselines, every other registered method with a regression form on three modalities (the
+    thesis's and the modern ones), and the seed papers' methods, in table order."""
+    from bench.methods import REGISTRY, method_sort_key
+
+    others = [m for m in regression_methods(len(AVT))
+              if m not in OOD_BASELINES and m not in OOD_SEED_METHODS and not REGISTRY[m].is_baseline]
+    seeds = sorted((m for m in OOD_SEED_METHODS if m in REGISTRY), key=method_sort_key)
+    return [*OOD_BASELINES, *others, *seeds]
+
+
+def ood_rows() -> list[_Row]:
+    """`ood`: MOSI -> MOSEI and MOSEI -> MOSI, single source, regression, text+audio+vision."""
+    rows = []
+    for source, target in OOD_TARGET.items():
+        fields = (("task", MSA_TASK), ("test_dataset", target))
+        rows += [_Row(OOD_PRESET, AVT, method, "standard", "adam", (source,), fields) for method in ood_methods()]
+    return rows
