@@ -171,10 +171,16 @@ def _tiny():
 
 def test_groups_and_train_projectors() -> None:
     method = get_method("feada")
-    cfg = _config(group_lrs={"text": 5e-5, "head": 1e-3})
+    cfg = _config(lr=1e-3, weight_decay=1e-3, group_lrs={"audio": 2e-3})
     net = _net()
     groups = {g["name"]: g for g in method.param_groups(net, cfg)}
-    assert set(groups) == {"text", "audio", "vision", "head"} and groups["text"]["lr"] == 5e-5
+    assert set(groups) == {"text", "audio", "vision", "head"}
+    # official rates: text 5e-5, vision 1e-3 (MOSI), other = cfg.lr; group_lrs wins (audio)
+    assert [groups[g]["lr"] for g in ("text", "audio", "vision", "head")] == [5e-5, 2e-3, 1e-3, 1e-3]
+    assert groups["text"]["weight_decay"] == 1e-3
+    mosei = {g["name"]: g for g in method.param_groups(net, make_config("synth-mosei", "smoke", method="feada",
+                                                                         modalities=TAV, **REGRESSION))}
+    assert mosei["vision"]["lr"] == 1e-4 and mosei["text"]["weight_decay"] == 1e-2
     projector_ids = {id(p) for p in net.projector_parameters()}
     assert projector_ids <= {id(p) for p in groups["head"]["params"]}
     frozen_cfg = _config(method_params={"train_projectors": False})
@@ -187,7 +193,7 @@ def test_paper_fields() -> None:
     assert (mosi["batch_size"], mosi["step_every"], mosi["model_params"]["size"]) == (32, 1, "quick")
     assert "max_epochs" not in mosi and mosi["task_params"] == {"loss": "mse", "checkpoint": "loss"}
     assert (mosei["batch_size"], mosei["step_every"], mosei["max_epochs"]) == (16, 4, 25)
-    assert mosei["group_lrs"]["vision"] == 1e-4 and mosei["model_params"]["size"] == "paper"
+    assert mosei["lr"] == 1e-3 and mosei["model_params"]["size"] == "paper"
 
 
 # -- configuration errors ------------------------------------------------------------------------------------
@@ -208,6 +214,7 @@ def test_the_cli_exits_2_without_text(capsys) -> None:
     code = bench("run", "--method", "feada", "--modalities", "audio,vision", "--task", "regression",
                  "--dataset", "synth-mosi", "--profile", "smoke", "--seeds", "0")
     assert code == 2
+    assert "'feada' needs exactly 3 modalities, got 2 (audio, vision)" in capsys.readouterr().err
 
 
 # -- the hook and runs -----------------------------------------------------------------------------------------

@@ -184,6 +184,16 @@ def stacked_features(parts: FeaDAParts) -> Tensor:
     return torch.stack([table[slot] for slot in SLOTS], dim=1)
 
 
+def paper_group_lrs(family: str) -> dict[str, float]:
+    """The official encoder learning rates (MOSI/MOSEI config.py); the rest ("other") runs at cfg.lr."""
+    return {"text": 5e-5, "audio": 1e-3, "vision": 1e-4 if family == "mosei" else 1e-3}
+
+
+def paper_group_decays(family: str) -> dict[str, float]:
+    """Per-group weight decay: the run's everywhere, except the MOSEI code's 1e-2 on text."""
+    return {"text": 1e-2} if family == "mosei" else {}
+
+
 # -- the method -------------------------------------------------------------------------------------------
 
 
@@ -216,8 +226,7 @@ class FeaDA(Method):
             "task_params": {"loss": "mse", "checkpoint": "loss"},
             "batch_size": 16 if mosei else 32,
             "step_every": 4 if mosei else 1,
-            "lr": 1e-3,  # "other"
-            "group_lrs": {"text": 5e-5, "audio": 1e-3, "vision": 1e-4 if mosei else 1e-3, "head": 1e-3},
+            "lr": 1e-3,  # the official "other" rate; the encoders' rates come from `param_groups`
             "weight_decay": 1e-3,
             "scheduler": "none",
             "model_params": {"size": "paper" if profile == "full" else "quick"},
@@ -239,9 +248,14 @@ class FeaDA(Method):
         return ctx.model(spec)
 
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
-        """The run's groups (text / audio / vision / head at cfg.group_lrs); train_projectors=False drops the
-        projectors and p2a, as the official optimizer does."""
-        groups = super().param_groups(model, cfg)
+        """Groups text / audio / vision / head: the official rates and decays of the dataset family for the
+        encoders (cfg.group_lrs wins where it names a group), cfg.lr for the rest; train_projectors=False
+        drops the projectors and p2a, as the official optimizer does."""
+        rates, decays, given = paper_group_lrs(cfg.family), paper_group_decays(cfg.family), \
+            dict(cfg.group_lrs)
+        groups = [{**g, "lr": given.get(g["name"], rates.get(g["name"], cfg.lr)),
+                   "weight_decay": decays.get(g["name"], cfg.weight_decay)}
+                  for g in super().param_groups(model, cfg)]
         if state_params(self, cfg).train_projectors:
             return groups
         left_out = {id(p) for p in model.projector_parameters()}
