@@ -264,3 +264,8 @@ def test_runs_on_a_real_schema_unaligned_mmsa_file(tiny_record, write_record) ->
     result = train_run(cfg)
     assert result.status == "ok", result.error
     assert len(_series(result, "con")) == 1 and math.isfinite(result.metrics["test_mae"])
+
+
+def test_same_config_and_seed_give_the_same_numbers() -> None:
+    first, second = train_run(_config(max_epochs=1)), train_run(_config(max_epochs=1))
+    assert _series(first, "con") == _series(second, "con") and first.metrics == second.metrics

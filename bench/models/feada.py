@@ -247,7 +247,7 @@ class FeaDANet(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         parts = self.decompose(batch)
-        return ModelOutput(logits=parts.logits, features=dict(parts.augmented))
+        return ModelOutput(logits=parts.logits)  # (B, 1); no per-modality z_m to offer
 
 
 @register
