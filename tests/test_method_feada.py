@@ -192,6 +192,7 @@ def test_paper_fields() -> None:
     mosi, mosei = FeaDA.paper_fields("mosi", "quick"), FeaDA.paper_fields("mosei", "full")
     assert (mosi["batch_size"], mosi["step_every"], mosi["model_params"]["size"]) == (32, 1, "quick")
     assert "max_epochs" not in mosi and mosi["task_params"] == {"loss": "mse", "checkpoint": "loss"}
+    assert mosi["early_stopping"] is False and mosi["scheduler"] == "none"
     assert (mosei["batch_size"], mosei["step_every"], mosei["max_epochs"]) == (16, 4, 25)
     assert mosei["lr"] == 1e-3 and mosei["model_params"]["size"] == "paper"
 
@@ -269,3 +270,17 @@ def test_runs_on_a_real_schema_unaligned_mmsa_file(tiny_record, write_record) ->
 def test_same_config_and_seed_give_the_same_numbers() -> None:
     first, second = train_run(_config(max_epochs=1)), train_run(_config(max_epochs=1))
     assert _series(first, "con") == _series(second, "con") and first.metrics == second.metrics
+
+
+def test_the_paper_size_is_768_wide_with_the_official_layer_counts() -> None:
+    spec = ModelSpec(TAV, (("text", 768), ("audio", 5), ("vision", 20)), (), 1, (("size", "paper"),))
+    net = model_class("feada").build(spec).eval()
+    assert net.dim == 768 and len(net.encoders["audio"].layers) == 5 and len(net.encoders["vision"].layers) == 2
+    assert net.p2a.in_features == 384 and net.head[0].in_features == 3 * 768
+    from bench.batch import Batch
+
+    batch = Batch({"text": torch.randn(2, 3, 768), "audio": torch.randn(2, 4, 5), "vision": torch.randn(2, 4, 20)},
+                  {m: torch.tensor([3, 2]) for m in TAV}, torch.zeros(2), torch.arange(2))
+    with torch.no_grad():
+        parts = net.decompose(batch)
+    assert parts.logits.shape == (2, 1) and parts.similar["vision"].shape == (2, 384)

@@ -229,6 +229,7 @@ class FeaDA(Method):
             "lr": 1e-3,  # the official "other" rate; the encoders' rates come from `param_groups`
             "weight_decay": 1e-3,
             "scheduler": "none",
+            "early_stopping": False,  # the code trains every epoch and keeps the best validation loss
             "model_params": {"size": "paper" if profile == "full" else "quick"},
         }
         if profile == "full":
