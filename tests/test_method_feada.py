@@ -284,3 +284,22 @@ def test_the_paper_size_is_768_wide_with_the_official_layer_counts() -> None:
     with torch.no_grad():
         parts = net.decompose(batch)
     assert parts.logits.shape == (2, 1) and parts.similar["vision"].shape == (2, 384)
+
+
+def test_two_stages_pretrain_then_freeze_the_auxiliary_encoders() -> None:
+    result = train_run(_config(max_epochs=3, method_params={"pretrain_epochs": 1}))
+    assert result.status == "ok", result.error
+    epochs_of = {term: {row["epoch"] for row in result.trajectory if row["series"] == "loss"
+                        and row["modality"] == term} for term in ("pretrain", "con")}
+    assert epochs_of == {"pretrain": {0}, "con": {1, 2}}
+    assert result.metrics["best_epoch"] >= 1  # the first stage is never a checkpoint
+    # the frozen encoders' weights are those at the end of the first stage: run one stage-1 epoch alone
+    first = train_run(_config(max_epochs=2, method_params={"pretrain_epochs": 1}))
+    key = "summaries.audio.proj.weight"
+    assert torch.equal(result.state_dict[key], first.state_dict[key])
+    from bench.data import load_dataset
+
+    initial = build_trainer(first.config, load_dataset("synth-mosi", "smoke")).model.state_dict()[key]
+    assert not torch.equal(initial, first.state_dict[key])  # the first stage did train them
+    with pytest.raises(ConfigError, match="pretrain_epochs"):
+        validate_config(_config(max_epochs=2, method_params={"pretrain_epochs": 2}))

@@ -61,10 +61,15 @@ class FeaDAParams:
     prompt: str = "concat"  # "concat": the paper's zero-init appended step; "add": the code's rand-init, added
     train_projectors: bool = True  # False: the code's optimizer, which omits the projectors and p2a
     tau: float = TAU
+    # > 0: the paper's two stages in one run: the first pretrain_epochs epochs train only the auxiliary
+    # encoders (each regressing y through its own Linear head), which are then frozen; 0: one stage
+    pretrain_epochs: int = 0
 
     def __post_init__(self) -> None:
         if not self.tau > 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if int(self.pretrain_epochs) < 0:
+            raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
 
 
 # -- the loss terms (pure functions) ---------------------------------------------------------------------
@@ -212,7 +217,7 @@ class FeaDA(Method):
     approximations = (
         "text: frozen 768-d token features, BERT not fine-tuned",
         "BERT's pooler output: a learned Linear + tanh of token 0",
-        "one training stage: the auxiliary encoders are trained with the rest, not pre-trained and frozen",
+        "one training stage unless pretrain_epochs > 0 (then both stages share the run's epochs)",
         "contrastive partners chosen inside the batch, not drawn from the whole training set",
     )
     variants = {"no_uni": {"use_uni": False}, "no_con": {"use_con": False}, "no_kl": {"use_kl": False},
@@ -241,6 +246,9 @@ class FeaDA(Method):
         if missing:
             raise ConfigError(f"feada needs text, audio and vision; missing {', '.join(missing)}")
         check_choices("feada", params, {"weights": tuple(WEIGHTS), "prompt": ("concat", "add")})
+        if params.pretrain_epochs >= cfg.max_epochs:
+            raise ConfigError(f"feada: pretrain_epochs ({params.pretrain_epochs}) must be below max_epochs "
+                              f"({cfg.max_epochs}): the second stage needs at least one epoch")
 
     def build(self, ctx: BuildContext) -> nn.Module:
         """The feada model with the method's prompt setting (prompt / use_prompt) in its parameters."""
@@ -275,8 +283,28 @@ class FeaDA(Method):
         state.scratch[DESCRIPTORS_KEY] = descriptors
         return {}
 
+    def in_first_stage(self, state: TrainState) -> bool:
+        return state.epoch < state.params.pretrain_epochs
+
+    def on_epoch_end(self, model: nn.Module, state: TrainState) -> Logs:
+        if state.epoch == state.params.pretrain_epochs - 1:
+            model.freeze_pretrained()
+        return {}
+
+    def fresh_optimizer(self, epoch: int, state: TrainState) -> bool:
+        """A new optimizer for the second stage, over the parameters still trained."""
+        return epoch == state.params.pretrain_epochs
+
+    def checkpoint_epoch(self, epoch: int, state: TrainState) -> bool:
+        """No validation (nor checkpoint) of the main head during the first stage."""
+        return epoch >= state.params.pretrain_epochs
+
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         params: FeaDAParams = state.params
+        if self.in_first_stage(state):
+            outputs = model.pretrain_outputs(batch)  # aux m -> (B, 1)
+            stage_loss = sum(F.mse_loss(out.squeeze(1), batch.labels) for out in outputs.values())
+            return stage_loss, {"loss/pretrain": float(stage_loss.detach())}
         weights = loss_weights(params.weights, params.use_uni, params.use_con, params.use_kl)
         parts: FeaDAParts = model.decompose(batch)
         task_loss = state.task.loss(parts.logits, batch.labels)

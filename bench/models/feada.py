@@ -32,7 +32,8 @@ FEADA_PARTS = "feada_parts"
 add_capability(
     FEADA_PARTS,
     "model.decompose(batch) -> FeaDAParts (similar / dissimilar features per modality, augmented features, "
-    "their KL targets, unimodal head outputs); model.projector_parameters() (projectors and p2a)",
+    "their KL targets, unimodal head outputs); model.projector_parameters() (projectors and p2a); "
+    "model.pretrain_outputs(batch) -> {aux m: (B, 1)} and model.freeze_pretrained() (the first stage)",
 )
 
 AUXILIARY = ("audio", "vision")
@@ -222,6 +223,24 @@ class FeaDANet(nn.Module):
         self.p2a = nn.Linear(dim // 2, dim)
         self.head = mlp([3 * dim, dim, dim // 2, dim // 8, spec.output_size])
         self.unimodal_head = mlp([dim // 2, dim // 4, dim // 8, 1])
+        # first stage (optional): the auxiliary encoders regress y on their own, then are frozen
+        self.pretrain_heads = nn.ModuleDict({m: nn.Linear(dim, 1) for m in AUXILIARY})
+
+    def pretrain_outputs(self, batch: Batch) -> dict[str, Tensor]:
+        """First stage: each auxiliary encoder's own prediction of y from e_m, aux m -> (B, 1)."""
+        device = batch.inputs["text"].device
+        outputs = {}
+        for m in AUXILIARY:
+            x = truncate(batch.inputs[m], batch.lengths[m])  # (B, T_m, D_m)
+            pad = padding_mask(batch.lengths[m], x.shape[1], device)  # (B, T_m)
+            outputs[m] = self.pretrain_heads[m](self.summaries[m](x, pad))
+        return outputs
+
+    def freeze_pretrained(self) -> None:
+        """End of the first stage: the auxiliary encoders (and their stage heads) stop training."""
+        for module in (self.summaries, self.pretrain_heads):
+            for param in module.parameters():
+                param.requires_grad_(False)
 
     def projector_parameters(self) -> list[nn.Parameter]:
         """The similar / dissimilar projectors and p2a (the ones the official optimizer leaves out)."""
