@@ -357,9 +357,11 @@ def _rows_all() -> list[_Row]:
     for name in sorted(REGISTRY, key=method_sort_key):
         method = REGISTRY[name]
         labels = ("standard", "dev_set") if method.has_dev_set_variant else ("standard",)
+        # a method without a classification form (e.g. regression only) runs its first task
+        task = () if "classification" in method.tasks else (("task", method.tasks[0]),)
         for mods in combos:
             if method.min_modalities <= len(mods) <= method.max_modalities:
-                rows += [_Row("all", mods, name, label, opt) for opt in OPTIMIZERS for label in labels]
+                rows += [_Row("all", mods, name, label, opt, fields=task) for opt in OPTIMIZERS for label in labels]
     return rows
 
 

@@ -1,0 +1,293 @@
+"""FeaDA's architecture (Yin et al., "Feature Decomposition-Augmentation Network"; docs/methods/feada.md).
+
+Text is frozen token features (B, T_t, D_t); audio and vision padded frame features. Per batch:
+
+    text        h_t = dropout(Linear(D_t -> d)(x_t)) (B, T_t, d); f^t = h_t[:, 0]; pooled = tanh(Linear(x_t[:, 0]))
+                (the pooled vector stands in for BERT's pooler output: frozen features, no BERT here)
+    association h_m = Linear(D_m -> d)(x_m) with the soft prompt (added at every step, or one extra step),
+                then a cross-modal transformer, query = h_t, key / value = h_m (pads masked); f^{tm} = out[:, 0]
+    decomposition  e_m = masked mean of a TransformerEncoder over Linear(x_m) (m = audio, vision), e_t = pooled;
+                similar f^{ms} = sim_m(e_m), dissimilar f^{mds} = dis_m(e_m): LayerNorm -> Linear(d -> d/2) -> tanh
+                -> dropout (0.3 / 0.5)
+    augmentation   f_m^aug = f^{tm} * p2a(f^{ms}) (element-wise), one p2a = Linear(d/2 -> d) shared by audio, vision
+    heads       main MLP(3d -> d, d/2, d/8 -> 1, GELU) on [f^t, f_a^aug, f_v^aug]; one unimodal MLP
+                (d/2 -> d/4, d/8 -> 1) applied to each of the six decomposed features
+
+`forward(batch)` returns the main head's output only (the generic methods run on it); `decompose(batch)`
+returns every part the feada method's loss terms need (capability "feada_parts").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from bench.batch import Batch, ModelOutput
+from bench.models.base import Model, ModelSpec, add_capability, register
+
+FEADA_PARTS = "feada_parts"
+add_capability(
+    FEADA_PARTS,
+    "model.decompose(batch) -> FeaDAParts (similar / dissimilar features per modality, augmented features, "
+    "their KL targets, unimodal head outputs); model.projector_parameters() (projectors and p2a); "
+    "model.pretrain_outputs(batch) -> {aux m: (B, 1)} and model.freeze_pretrained() (the first stage)",
+)
+
+AUXILIARY = ("audio", "vision")
+SIZES = ("paper", "quick")
+PROMPTS = ("concat", "add", "none")
+SLOTS = ("text_s", "vision_s", "audio_s", "text_d", "vision_d", "audio_d")  # the six decomposed features
+
+
+@dataclass(frozen=True)
+class Widths:
+    """The widths of one size: model width d, heads, association layers per modality, encoder layers."""
+
+    dim: int
+    heads: int
+    layers: dict[str, int]
+    encoder_layers: int
+
+
+WIDTHS: dict[str, Widths] = {
+    "paper": Widths(768, 8, {"vision": 2, "audio": 5}, 2),  # the official config
+    "quick": Widths(64, 4, {"vision": 1, "audio": 1}, 1),  # ours: CPU-sized
+}
+
+
+@dataclass(frozen=True)
+class FeaDAModelParams:
+    """`size`: "paper" (768-d, the official layer counts) or "quick" (64-d, one layer each); `prompt`:
+    "concat" (the paper: one zero-initialised prompt step appended), "add" (the code: a torch.rand-initialised
+    prompt added at every step) or "none" (table 4's -P). The feada method sets it from its own prompt /
+    use_prompt parameters."""
+
+    size: str = "quick"
+    prompt: str = "concat"
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"size must be one of {', '.join(SIZES)}, got {self.size!r}")
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
+
+
+@dataclass
+class FeaDAParts:
+    """What `decompose` returns: the main output and every tensor the feada losses read."""
+
+    logits: Tensor  # (B, 1) main head
+    similar: dict[str, Tensor]  # m -> f^{ms} (B, d/2)
+    dissimilar: dict[str, Tensor]  # m -> f^{mds} (B, d/2)
+    augmented: dict[str, Tensor]  # aux m -> f_m^aug (B, d)
+    kl_targets: dict[str, Tensor]  # aux m -> p2a(f^{ms}) (B, d)
+    unimodal: dict[str, Tensor] = field(default_factory=dict)  # slot name (SLOTS) -> (B, 1)
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def padding_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    """True at padded positions: (B, steps) bool, position t padded when t >= length."""
+    positions = torch.arange(steps, device=device)  # (T,)
+    return positions[None, :] >= lengths.to(device).clamp(min=1)[:, None]
+
+
+def truncate(x: Tensor, lengths: Tensor) -> Tensor:
+    """x (B, T, D) cut to the batch's longest true length (padding beyond it is all zeros anyway)."""
+    return x[:, : max(int(lengths.max()), 1)]
+
+
+def masked_mean(x: Tensor, pad: Tensor) -> Tensor:
+    """Mean over the unpadded steps: x (B, T, D), pad (B, T) bool -> (B, D)."""
+    keep = (~pad).to(x.dtype)[:, :, None]  # (B, T, 1)
+    return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+
+
+def mlp(widths: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers of the given widths with GELU (and dropout) between them, none after the last."""
+    layers: list[nn.Module] = []
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append(nn.Linear(w_in, w_out))
+        if i < len(widths) - 2:
+            layers += [nn.GELU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class CrossModalLayer(nn.Module):
+    """A MulT-style cross-modal block: pre-LayerNorm attention from the query onto key/value, then a FFN."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, query: Tensor, kv: Tensor, kv_pad: Tensor) -> Tensor:
+        # query (B, T_q, d); kv (B, T_k, d); kv_pad (B, T_k) bool
+        kv_normed = self.norm_kv(kv)
+        attended, _ = self.attention(self.norm_q(query), kv_normed, kv_normed, key_padding_mask=kv_pad,
+                                     need_weights=False)
+        x = query + self.drop(attended)
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class TextBranch(nn.Module):
+    """Token projection (the association query, f^t at token 0) and the pooler stand-in."""
+
+    def __init__(self, input_dim: int, dim: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.proj = nn.Linear(input_dim, dim)
+        self.pooler = nn.Sequential(nn.Linear(input_dim, dim), nn.Tanh())
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # x (B, T_t, D_t) -> tokens (B, T_t, d), pooled (B, d)
+        return self.drop(self.proj(x)), self.pooler(x[:, 0])
+
+
+class AuxiliaryBranch(nn.Module):
+    """An auxiliary modality's association path: projection, soft prompt, cross-modal layers (query = text)."""
+
+    def __init__(self, input_dim: int, widths: Widths, layers: int, prompt: str) -> None:
+        super().__init__()
+        dim = widths.dim
+        self.prompt_mode = prompt
+        self.proj = nn.Linear(input_dim, dim)
+        # paper: zeros, concatenated as one extra step; code: torch.rand, added at every step
+        init = torch.zeros(1, dim) if prompt == "concat" else torch.rand(1, dim)
+        self.prompt = nn.Parameter(init, requires_grad=prompt != "none")
+        self.layers = nn.ModuleList(CrossModalLayer(dim, widths.heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def prompted(self, x: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected steps with the prompt: x (B, T, D) -> (B, T', d) and its pad mask (B, T')."""
+        h = self.proj(x)  # (B, T, d)
+        if self.prompt_mode == "none":
+            return h, pad
+        if self.prompt_mode == "add":
+            return h + self.prompt[None], pad
+        prompt = self.prompt[None].expand(h.shape[0], -1, -1)  # (B, 1, d)
+        never_padded = torch.zeros(pad.shape[0], 1, dtype=torch.bool, device=pad.device)
+        return torch.cat([h, prompt], dim=1), torch.cat([pad, never_padded], dim=1)
+
+    def forward(self, text_tokens: Tensor, x: Tensor, pad: Tensor) -> Tensor:
+        """f^{tm}: the association output at query position 0, (B, d)."""
+        kv, kv_pad = self.prompted(x, pad)
+        out = text_tokens
+        for layer in self.layers:
+            out = layer(out, kv, kv_pad)
+        return self.norm(out)[:, 0]
+
+
+class SequenceSummary(nn.Module):
+    """An auxiliary modality's input to the projectors: masked mean of a TransformerEncoder (GELU, dropout 0.5)."""
+
+    def __init__(self, input_dim: int, widths: Widths) -> None:
+        super().__init__()
+        self.proj = nn.Linear(input_dim, widths.dim)
+        layer = nn.TransformerEncoderLayer(widths.dim, widths.heads, dim_feedforward=4 * widths.dim, dropout=0.5,
+                                           activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, widths.encoder_layers, enable_nested_tensor=False)
+
+    def forward(self, x: Tensor, pad: Tensor) -> Tensor:  # x (B, T, D), pad (B, T) -> (B, d)
+        return masked_mean(self.encoder(self.proj(x), src_key_padding_mask=pad), pad)
+
+
+def projector(dim: int, dropout: float) -> nn.Sequential:
+    """LayerNorm -> Linear(d -> d/2) -> tanh -> dropout: one similar or dissimilar projector."""
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim // 2), nn.Tanh(), nn.Dropout(dropout))
+
+
+class FeaDANet(nn.Module):
+    """The FeaDA network over text, audio and vision (see the module docstring)."""
+
+    modalities: ClassVar[tuple[str, ...]] = ("text", "audio", "vision")
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        params = FeaDAModelParams(**dict(spec.params))
+        widths = WIDTHS[params.size]
+        dim = widths.dim
+        self.dim = dim
+        self.encoders = nn.ModuleDict({"text": TextBranch(spec.input_dim("text"), dim)})
+        for m in AUXILIARY:
+            self.encoders[m] = AuxiliaryBranch(spec.input_dim(m), widths, widths.layers[m], params.prompt)
+        self.summaries = nn.ModuleDict({m: SequenceSummary(spec.input_dim(m), widths) for m in AUXILIARY})
+        self.similar = nn.ModuleDict({m: projector(dim, 0.3) for m in self.modalities})
+        self.dissimilar = nn.ModuleDict({m: projector(dim, 0.5) for m in self.modalities})
+        self.p2a = nn.Linear(dim // 2, dim)
+        self.head = mlp([3 * dim, dim, dim // 2, dim // 8, spec.output_size])
+        self.unimodal_head = mlp([dim // 2, dim // 4, dim // 8, 1])
+        # first stage (optional): the auxiliary encoders regress y on their own, then are frozen
+        self.pretrain_heads = nn.ModuleDict({m: nn.Linear(dim, 1) for m in AUXILIARY})
+
+    def pretrain_outputs(self, batch: Batch) -> dict[str, Tensor]:
+        """First stage: each auxiliary encoder's own prediction of y from e_m, aux m -> (B, 1)."""
+        device = batch.inputs["text"].device
+        outputs = {}
+        for m in AUXILIARY:
+            x = truncate(batch.inputs[m], batch.lengths[m])  # (B, T_m, D_m)
+            pad = padding_mask(batch.lengths[m], x.shape[1], device)  # (B, T_m)
+            outputs[m] = self.pretrain_heads[m](self.summaries[m](x, pad))
+        return outputs
+
+    def freeze_pretrained(self) -> None:
+        """End of the first stage: the auxiliary encoders (and their stage heads) stop training."""
+        for module in (self.summaries, self.pretrain_heads):
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def projector_parameters(self) -> list[nn.Parameter]:
+        """The similar / dissimilar projectors and p2a (the ones the official optimizer leaves out)."""
+        return [*self.similar.parameters(), *self.dissimilar.parameters(), *self.p2a.parameters()]
+
+    def decompose(self, batch: Batch) -> FeaDAParts:
+        device = batch.inputs["text"].device
+        x = {m: truncate(batch.inputs[m], batch.lengths[m]) for m in self.modalities}  # m -> (B, T_m, D_m)
+        pad = {m: padding_mask(batch.lengths[m], x[m].shape[1], device) for m in self.modalities}
+        tokens, pooled = self.encoders["text"](x["text"])  # (B, T_t, d), (B, d)
+        summary = {"text": pooled, **{m: self.summaries[m](x[m], pad[m]) for m in AUXILIARY}}  # m -> (B, d)
+        similar = {m: self.similar[m](summary[m]) for m in self.modalities}  # m -> (B, d/2)
+        dissimilar = {m: self.dissimilar[m](summary[m]) for m in self.modalities}
+        kl_targets, augmented = {}, {}
+        for m in AUXILIARY:
+            kl_targets[m] = self.p2a(similar[m])  # (B, d)
+            augmented[m] = self.encoders[m](tokens, x[m], pad[m]) * kl_targets[m]  # f^{tm} * p2a(f^{ms})
+        fused = torch.cat([tokens[:, 0], augmented["audio"], augmented["vision"]], dim=1)  # (B, 3d)
+        features = {**{f"{m}_s": similar[m] for m in self.modalities},
+                    **{f"{m}_d": dissimilar[m] for m in self.modalities}}
+        unimodal = {slot: self.unimodal_head(features[slot]) for slot in SLOTS}  # slot -> (B, 1)
+        return FeaDAParts(self.head(fused), similar, dissimilar, augmented, kl_targets, unimodal)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        parts = self.decompose(batch)
+        return ModelOutput(logits=parts.logits)  # (B, 1); no per-modality z_m to offer
+
+
+@register
+class FeaDAModel(Model):
+    name = "feada"
+    Params = FeaDAModelParams
+    description = ("FeaDA: text-queried cross-modal attention with soft prompts, similar / dissimilar projectors, "
+                   "augmentation f^{tm} * p2a(f^{ms}), MLP head on [f^t, f_a^aug, f_v^aug]")
+    # no per-modality logits, no linear head, no LSTM sizes: OGM, CGGM, ... refuse it by capability
+    capabilities = frozenset({FEADA_PARTS})
+    min_modalities = 3
+    max_modalities = 3
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> nn.Module:
+        if set(spec.modalities) != set(FeaDANet.modalities):
+            from bench.config import ConfigError
+
+            raise ConfigError(f"model 'feada' needs text, audio and vision, got {', '.join(spec.modalities)}")
+        return FeaDANet(spec)
+
+
+__all__ = ["FEADA_PARTS", "SLOTS", "WIDTHS", "FeaDAModel", "FeaDAModelParams", "FeaDANet", "FeaDAParts",
+           "masked_mean", "padding_mask"]
