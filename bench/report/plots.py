@@ -65,10 +65,10 @@ PLOTS: dict[str, PlotKind] = {
                fused_label="joint"))),
     "losses": PlotKind(
         "Training, validation and per-modality losses per epoch (thesis figs. 6.2, 6.7)", ("concat",),
-        (Panel("fused loss (cross-entropy)", ("loss",), ("train", "valid"), "epoch", "fused",
-               show_split=True),
-         Panel("per-modality loss (cross-entropy)", ("loss",), ("train", "valid"), "epoch", "each",
-               show_split=True))),
+        (Panel("fused loss (the task's: cross-entropy, or L1 / MSE)", ("loss",), ("train", "valid"), "epoch",
+               "fused", show_split=True),
+         Panel("per-modality and per-term losses (a method's own terms: loss/<term>)", ("loss",),
+               ("train", "valid"), "epoch", "each", show_split=True))),
     "prototypes": PlotKind(
         "PMR imbalance ratio with and without development set (thesis figs. 6.5, 6.6)", ("pmr",),
         (Panel("imbalance ratio ρ", ("ratio", "rho"), ("train",), "step", "any", fused_label="{pair}"),
