@@ -371,6 +371,18 @@ def _rows_msa() -> list[_Row]:
     return msa_regression_rows()
 
 
+def _rows_msa_seeds() -> list[_Row]:
+    from bench.presets_msa import seed_system_rows
+
+    return seed_system_rows()
+
+
+def _rows_ood() -> list[_Row]:
+    from bench.presets_msa import ood_rows
+
+    return ood_rows()
+
+
 PRESETS = {
     "table-6.2": _rows_6_2,
     "table-6.3": _rows_6_3,
@@ -384,6 +396,8 @@ PRESETS = {
     "table-modern": _rows_modern,
     "all": _rows_all,
     "msa-regression": _rows_msa,
+    "msa-seeds": _rows_msa_seeds,
+    "ood": _rows_ood,
 }
 
 

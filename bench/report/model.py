@@ -24,7 +24,11 @@ from bench.report.published import PublishedRow, published_rows
 # the comparable unit (text+vision always beats audio+vision, so a column-wide rank says nothing).
 # The MSA regression table ranks the whole column too, as the MSA papers mark their best results
 # (its single-modality blocks hold one row each).
-RANK_SCOPE: dict[str, str] = {"6.10": "column", "msa-regression": "column"}
+RANK_SCOPE: dict[str, str] = {"6.10": "column", "msa-regression": "column", "msa-seeds": "column",
+                              "ood": "column"}
+# The published sources a table shows beside ours (None: every source of its datasets). `ood` shows
+# none: no published figure is out of distribution.
+PUBLISHED_SOURCES: dict[str, tuple[str, ...]] = {"msa-seeds": ("feada", "sati"), "ood": ()}
 DEFAULT_RANK_SCOPE = "block"
 
 # The classification task's metrics (the thesis's); every task's come from bench.report.metricsets.
@@ -307,10 +311,32 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
         fingerprints=fingerprints,
         synthetic={d: any(r.synthetic for r in members if r.cell.dataset == d) for d in datasets},
         tally=tally(rows, spec.metrics), thesis_notes=thesis_notes,
-        notes=[*notes, *_table_notes(table, members, outside, fingerprints, spec)],
+        notes=[*notes, *_table_notes(table, members, outside, fingerprints, spec), *method_notes(members)],
         spec=spec,
-        published=published_rows(r.cell.family for r in members) if spec.published else [],
+        published=_published(table, members) if spec.published else [],
     )
+
+
+def _published(table: str, members: Sequence[CellResult]) -> list[PublishedRow]:
+    """The published reference rows a table shows: its datasets', from the sources it names (all by default)."""
+    rows = published_rows(r.cell.family for r in members)
+    sources = PUBLISHED_SOURCES.get(table)
+    return rows if sources is None else [row for row in rows if row.source in sources]
+
+
+def method_notes(members: Sequence[CellResult]) -> list[str]:
+    """One note per method in the table that is reconstructed from a paper's text or approximates what the
+    harness cannot do (`Method.provenance`, `Method.approximations`)."""
+    from bench.methods import REGISTRY
+
+    notes = []
+    for method in dict.fromkeys(sorted((r.cell.method for r in members), key=labels.method_rank)):
+        cls = REGISTRY.get(method)
+        if cls is None or not (cls.provenance or cls.approximations):
+            continue
+        said = [f"{cls.provenance}" if cls.provenance else "", *cls.approximations]
+        notes.append(f"{cls.display_name}: " + "; ".join(part for part in said if part) + ".")
+    return notes
 
 
 def _table_spec(table: str, members: Sequence[CellResult]) -> TableSpec:

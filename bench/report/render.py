@@ -31,6 +31,8 @@ TABLE_TOPICS: dict[str, str] = {
     "6.10": "Methods and baselines across modality combinations",
     "all": "Every registered method, modality combination, optimizer and dev-set setting",
     "msa-regression": "Regression (the MMSA protocol): methods and baselines across modality combinations",
+    "msa-seeds": "The seed papers' systems (FeaDA, SATI) and their ablations beside concat, regression",
+    "ood": "Out of distribution: trained on one dataset, tested on the other as well, regression",
 }
 # HTML shading of best / second / third, dark to light as the thesis's colour code.
 SHADES = {1: "#8c8c8c", 2: "#bdbdbd", 3: "#e3e3e3"}
