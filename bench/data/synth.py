@@ -23,6 +23,11 @@ Real MOSI / MOSEI are licensed downloads, so the harness ships this generator. W
 Everything is a deterministic function of `SynthParams` (its sha256 is the data fingerprint). Features
 are generated in fixed-size row chunks, each from its own seed, so a full-size set can be streamed to
 disk without holding it in memory and the values do not depend on how the caller consumes them.
+
+Twins (bench.data.twins, names in bench.data.surrogates): the word-aligned and the domain-shifted
+variants are this generator with the SynthParams fields `variant`, `stream`, `mean_shift` and
+`direction_cos`; at their defaults those fields are left out of to_json(), so the base surrogate's
+fingerprints and arrays are unchanged by their existence.
 """
 
 from __future__ import annotations
