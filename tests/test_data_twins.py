@@ -247,3 +247,59 @@ def test_short_concat_train_on_the_aligned_twin() -> None:
     assert result.status == "ok" and result.synthetic
     assert result.data_fingerprint == data_fingerprint("synth-mosi-aligned", "smoke")
     assert 0.0 <= result.metrics["test_acc"] <= 100.0
+
+
+# -- the harness reads the registry ------------------------------------------------------------------
+
+
+def _bench(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    from bench.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_bench_data_list_and_synth_know_every_twin(tmp_path: Path, capsys) -> None:
+    code, out, _ = _bench(["data", "list"], capsys)
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines()]
+    assert listed == [*SURROGATE_NAMES, "mosi", "mosei"]
+    assert all("SYNTHETIC" in line for line in out.splitlines() if line.startswith("synth-"))
+    target = tmp_path / "mosei_shift.pkl"
+    code, out, _ = _bench(["data", "synth", "--like", "mosei-shift", "--profile", "smoke", "--out", str(target)],
+                          capsys)
+    assert code == 0 and "SYNTHETIC synth-mosei-shift" in out
+    assert twins.surrogate_params("synth-mosei-shift", "smoke").fingerprint in out
+    code, _, err = _bench(["data", "synth", "--like", "nope", "--out", str(target)], capsys)
+    assert code == 2 and "mosi-aligned" in err
+
+
+def test_grids_and_presets_accept_the_twins() -> None:
+    from bench.gridfile import check_datasets
+    from bench.presets import resolve_dataset
+
+    assert check_datasets("grid.toml", TWINS) == TWINS
+    assert resolve_dataset("synth-mosei-shift", "auto") == "synth-mosei-shift"
+
+
+def test_a_front_padded_aligned_file_loads_with_full_lengths(tmp_path: Path) -> None:
+    """If a file pads at the front, the last step is never zero: every derived length is the padded 50."""
+    rng = np.random.default_rng(1)
+    record = {}
+    for split, n in (("train", 8), ("valid", 4), ("test", 4)):
+        part = {"regression_labels": rng.choice(np.arange(-9, 10) / 3, size=n).astype(np.float32)}
+        for m, dim in (("text", 768), ("audio", 5), ("vision", 20)):
+            x = rng.normal(size=(n, 50, dim)).astype(np.float32)  # (N, 50, D)
+            x[:, :10] = 0.0  # leading padding
+            part[m] = x
+        record[split] = part
+    path = tmp_path / "front" / "aligned_50.pkl"
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps(record, protocol=4))
+    data = load_file(path, "full")
+    assert all((np.asarray(data.test.lengths[m]) == 50).all() for m in ("text", "audio", "vision"))
