@@ -170,13 +170,12 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
     return configs
 
 
-BUILTIN_DATASETS = ("mosi", "mosei", "synth-mosi", "synth-mosei")
-
-
 def _check_dataset_name(given: str, name: str) -> None:
-    """FileNotFoundError unless `name` is a built-in dataset or an existing file."""
-    if name not in BUILTIN_DATASETS and not Path(name).expanduser().is_file():
-        raise FileNotFoundError(f"dataset {given!r} is neither {', '.join(BUILTIN_DATASETS)} nor an existing file")
+    """FileNotFoundError unless `name` is a built-in dataset (bench.data.surrogates) or an existing file."""
+    from bench.data.surrogates import REAL_NAMES, is_surrogate, names_text
+
+    if name not in REAL_NAMES and not is_surrogate(name) and not Path(name).expanduser().is_file():
+        raise FileNotFoundError(f"dataset {given!r} is neither {names_text()} nor an existing file")
 
 
 def check_test_datasets(configs: Iterable[RunConfig]) -> None:

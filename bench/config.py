@@ -50,11 +50,14 @@ PROFILE_SETTINGS: dict[str, Profile] = {
 
 
 def dataset_family(dataset: str) -> str:
-    """'mosi' or 'mosei' for the named datasets (real or synthetic), 'custom' for a path."""
-    base = dataset.removeprefix("synth-")
-    if base in ("mosi", "mosei"):
-        return base
-    return "custom"
+    """'mosi' or 'mosei' for the named datasets (real, surrogate or a surrogate's twin: its "like"),
+    'custom' for a path."""
+    from bench.data.surrogates import REAL_NAMES, surrogate
+
+    entry = surrogate(dataset)
+    if entry is not None:
+        return entry.like
+    return dataset if dataset in REAL_NAMES else "custom"
 
 
 def dataset_defaults(dataset: str) -> dict[str, Any]:

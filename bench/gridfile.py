@@ -250,8 +250,9 @@ def check_datasets(where: str, names: Sequence[str]) -> tuple[str, ...]:
     names = tuple(names)
     for name in names:
         if dataset_family(name) == "custom":
-            raise ConfigError(f"{where}: datasets: unknown dataset {name!r}; choose from mosi, mosei, "
-                              "synth-mosi, synth-mosei")
+            from bench.data.surrogates import names_text
+
+            raise ConfigError(f"{where}: datasets: unknown dataset {name!r}; choose from {names_text()}")
     return names
 
 

@@ -451,8 +451,9 @@ def _datasets(datasets: Sequence[str] | str, source: str) -> list[tuple[str, str
     for name in dict.fromkeys(n for n in names if n):
         family = dataset_family(name)
         if family not in ("mosi", "mosei"):
-            raise ConfigError(f"unknown dataset {name!r} for a preset; choose from mosi, mosei, "
-                              "synth-mosi, synth-mosei")
+            from bench.data.surrogates import names_text
+
+            raise ConfigError(f"unknown dataset {name!r} for a preset; choose from {names_text()}")
         out.append((resolve_dataset(name, source), family))
     if not out:
         raise ConfigError("no dataset given")

@@ -20,6 +20,7 @@ from conftest import tiny_split
 from bench import cli, execute
 from bench.data import DataError
 from bench.data.safe_pickle import safe_loads
+from bench.data.surrogates import names_text
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +156,8 @@ DATA_CASES: dict[str, tuple[Callable[[Path], None] | None, str]] = {
 }
 
 # The cases also run through `bench run --dataset PATH`, where the message may differ (the path check first).
-RUN_CASES = {"missing_file": "is neither mosi, mosei, synth-mosi, synth-mosei nor an existing file",
-             "directory": "is neither mosi, mosei, synth-mosi, synth-mosei nor an existing file",
+RUN_CASES = {"missing_file": f"is neither {names_text()} nor an existing file",
+             "directory": f"is neither {names_text()} nor an existing file",
              "truncated_pickle": DATA_CASES["truncated_pickle"][1],
              "forbidden_global": DATA_CASES["forbidden_global"][1],
              "wrong_top_level_keys": DATA_CASES["wrong_top_level_keys"][1],

@@ -21,6 +21,7 @@ import bench
 from bench import store
 from bench.config import make_config
 from bench.data import load_dataset
+from bench.data.surrogates import names_text
 
 torch.set_num_threads(1)
 
@@ -102,5 +103,4 @@ def test_stored_rows_carry_provenance_and_a_rerun_on_changed_data_is_refused(tmp
                    f"is now {new_sha[:12]}); an exact rerun needs the original data\n")
     data.unlink()
     assert _bench("rerun", run_id, "--runs-dir", str(runs)) == 2
-    assert capsys.readouterr().err == f"error: {data}: no such file (dataset names: synth-mosi, synth-mosei, " \
-                                      "mosi, mosei, or a path)\n"
+    assert capsys.readouterr().err == f"error: {data}: no such file (dataset names: {names_text()}, or a path)\n"

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from bench.data import synth
+from bench.data import synth, twins
+from bench.data.surrogates import REAL_NAMES, SURROGATE_NAMES, SURROGATES
 from bench.data.types import DataError
 
 data_app = typer.Typer(name="data", help="Data: make the surrogate, check and inspect MMSA files, calibrate.",
                        no_args_is_help=True)
 
-DATASET_NAMES = ("synth-mosi", "synth-mosei", "mosi", "mosei")
+DATASET_NAMES = (*SURROGATE_NAMES, *REAL_NAMES)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,27 +27,46 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_like(like: str) -> str:
+    """'mosi' or 'mosei' (the base surrogate's like) of a --like value, for calibration."""
     value = like.strip().lower().removeprefix("synth-")
     if value not in synth.LIKES:
         raise DataError(f"--like must be one of {', '.join(synth.LIKES)}, got {like!r}")
     return value
 
 
+def _parse_surrogate(like: str) -> str:
+    """The surrogate name of a --like value: 'mosi', 'mosi-aligned' or 'synth-mosi-aligned' -> 'synth-...'."""
+    value = "synth-" + like.strip().lower().removeprefix("synth-")
+    if value not in SURROGATES:
+        choices = ", ".join(n.removeprefix("synth-") for n in SURROGATE_NAMES)
+        raise DataError(f"--like must be one of {choices}, got {like!r}")
+    return value
+
+
+@data_app.command("list")
+def list_command() -> None:
+    """The dataset names: every built-in surrogate (SYNTHETIC) and the real MMSA datasets."""
+    for name, entry in SURROGATES.items():
+        typer.echo(f"{name:<22} SYNTHETIC  {entry.like} family  {entry.description}")
+    for name in REAL_NAMES:
+        typer.echo(f"{name:<22} real       {name} family  MMSA unaligned_50.pkl under $BENCH_DATA_DIR")
+
+
 @data_app.command("synth")
 def synth_command(
-    like: str = typer.Option(..., "--like", help="mosi or mosei: which dataset to imitate."),
+    like: str = typer.Option(..., "--like", help="mosi, mosei or a twin (mosi-aligned, mosei-shift, ...)."),
     profile: str = typer.Option("quick", "--profile", help="smoke, quick or full (real split sizes)."),
     seed: int = typer.Option(synth.DATA_SEED, "--seed", help="Generator seed."),
     out: Path = typer.Option(..., "--out", help="Where to write the MMSA-schema pickle."),
 ) -> None:
     """Write a synthetic MOSI/MOSEI-like dataset as an MMSA-schema pickle."""
-    params = synth.synth_params(_parse_like(like), profile, seed)
+    params = twins.surrogate_params(_parse_surrogate(like), profile, seed)
     if out.is_dir():
         raise DataError(f"{out}: is a directory; --out must be a file path")
     data = synth.generate(params)
     _write_pickle(out, data)
     sizes = "/".join(str(data[s]["regression_labels"].shape[0]) for s in synth.RAW_SPLITS)
-    typer.echo(f"wrote {out}: SYNTHETIC synth-{params.like}, profile {profile}, seed {seed}, "
+    typer.echo(f"wrote {out}: SYNTHETIC {params.name}, profile {profile}, seed {seed}, "
                f"train/valid/test {sizes}")
     typer.echo(f"generator fingerprint {params.fingerprint}")
     if params.like == "mosei" and "mosei" not in str(out).lower():
@@ -87,7 +107,7 @@ def check_command(path: Path = typer.Argument(..., help="An MMSA-schema pickle."
 
 @data_app.command("inspect")
 def inspect_command(
-    path: str = typer.Argument(..., help="An MMSA-schema pickle, or synth-mosi / synth-mosei / mosi / mosei."),
+    path: str = typer.Argument(..., help="An MMSA-schema pickle, or a name of `bench data list`."),
     profile: str = typer.Option("full", "--profile", help="Profile for dataset names (files: always full)."),
     num_classes: int = typer.Option(None, "--num-classes", help="Classes of a file's classification_labels."),
     label_rule: str = typer.Option(None, "--label-rule",

@@ -1,6 +1,7 @@
 """`load_dataset`: a name or a path -> a `Dataset` read from the memory-mapped cache.
 
-Names: "synth-mosi" / "synth-mosei" are the built-in surrogate (bench.data.synth); "mosi" / "mosei"
+Names: the built-in surrogates of bench.data.surrogates ("synth-mosi" / "synth-mosei", bench.data.synth,
+and their aligned / shifted twins, bench.data.twins); "mosi" / "mosei"
 are the MMSA files under $BENCH_DATA_DIR (or `data_dir`): MOSI/Processed/unaligned_50.pkl and
 MOSEI/Processed/unaligned_50.pkl; any other string is the path of an MMSA-schema pickle.
 
@@ -24,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import cache, labels, mmsa, splits, synth
+from bench.data import cache, labels, mmsa, splits, synth, twins
 from bench.data.safe_pickle import check_readable_file
+from bench.data.surrogates import is_surrogate, names_text
 from bench.data.types import DataError, Dataset, SplitArrays
 
 # Published SHA-256 of the MMSA files (design.md, Data): checked and reported, never enforced.
@@ -51,12 +53,12 @@ def published_match(sha256: str) -> str | None:
 
 def load_dataset(name: str, profile: str = "quick", data_dir: Path | None = None,
                  label_rule: str | None = None) -> Dataset:
-    """The dataset `name` ("synth-mosi", "synth-mosei", "mosi", "mosei" or a path) at `profile`."""
+    """The dataset `name` (a surrogate name, "mosi", "mosei" or a path) at `profile`."""
     if profile not in PROFILES:
         raise DataError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     key = str(name).strip()
-    if key in ("synth-mosi", "synth-mosei"):
-        return load_synth(key.removeprefix("synth-"), profile, label_rule=label_rule)
+    if is_surrogate(key):
+        return load_synth(key, profile, label_rule=label_rule)
     if key in ("mosi", "mosei"):
         return load_file(real_file_path(key, data_dir), profile, family=key, name=key, label_rule=label_rule)
     return load_file(Path(key).expanduser(), profile, label_rule=label_rule)
@@ -68,11 +70,11 @@ def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = 
     Surrogate: the hash of the generator's parameters; a file: its SHA-256 (hashed once, then remembered).
     """
     key = str(name).strip()
-    if key in ("synth-mosi", "synth-mosei"):
-        return synth.synth_params(key.removeprefix("synth-"), profile).fingerprint
+    if is_surrogate(key):
+        return twins.surrogate_params(key, profile).fingerprint
     path = real_file_path(key, data_dir) if key in ("mosi", "mosei") else Path(key).expanduser()
     if not path.exists():
-        raise DataError(f"{path}: no such file (dataset names: synth-mosi, synth-mosei, mosi, mosei, or a path)")
+        raise DataError(f"{path}: no such file (dataset names: {names_text()}, or a path)")
     check_readable_file(path)
     return cache.known_sha256(path)
 
@@ -104,7 +106,7 @@ def load_file(path: Path, profile: str = "full", family: str | None = None, name
     """An MMSA-schema pickle, converted to the cache on first use."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file (dataset names: synth-mosi, synth-mosei, mosi, mosei, or a path)")
+        raise DataError(f"{path}: no such file (dataset names: {names_text()}, or a path)")
     check_readable_file(path)
     stat = path.stat()
     return _load_file_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, profile, family,
@@ -237,10 +239,11 @@ def _frozen(split: SplitArrays) -> SplitArrays:
 
 
 @functools.lru_cache(maxsize=8)
-def load_synth(like: str, profile: str = "quick", seed: int = synth.DATA_SEED,
+def load_synth(name: str, profile: str = "quick", seed: int = synth.DATA_SEED,
                label_rule: str | None = None) -> Dataset:
-    """synth-<like> at `profile`: generated once into the cache, then memory-mapped."""
-    params = synth.synth_params(like, profile, seed)
+    """The surrogate `name` ("synth-mosi", a twin, or a bare like "mosi") at `profile`: generated once
+    into the cache, then memory-mapped."""
+    params = twins.surrogate_params(name if name.startswith("synth-") else f"synth-{name}", profile, seed)
     directory = cache.entry_dir("synth", params.fingerprint)
     try:
         if not cache.is_complete(directory):
@@ -294,7 +297,7 @@ def _synth_from_arrays(params: synth.SynthParams, arrays: dict[str, dict[str, np
         for split in mmsa.RAW_SPLITS
     }
     return Dataset(
-        name=f"synth-{params.like}", num_classes=params.num_classes, modalities=tuple(modalities),
+        name=params.name, num_classes=params.num_classes, modalities=tuple(modalities),
         train=parts["train"], valid=parts["valid"], test=parts["test"],
         dev_index=splits.dev_index(parts["train"].labels, params.like), fingerprint=params.fingerprint,
         synthetic=True, source=params.source, notes=notes, label_rule=rule,

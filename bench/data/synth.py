@@ -23,6 +23,11 @@ Real MOSI / MOSEI are licensed downloads, so the harness ships this generator. W
 Everything is a deterministic function of `SynthParams` (its sha256 is the data fingerprint). Features
 are generated in fixed-size row chunks, each from its own seed, so a full-size set can be streamed to
 disk without holding it in memory and the values do not depend on how the caller consumes them.
+
+Twins (bench.data.twins, names in bench.data.surrogates): the word-aligned and the domain-shifted
+variants are this generator with the SynthParams fields `variant`, `stream`, `mean_shift` and
+`direction_cos`; at their defaults those fields are left out of to_json(), so the base surrogate's
+fingerprints and arrays are unchanged by their existence.
 """
 
 from __future__ import annotations
@@ -146,6 +151,12 @@ class SynthParams:
     clips_per_video: tuple[int, int]  # inclusive range
     modalities: tuple[ModalityParams, ...]
     version: int = GENERATOR_VERSION
+    # The twins' fields (bench.data.twins). At their defaults they are left out of to_json(), so the
+    # base surrogate's JSON, fingerprint and arrays are those of before the twins existed.
+    variant: str = "base"  # "base", "aligned" (audio / vision lengths = text lengths) or "shift"
+    stream: int = 0  # appended to every random key but the world's: 0 = the base surrogate's streams
+    mean_shift: float = 0.0  # shift of each mean vector, in units of the modality's mean_scale
+    direction_cos: float = 1.0  # cosine between this data's evidence direction and the base one
 
     @property
     def num_classes(self) -> int:
@@ -158,7 +169,16 @@ class SynthParams:
         raise KeyError(name)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = dataclasses.asdict(self)
+        for name, default in TWIN_FIELD_DEFAULTS.items():
+            if fields[name] == default:
+                del fields[name]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def name(self) -> str:
+        """The dataset name: synth-<like>, or synth-<like>-<variant> for a twin."""
+        return f"synth-{self.like}" if self.variant == "base" else f"synth-{self.like}-{self.variant}"
 
     @property
     def fingerprint(self) -> str:
@@ -166,7 +186,16 @@ class SynthParams:
 
     @property
     def source(self) -> str:
-        return f"generator:synth-{self.like} profile={self.profile} seed={self.seed} v{self.version}"
+        return f"generator:{self.name} profile={self.profile} seed={self.seed} v{self.version}"
+
+
+TWIN_FIELD_DEFAULTS: dict[str, Any] = {"variant": "base", "stream": 0, "mean_shift": 0.0, "direction_cos": 1.0}
+
+
+def rng_for(params: SynthParams, *key: int) -> np.random.Generator:
+    """The generator of one random stream: key [seed, *key], plus the twin's stream number when set."""
+    tail = [params.stream] if params.stream else []
+    return np.random.default_rng([params.seed, *key, *tail])
 
 
 def synth_params(like: str, profile: str = "quick", seed: int = DATA_SEED,
@@ -292,7 +321,7 @@ def plan_splits(params: SynthParams) -> list[SplitPlan]:
     plans = []
     first = 0
     for index, name in enumerate(RAW_SPLITS):
-        rng = np.random.default_rng([params.seed, 1, index])
+        rng = rng_for(params, 1, index)
         scores = split_scores(params, index, rng)
         video, clip = _videos(scores.shape[0], params.clips_per_video, first, rng)
         ids = np.asarray([f"vid_{v:04d}$_${c}" for v, c in zip(video, clip, strict=True)])
@@ -300,6 +329,10 @@ def plan_splits(params: SynthParams) -> list[SplitPlan]:
         lengths, perceived, offsets = {}, {}, {}
         for spec in params.modalities:
             lengths[spec.name] = _true_lengths(spec, scores.shape[0], rng)
+            if params.variant == "aligned" and spec.name != "text":
+                # Word-aligned: one feature vector per word, so audio / vision are as long as the text.
+                # (Drawn above all the same, so the random stream stays the base surrogate's.)
+                lengths[spec.name] = lengths["text"].copy()
             noise = spec.label_noise * rng.standard_normal(scores.shape[0])
             perceived[spec.name] = scores.astype(np.float64) + noise
             offsets[spec.name] = (spec.speaker * rng.standard_normal((n_videos, spec.dim))).astype(np.float32)
@@ -312,11 +345,36 @@ def plan_splits(params: SynthParams) -> list[SplitPlan]:
 
 
 def _world(params: SynthParams, spec: ModalityParams) -> tuple[np.ndarray, np.ndarray]:
-    """The modality's fixed mean vector (D,) and unit evidence direction (D,), shared by all splits."""
+    """The modality's fixed mean vector (D,) and unit evidence direction (D,), shared by all splits.
+
+    Always drawn from the base key (no stream), so a shift twin starts from the world of the base
+    surrogate with its feature sizes and then moves it (_shifted_world).
+    """
     rng = np.random.default_rng([params.seed, 0, MODALITY_ORDER.index(spec.name)])
     mean = spec.mean_scale * rng.standard_normal(spec.dim)
     direction = rng.standard_normal(spec.dim)
-    return mean, direction / np.linalg.norm(direction)
+    direction = direction / np.linalg.norm(direction)
+    if params.mean_shift == 0.0 and params.direction_cos == 1.0:
+        return mean, direction
+    return _shifted_world(params, spec, mean, direction)
+
+
+def _shifted_world(params: SynthParams, spec: ModalityParams, mean: np.ndarray,
+                   direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean + mean_shift * mean_scale * N(0, I), and a unit direction at cosine direction_cos to `direction`."""
+    rng = np.random.default_rng([params.seed, 3, MODALITY_ORDER.index(spec.name)])
+    shifted_mean = mean + params.mean_shift * spec.mean_scale * rng.standard_normal(spec.dim)  # (D,)
+    return shifted_mean, rotated_direction(direction, params.direction_cos, rng.standard_normal(spec.dim))
+
+
+def rotated_direction(direction: np.ndarray, cos: float, draw: np.ndarray) -> np.ndarray:
+    """The unit vector cos * direction + sin * u, u the unit part of `draw` orthogonal to `direction`."""
+    orthogonal = draw - (draw @ direction) * direction  # (D,) Gram-Schmidt step
+    norm = np.linalg.norm(orthogonal)
+    if norm < 1e-12:  # D = 1 (or a draw along direction): no room to rotate
+        return direction.copy()
+    sin = float(np.sqrt(max(0.0, 1.0 - cos * cos)))
+    return cos * direction + sin * orthogonal / norm
 
 
 def feature_chunks(params: SynthParams, plan: SplitPlan, modality: str) -> Iterator[tuple[int, np.ndarray]]:
@@ -326,7 +384,7 @@ def feature_chunks(params: SynthParams, plan: SplitPlan, modality: str) -> Itera
     m_index = MODALITY_ORDER.index(modality)
     for start in range(0, plan.size, CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, plan.size)
-        rng = np.random.default_rng([params.seed, 2, plan.index, m_index, start // CHUNK_ROWS])
+        rng = rng_for(params, 2, plan.index, m_index, start // CHUNK_ROWS)
         yield start, _chunk(spec, plan, slice(start, stop), mean, direction, rng)
 
 
@@ -367,7 +425,9 @@ def split_record(params: SynthParams, plan: SplitPlan) -> dict[str, Any]:
     }
     for spec in params.modalities:
         record[spec.name] = assemble(params, plan, spec.name)
-        if spec.name != "text":  # like MMSA's unaligned files: text lengths are implicit
+        # Like MMSA's files: text lengths are implicit in unaligned files, and aligned files carry no
+        # lengths at all (every modality's true length is the text's, derived from the zero padding).
+        if spec.name != "text" and params.variant != "aligned":
             record[f"{spec.name}_lengths"] = plan.lengths[spec.name].copy()
     return record
 
