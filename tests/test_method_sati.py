@@ -65,6 +65,10 @@ def test_margin_softmax_by_hand() -> None:
     # no margin, no scale, no regulariser: plain softmax over the cosines (1, 0, -1), target 0
     plain = margin_softmax_loss(x, weight, torch.tensor([0]), scale=1.0, margin=0.0, weight_reg=0.0)
     assert float(plain) == pytest.approx(-1 + math.log(math.e + 1 + math.exp(-1)), rel=1e-5)
+    # the code's additive cosine margin: target logit 30 (0 - 0.5) = -15
+    cosine = margin_softmax_loss(x, weight, torch.tensor([1]), kind="cosine")
+    expected_cosine = 15 + math.log(math.exp(-15.0) + math.exp(30.0) + math.exp(-30.0)) + 0.06
+    assert float(cosine) == pytest.approx(expected_cosine, rel=1e-5)
 
 
 def test_cmd_over_five_moments_by_hand() -> None:
@@ -86,22 +90,25 @@ def test_jsd_between_adjacent_frames_by_hand() -> None:
     by_hand = 0.5 * sum(a * math.log(a / b) for a, b in zip(p, mid, strict=True)) + \
         0.5 * sum(a * math.log(a / b) for a, b in zip(q, mid, strict=True))
     assert float(jensen_shannon(torch.tensor(p), torch.tensor(q))) == pytest.approx(by_hand, rel=1e-5)
-    # frames (0, 0), (ln 3, 0), (ln 3, 0): softmax (.5, .5), (.75, .25), (.75, .25); pairs JSD, 0
+    # one sample, frames (0, 0), (ln 3, 0), (ln 3, 0): softmax (.5, .5), (.75, .25), (.75, .25); pairs JSD, 0
     sample = torch.tensor([[0.0, 0.0], [math.log(3), 0.0], [math.log(3), 0.0]])
-    frames = torch.stack([sample, torch.zeros(3, 2)])  # (2, 3, 2); the second sample is constant: 0, 0
-    assert float(sequential_variation_loss(frames, torch.tensor([3, 3]))) == pytest.approx(by_hand / 4, rel=1e-5)
-    # the second sample has 2 valid frames (one pair): pairs counted 2 + 1, sum JSD
-    assert float(sequential_variation_loss(frames, torch.tensor([3, 2]))) == pytest.approx(by_hand / 3, rel=1e-5)
-    # padding after length 2 of the first sample: only its pair (0, 1) counts
-    assert float(sequential_variation_loss(frames[:1], torch.tensor([2]))) == pytest.approx(by_hand, rel=1e-5)
+    assert float(sequential_variation_loss(sample[None], torch.tensor([3]))) == pytest.approx(by_hand / 2, rel=1e-5)
+    # padding after length 2: only the pair (0, 1) counts
+    assert float(sequential_variation_loss(sample[None], torch.tensor([2]))) == pytest.approx(by_hand, rel=1e-5)
+    # the batch mean comes before the JSD: sample 0 (0, 0) -> (ln 3, 0), sample 1 (ln 3, 0) -> (0, 0) have the
+    # same batch-mean distribution (.625, .375) at both frames, so the divergence is 0
+    swapped = torch.stack([sample[:2], sample[:2].flip(0)])  # (2, 2, 2)
+    assert float(sequential_variation_loss(swapped, torch.tensor([2, 2]))) == pytest.approx(0.0, abs=1e-7)
+    # with sample 1 cut to one frame, the pair's batch mean is sample 0 alone again
+    assert float(sequential_variation_loss(swapped, torch.tensor([2, 1]))) == pytest.approx(by_hand, rel=1e-5)
 
 
-def test_reconstruction_is_the_mean_squared_error_over_valid_frames_then_modalities() -> None:
-    target = torch.zeros(1, 3, 2)
-    recon = {"text": torch.tensor([[[1.0, 3.0], [2.0, 0.0], [9.0, 9.0]]]), "audio": torch.zeros(1, 3, 2)}
-    # text, 2 valid frames: ((1 + 9) / 2 + (4 + 0) / 2) / 2 = 3.5; audio 0 -> mean 1.75
-    got = reconstruction_loss(recon, {"text": target, "audio": target}, torch.tensor([2]))
-    assert float(got) == pytest.approx(1.75)
+def test_reconstruction_compares_one_vector_with_every_valid_frame_then_averages_modalities() -> None:
+    frames = torch.tensor([[[1.0, 3.0], [3.0, 1.0], [9.0, 9.0]]])  # (1, 3, 2), third frame padding
+    # r = (2, 2): frame errors (1 + 1) / 2 = 1 and (1 + 1) / 2 = 1 -> 1; audio r = frames -> 0; mean 0.5
+    got = reconstruction_loss({"text": torch.tensor([[2.0, 2.0]]), "audio": torch.tensor([[1.0, 3.0]])},
+                              {"text": frames, "audio": torch.tensor([[[1.0, 3.0]] * 3])}, torch.tensor([2]))
+    assert float(got) == pytest.approx(0.5)
 
 
 def test_resampling_three_frames_onto_five_steps_by_hand() -> None:
@@ -162,6 +169,7 @@ def test_the_model_aligns_onto_the_text_and_the_vision_gate_choice_uses_the_audi
     with torch.no_grad():
         parts = net.parts(_batch())
     assert parts.logits.shape == (2, 1) and parts.shared["vision"].shape == (2, 6, 32)
+    assert parts.reconstructed["audio"].shape == (2, 32) and parts.gates["vision"].shape == (2, 6, 1)
     assert parts.lengths.tolist() == [6, 4]
     reuse = _net("reuse_audio").eval()
     reuse.load_state_dict(net.state_dict())

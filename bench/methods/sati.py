@@ -7,8 +7,8 @@ official code X-G-Y/SATI, built on MISA; docs/methods/sati.md). Runs on the `sat
              shared and private codes, both through a gradient reversal layer (lambda 1), + 0.01 ||W||^2
     L_cmd    CMD (5 moments) between the time-mean shared codes, mean over the three modality pairs
     L_recon  MSE between r_m and u_m over the valid frames, mean over modalities
-    L_jsd    on vision: frame feature cat(p_v, s_v), softmax over features; JSD of adjacent frames, mean over
-             the batch and the (valid) frame pairs
+    L_jsd    on vision: frame feature cat(p_v, s_v), softmax over features, averaged over the batch; JSD of
+             adjacent frames' batch-mean distributions, mean over the frame pairs
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, BuildContext, Logs, Method, TrainState, check_choices, register, scale_gradient
 from bench.models.sati import MODALITIES, SATI_PARTS, VISION_GATES, SATIParts, masked_mean, padding_mask
 
+MARGIN_KINDS = ("angular", "cosine")
 PAIRS = (("text", "audio"), ("text", "vision"), ("audio", "vision"))
 
 
@@ -41,7 +42,8 @@ class SATIParams:
     vision_gate: str = "own"  # "own": the paper; "reuse_audio": the code's reuse of the audio gate's layers
     grl_lambda: float = 1.0
     scale: float = 30.0  # s of the margin softmax
-    margin: float = 0.5  # m (radians)
+    margin: float = 0.5  # m
+    margin_kind: str = "angular"  # "angular": cos(theta + m), the paper's name; "cosine": cos - m, the code's
     weight_reg: float = 0.01  # factor of ||W||^2
     cmd_moments: int = 5
     clip_value: float = 1.0  # gradient value clip
@@ -60,15 +62,18 @@ def reverse_gradient(x: Tensor, strength: float) -> Tensor:
 
 
 def margin_softmax_loss(embeddings: Tensor, weight: Tensor, targets: Tensor, scale: float = 30.0,
-                        margin: float = 0.5, weight_reg: float = 0.01) -> Tensor:
-    """Additive angular margin softmax (ArcFace): cos_j = <x/|x|, W_j/|W_j|>; the target logit is
-    s cos(theta_y + m), the others s cos_j; mean cross-entropy + weight_reg ||W||^2 (squared Frobenius).
+                        margin: float = 0.5, weight_reg: float = 0.01, kind: str = "angular") -> Tensor:
+    """Margin softmax over cosines cos_j = <x/|x|, W_j/|W_j|>: the target logit is s cos(theta_y + m)
+    (kind "angular", ArcFace, the paper's name) or s (cos_y - m) (kind "cosine", what the code computes), the
+    others s cos_j; mean cross-entropy + weight_reg ||W||^2 (squared Frobenius).
     embeddings (N, H); weight (C, H); targets (N,) int64."""
     cosine = F.normalize(embeddings, dim=1) @ F.normalize(weight, dim=1).T  # (N, C)
     cosine = cosine.clamp(-1 + 1e-7, 1 - 1e-7)  # keeps sin's gradient finite
     target_cos = cosine.gather(1, targets[:, None])  # (N, 1)
-    sine = torch.sqrt(1 - target_cos ** 2)
-    shifted = target_cos * math.cos(margin) - sine * math.sin(margin)  # cos(theta + m)
+    if kind == "cosine":
+        shifted = target_cos - margin
+    else:
+        shifted = target_cos * math.cos(margin) - torch.sqrt(1 - target_cos ** 2) * math.sin(margin)  # cos(theta + m)
     logits = scale * cosine.scatter(1, targets[:, None], shifted)  # (N, C)
     return F.cross_entropy(logits, targets) + weight_reg * weight.pow(2).sum()
 
@@ -90,12 +95,14 @@ def consistency_loss(pooled_shared: Mapping[str, Tensor], moments: int = 5) -> T
 
 
 def reconstruction_loss(reconstructed: Mapping[str, Tensor], targets: Mapping[str, Tensor], lengths: Tensor) -> Tensor:
-    """Mean over modalities of the squared error of r_m against u_m over the valid frames and features.
-    Both m -> (B, T, H); lengths (B,)."""
+    """Mean over modalities of the squared error between r_m (one vector per sample, from the time mean) and
+    each valid frame of u_m, averaged over those frames and the features (the code's broadcast MSE, padding
+    left out). reconstructed m -> (B, H); targets m -> (B, T, H); lengths (B,)."""
     losses = []
     for m in reconstructed:
-        keep = (~padding_mask(lengths, reconstructed[m].shape[1], reconstructed[m].device)).to(reconstructed[m].dtype)
-        squared = ((reconstructed[m] - targets[m]) ** 2).mean(dim=2)  # (B, T)
+        frames = targets[m]
+        keep = (~padding_mask(lengths, frames.shape[1], frames.device)).to(frames.dtype)  # (B, T)
+        squared = ((frames - reconstructed[m][:, None, :]) ** 2).mean(dim=2)  # (B, T)
         losses.append((squared * keep).sum() / keep.sum().clamp(min=1.0))
     return torch.stack(losses).mean()
 
@@ -107,29 +114,36 @@ def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
 
 
 def sequential_variation_loss(frames: Tensor, lengths: Tensor) -> Tensor:
-    """L_jsd: softmax over the feature axis of each frame, JSD between adjacent frames t, t + 1, averaged
-    over the batch and over the frame pairs whose both frames are valid (ours: the code counts padding too).
+    """L_jsd: each frame softmaxed over the feature axis; for each adjacent pair (t, t + 1) the two
+    distributions averaged over the batch's samples with both frames valid, then their JSD; mean over the
+    pairs that have such samples (ours: the code averages over every sample and frame, padding included).
     frames (B, T, F); lengths (B,). Zero when no sample has two frames."""
     if frames.shape[1] < 2:
         return frames.sum() * 0.0
     probabilities = F.softmax(frames, dim=2)  # (B, T, F)
-    divergence = jensen_shannon(probabilities[:, :-1], probabilities[:, 1:])  # (B, T - 1)
-    valid = (~padding_mask(lengths - 1, frames.shape[1] - 1, frames.device)) & (lengths.to(frames.device) > 1)[:, None]
-    keep = valid.to(frames.dtype)
-    return (divergence * keep).sum() / keep.sum().clamp(min=1.0)
+    both_valid = ~padding_mask(lengths - 1, frames.shape[1] - 1, frames.device)  # (B, T - 1): t + 1 < length
+    both_valid = both_valid & (lengths.to(frames.device) > 1)[:, None]
+    weight = both_valid.to(frames.dtype)[:, :, None]  # (B, T - 1, 1)
+    count = weight.sum(dim=0)  # (T - 1, 1)
+    first = (probabilities[:, :-1] * weight).sum(dim=0) / count.clamp(min=1.0)  # (T - 1, F) batch means
+    second = (probabilities[:, 1:] * weight).sum(dim=0) / count.clamp(min=1.0)
+    used = count[:, 0] > 0  # (T - 1,)
+    if not bool(used.any()):
+        return frames.sum() * 0.0
+    return jensen_shannon(first[used], second[used]).mean()
 
 
 def domain_loss(model: nn.Module, pooled: Mapping[str, Mapping[str, Tensor]], strength: float, scale: float,
-                margin: float, weight_reg: float) -> Tensor:
+                margin: float, weight_reg: float, kind: str = "angular") -> Tensor:
     """L_dom: the margin softmax on shared codes plus that on private codes (each modality its own class),
     both through the gradient reversal layer. pooled: "shared" / "private" -> m -> (B, H)."""
     total = 0.0
-    for kind in ("shared", "private"):
-        codes = torch.cat([pooled[kind][m] for m in MODALITIES])  # (3B, H)
-        owners = torch.cat([torch.full((pooled[kind][m].shape[0],), i, dtype=torch.long, device=codes.device)
+    for part in ("shared", "private"):
+        codes = torch.cat([pooled[part][m] for m in MODALITIES])  # (3B, H)
+        owners = torch.cat([torch.full((pooled[part][m].shape[0],), i, dtype=torch.long, device=codes.device)
                             for i, m in enumerate(MODALITIES)])  # (3B,)
         embeddings = model.discriminate(reverse_gradient(codes, strength))
-        total = total + margin_softmax_loss(embeddings, model.margin_weight, owners, scale, margin, weight_reg)
+        total = total + margin_softmax_loss(embeddings, model.margin_weight, owners, scale, margin, weight_reg, kind)
     return total
 
 
@@ -157,7 +171,7 @@ class SATI(Method):
     approximations = (
         "text: frozen 768-d token features, RoBERTa not fine-tuned (so a larger learning rate than the code's)",
         "unaligned audio / vision resampled onto the text's true length by linear interpolation",
-        "the JSD term skips pairs with a padded frame (the code includes them)",
+        "the JSD and reconstruction terms and the time means leave padded frames out (the code counts them)",
     )
     variants = {"no_adversarial": {"use_adversarial": False}, "no_svr": {"use_svr": False},
                 "reuse_audio_gate": {"vision_gate": "reuse_audio"}}
@@ -181,7 +195,7 @@ class SATI(Method):
         missing = [m for m in MODALITIES if m not in cfg.modalities]
         if missing:
             raise ConfigError(f"sati needs text, audio and vision; missing {', '.join(missing)}")
-        check_choices("sati", params, {"vision_gate": VISION_GATES})
+        check_choices("sati", params, {"vision_gate": VISION_GATES, "margin_kind": MARGIN_KINDS})
 
     def build(self, ctx: BuildContext) -> nn.Module:
         """The sati model with the method's vision_gate in its parameters."""
@@ -199,7 +213,7 @@ class SATI(Method):
                  "recon": reconstruction_loss(parts.reconstructed, parts.targets, parts.lengths)}
         if weights["dom"] > 0:
             terms["dom"] = domain_loss(model, pooled, params.grl_lambda, params.scale, params.margin,
-                                       params.weight_reg)
+                                       params.weight_reg, params.margin_kind)
         if weights["jsd"] > 0:
             frames = torch.cat([parts.private["vision"], parts.shared["vision"]], dim=2)  # (B, T, 2H)
             terms["jsd"] = sequential_variation_loss(frames, parts.lengths)

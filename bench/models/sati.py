@@ -7,9 +7,9 @@ Text is frozen token features (B, T_t, D_t); audio and vision padded frame featu
     encoders    audio / vision: a 1-layer TransformerEncoder on the raw features (d_model = D_m); text: none
                 (frozen features); then per frame Linear -> H, ReLU, LayerNorm: u_m (B, T, H)
     codes       private p_m = sigmoid(Linear_m(u_m)), shared s_m = sigmoid(Linear(u_m)) (one for all three)
-    recon       r_m = Linear_m(p_m + s_m), compared with u_m by the method
-    gates       g_m = step(tanh(Linear(FBP(s_m, s_t)))) in {0, 1} (no gradient), m = audio, vision
-    fusion      o_m = LN(g_m * CrossAttn(q = p_t + PE, kv = p_m) + p_t); concat (B, T, 2H) -> 1-layer
+    recon       r_m = Linear_m(time mean of p_m + s_m) (B, H), compared by the method with every frame of u_m
+    gates       g_m = step(tanh(Linear(FBP(s_m, s_t)))) in {0, 1} per frame (no gradient), m = audio, vision
+    fusion      o_m = LN(g_m * CrossAttn(q = p_t + PE, kv = p_m + PE) + p_t + PE); concat (B, T, 2H) -> 1-layer
                 transformer -> masked time mean -> Linear(2H -> H), dropout 0.6, ReLU -> Linear(H -> 1)
 
 `forward(batch)` returns the head's output only (the generic methods run on it); `parts(batch)` returns
@@ -84,10 +84,10 @@ class SATIParts:
     logits: Tensor  # (B, 1)
     shared: dict[str, Tensor]  # m -> s_m (B, T, H)
     private: dict[str, Tensor]  # m -> p_m (B, T, H)
-    reconstructed: dict[str, Tensor]  # m -> r_m (B, T, H)
-    targets: dict[str, Tensor]  # m -> u_m (B, T, H), what r_m reconstructs
+    reconstructed: dict[str, Tensor]  # m -> r_m (B, H), from the time mean of p_m + s_m
+    targets: dict[str, Tensor]  # m -> u_m (B, T, H), the frames r_m is compared with
     lengths: Tensor  # (B,) the text's true length, every modality's after alignment
-    gates: dict[str, Tensor]  # aux m -> g_m (B, T, H) in {0, 1}
+    gates: dict[str, Tensor]  # aux m -> g_m (B, T, 1) in {0, 1}
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------
@@ -152,28 +152,28 @@ def positional_encoding(steps: int, dim: int, device: torch.device) -> Tensor:
 
 
 class FactorizedBilinearPooling(nn.Module):
-    """MFB (Yu et al. 2017): sum-pool over k of (U x * V y), dropout, signed sqrt, L2 normalised. (.., out)."""
+    """Factorised bilinear pooling as the code has it: (U x * V y) (no biases), dropout, sum over each group of
+    k adjacent entries, L2 normalised. x, y (.., dim) -> (.., out)."""
 
     def __init__(self, dim: int, out: int, k: int, dropout: float = 0.4) -> None:
         super().__init__()
         self.k, self.out = k, out
-        self.left, self.right = nn.Linear(dim, out * k), nn.Linear(dim, out * k)
+        self.left, self.right = nn.Linear(dim, out * k, bias=False), nn.Linear(dim, out * k, bias=False)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:  # x, y (B, T, dim) -> (B, T, out)
         joint = self.drop(self.left(x) * self.right(y))  # (B, T, out * k)
         pooled = joint.view(*joint.shape[:-1], self.out, self.k).sum(dim=-1)  # (B, T, out)
-        pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + 1e-12)
         return F.normalize(pooled, dim=-1)
 
 
 class Gate(nn.Module):
-    """g = step(tanh(Linear(FBP(s_m, s_t)))): (B, T, H) in {0, 1}, no gradient to its layers."""
+    """g = step(tanh(Linear(FBP(s_m, s_t)))): one scalar per frame (B, T, 1) in {0, 1}, no gradient to its layers."""
 
     def __init__(self, widths: Widths) -> None:
         super().__init__()
         self.pool = FactorizedBilinearPooling(widths.hidden, widths.fbp_hidden, widths.fbp_k)
-        self.linear = nn.Linear(widths.fbp_hidden, widths.hidden)
+        self.linear = nn.Linear(widths.fbp_hidden, 1)
 
     def forward(self, shared_m: Tensor, shared_t: Tensor) -> Tensor:
         return hard_gate(self.linear(self.pool(shared_m, shared_t)))
@@ -219,7 +219,7 @@ class SATINet(nn.Module):
         self.attention = nn.ModuleDict({m: nn.MultiheadAttention(hidden, widths.heads, batch_first=True)
                                         for m in AUXILIARY})
         self.fusion_norm = nn.ModuleDict({m: nn.LayerNorm(hidden) for m in AUXILIARY})
-        layer = nn.TransformerEncoderLayer(2 * hidden, 2, dim_feedforward=2 * hidden, batch_first=True)
+        layer = nn.TransformerEncoderLayer(2 * hidden, 1, dim_feedforward=widths.raw_ff, batch_first=True)  # 1 head
         self.fusion = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Dropout(0.6), nn.ReLU(),
                                   nn.Linear(hidden, spec.output_size))
@@ -249,13 +249,15 @@ class SATINet(nn.Module):
         utterance = {m: self.project[m](features[m]) for m in MODALITIES}  # m -> u_m (B, T, H)
         private = {m: self.private[m](utterance[m]) for m in MODALITIES}
         shared = {m: self.shared(utterance[m]) for m in MODALITIES}
-        reconstructed = {m: self.recon[m](private[m] + shared[m]) for m in MODALITIES}
-        query = private["text"] + positional_encoding(steps, self.hidden, pad.device)[None]  # (B, T, H)
+        reconstructed = {m: self.recon[m](masked_mean(private[m] + shared[m], lengths)) for m in MODALITIES}
+        positions = positional_encoding(steps, self.hidden, pad.device)[None]  # (1, T, H)
+        query = private["text"] + positions  # (B, T, H)
         gates, fused = {}, []
         for m in AUXILIARY:
-            attended, _ = self.attention[m](query, private[m], private[m], key_padding_mask=pad, need_weights=False)
-            gates[m] = self.gate(m, shared)  # (B, T, H)
-            fused.append(self.fusion_norm[m](gates[m] * attended + private["text"]))
+            kv = private[m] + positions
+            attended, _ = self.attention[m](query, kv, kv, key_padding_mask=pad, need_weights=False)
+            gates[m] = self.gate(m, shared)  # (B, T, 1)
+            fused.append(self.fusion_norm[m](gates[m] * attended + query))
         joint = self.fusion(torch.cat(fused, dim=2), src_key_padding_mask=pad)  # (B, T, 2H)
         logits = self.head(masked_mean(joint, lengths))  # (B, 1)
         return SATIParts(logits, shared, private, reconstructed, utterance, lengths, gates)
