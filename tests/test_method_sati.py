@@ -196,6 +196,8 @@ def test_bad_combinations_are_one_line_config_errors() -> None:
         validate_config(smoke_config(method="sati", modalities=TAV))
     with pytest.raises(ConfigError, match="vision_gate must be one of"):
         validate_config(_config(method_params={"vision_gate": "other"}))
+    with pytest.raises(ConfigError, match="margin_kind must be one of"):
+        validate_config(_config(method_params={"margin_kind": "other"}))
 
 
 def test_the_cli_exits_2_without_text(capsys) -> None:
