@@ -253,13 +253,10 @@ def test_short_concat_train_on_the_aligned_twin() -> None:
 
 
 def _bench(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    from bench.cli import main
+    """Exit code, stdout, stderr of `bench <argv>` (tests/clitools.py runs it in-process)."""
+    from clitools import bench
 
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
+    code = bench(*argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
