@@ -125,3 +125,14 @@ def test_regression_checkpoint_on_a_metric_takes_its_direction() -> None:
     assert make_task("regression", {}).selection().metric == "loss"
     with pytest.raises(ValueError, match="checkpoint must be one of"):
         make_task("regression", {"checkpoint": "accuracy"})
+
+
+def test_a_fixed_modality_model_names_what_it_needs() -> None:
+    from bench.models import ModelSpec
+    from bench.models.base import require_modalities
+
+    spec = ModelSpec(modalities=("audio", "vision"), input_dims=(("audio", 5), ("vision", 20)), sizes=(),
+                     num_classes=1)
+    with pytest.raises(ConfigError, match="model 'sati' needs text, audio, vision, got audio, vision"):
+        require_modalities("sati", spec, ("text", "audio", "vision"))
+    require_modalities("sati", spec, ("vision", "audio"))  # the order does not matter

@@ -242,9 +242,7 @@ class FeaDA(Method):
         return fields
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        missing = [m for m in MODALITIES if m not in cfg.modalities]
-        if missing:
-            raise ConfigError(f"feada needs text, audio and vision; missing {', '.join(missing)}")
+        # text+audio+vision: min_modalities = max_modalities = 3 here, checked by the registry (validate_config)
         check_choices("feada", params, {"weights": tuple(WEIGHTS), "prompt": ("concat", "add")})
         if params.pretrain_epochs >= cfg.max_epochs:
             raise ConfigError(f"feada: pretrain_epochs ({params.pretrain_epochs}) must be below max_epochs "

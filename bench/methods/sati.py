@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bench.config import ConfigError, RunConfig
+from bench.config import RunConfig
 from bench.methods.base import Batch, BuildContext, Logs, Method, TrainState, check_choices, register, scale_gradient
 from bench.models.sati import MODALITIES, SATI_PARTS, VISION_GATES, SATIParts, masked_mean, padding_mask
 
@@ -191,9 +191,7 @@ class SATI(Method):
         return fields
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        missing = [m for m in MODALITIES if m not in cfg.modalities]
-        if missing:
-            raise ConfigError(f"sati needs text, audio and vision; missing {', '.join(missing)}")
+        # text+audio+vision: min_modalities = max_modalities = 3 here, checked by the registry (validate_config)
         check_choices("sati", params, {"vision_gate": VISION_GATES, "margin_kind": MARGIN_KINDS})
 
     def build(self, ctx: BuildContext) -> nn.Module:

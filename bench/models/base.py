@@ -185,3 +185,9 @@ def default_param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, Any
     if rest:
         groups.append({"name": "head", "params": rest, "lr": rates.get("head", cfg.lr)})
     return [g for g in groups if g["params"]]
+
+
+def require_modalities(model: str, spec: ModelSpec, needed: tuple[str, ...]) -> None:
+    """ConfigError unless the spec holds exactly `needed` (a model built for fixed modalities)."""
+    if set(spec.modalities) != set(needed):
+        raise ConfigError(f"model {model!r} needs {', '.join(needed)}, got {', '.join(spec.modalities)}")

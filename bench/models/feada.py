@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.batch import Batch, ModelOutput
-from bench.models.base import Model, ModelSpec, add_capability, register
+from bench.models.base import Model, ModelSpec, add_capability, register, require_modalities
 
 FEADA_PARTS = "feada_parts"
 add_capability(
@@ -282,10 +282,7 @@ class FeaDAModel(Model):
 
     @classmethod
     def build(cls, spec: ModelSpec) -> nn.Module:
-        if set(spec.modalities) != set(FeaDANet.modalities):
-            from bench.config import ConfigError
-
-            raise ConfigError(f"model 'feada' needs text, audio and vision, got {', '.join(spec.modalities)}")
+        require_modalities(cls.name, spec, tuple(FeaDANet.modalities))
         return FeaDANet(spec)
 
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.batch import Batch, ModelOutput
-from bench.models.base import Model, ModelSpec, add_capability, register
+from bench.models.base import Model, ModelSpec, add_capability, register, require_modalities
 
 SATI_PARTS = "sati_parts"
 add_capability(
@@ -279,10 +279,7 @@ class SATIModel(Model):
 
     @classmethod
     def build(cls, spec: ModelSpec) -> nn.Module:
-        if set(spec.modalities) != set(MODALITIES):
-            from bench.config import ConfigError
-
-            raise ConfigError(f"model 'sati' needs text, audio and vision, got {', '.join(spec.modalities)}")
+        require_modalities(cls.name, spec, tuple(MODALITIES))
         return SATINet(spec)
 
 
