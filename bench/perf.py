@@ -24,9 +24,11 @@ from torch import nn
 
 from bench.config import RunConfig, make_config
 
-SECTIONS = ("overhead", "speedups", "methods", "seeds", "seed-stacking", "workers", "memory", "worker-memory")
+SECTIONS = ("overhead", "speedups", "methods", "own-models", "seeds", "seed-stacking", "workers", "memory",
+            "worker-memory", "own-models-memory")
 # Sections that start fresh processes to read their memory: only on request
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("memory", "worker-memory"))
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("memory", "worker-memory", "own-models-memory"))
+ALL_THREE = ("text", "audio", "vision")
 
 
 def machine_info() -> dict[str, Any]:
@@ -225,6 +227,53 @@ def measure_methods(dataset: str, profile: str, epochs: int, modalities: tuple[s
     return {name: {"s_per_epoch": round(s, 3), "vs_concat": round(s / base, 2)} for name, s in per_epoch.items()}
 
 
+def own_model_methods() -> list[str]:
+    """Registered trainable methods that bring their own model (FeaDA, SATI, ...), in table order."""
+    from bench.methods import REGISTRY, method_sort_key
+    from bench.methods.base import Method
+
+    return [name for name in sorted(REGISTRY, key=method_sort_key)
+            if not name.startswith("test_") and REGISTRY[name].trains
+            and REGISTRY[name].default_model != Method.default_model]
+
+
+def own_model_config(dataset: str, profile: str, method: str, epochs: int, **fields: Any) -> RunConfig:
+    """The preset config of `method` on all three modalities, regression (its paper's settings from
+    `paper_fields`), for `epochs` epochs with early stopping off; `fields` on top (e.g. model=...)."""
+    from bench.presets import thesis_config
+
+    return thesis_config(dataset, method, ALL_THREE, profile=profile, task="regression", max_epochs=epochs,
+                         early_stopping=False, window_end=-1, **fields)
+
+
+def measure_own_models(dataset: str, profile: str, epochs: int, repeats: int = 2) -> dict[str, Any]:
+    """Seconds per epoch of each own-model method against concat on late_fusion and concat on the
+    method's own model, all on the same data and seed, regression, text+audio+vision."""
+    from bench.data import load_dataset
+    from bench.methods import get_method
+    from bench.train import train_run
+
+    data = load_dataset(dataset, profile)
+    configs = {"concat": own_model_config(dataset, profile, "concat", epochs)}
+    for name in own_model_methods():
+        model = get_method(name).default_model
+        configs[name] = own_model_config(dataset, profile, name, epochs)
+        configs[f"concat on {model}"] = own_model_config(dataset, profile, "concat", epochs, model=model)
+    timings: dict[str, list[float]] = {label: [] for label in configs}
+    for round_index in range(repeats + 1):  # round 0 warms up; runs interleave so noise hits all alike
+        for label, cfg in configs.items():
+            seconds, result = _timed(lambda cfg=cfg: train_run(cfg, dataset=data))
+            if result.status != "ok":
+                raise RuntimeError(f"{label}: {result.error}")
+            if round_index:
+                timings[label].append(seconds / max(1, int(result.metrics.get("epochs", epochs))))
+    per_epoch = {label: min(values) for label, values in timings.items()}
+    base = per_epoch["concat"]
+    return {label: {"s_per_epoch": round(s, 3), "vs_concat": round(s / base, 2),
+                    "batch_size": configs[label].batch_size, "step_every": configs[label].step_every}
+            for label, s in per_epoch.items()}
+
+
 def measure_seeds(dataset: str, profile: str, epochs: int, n_seeds: int) -> dict[str, Any]:
     """Wall time of an n-seed job against one seed (the seeds run one after another)."""
     from bench.data import load_dataset
@@ -380,17 +429,19 @@ def _fresh_process_output(code: str) -> list[str] | dict[str, str]:
     return done.stdout.split()
 
 
-def peak_memory_of_one_epoch(dataset: str, profile: str) -> dict[str, Any]:
-    """Peak resident memory (MiB) of a fresh process that loads the data and trains one concat epoch."""
+def peak_memory_of_one_epoch(dataset: str, profile: str, method: str | None = None) -> dict[str, Any]:
+    """Peak resident memory (MiB) of a fresh process that loads the data and trains one epoch: of concat
+    (make_config's defaults) or, with `method`, of that method's preset config (own_model_config)."""
+    config = (f"make_config({dataset!r}, {profile!r}, method='concat', modalities={ALL_THREE!r}, max_epochs=1)"
+              if method is None else f"own_model_config({dataset!r}, {profile!r}, {method!r}, 1)")
     code = (
         "import resource, torch; torch.set_num_threads(1)\n"
         "from bench.config import make_config\nfrom bench.data import load_dataset\n"
-        "from bench.train import train_run\n"
+        "from bench.perf import own_model_config\nfrom bench.train import train_run\n"
         f"d = load_dataset({dataset!r}, {profile!r})\n"
         "b = sum(x.nbytes for s in (d.train, d.valid, d.test) for x in s.features.values())\n"
-        f"c = make_config({dataset!r}, {profile!r}, method='concat', modalities=('text','audio','vision'),"
-        " max_epochs=1)\n"
-        "train_run(c, dataset=d)\n"
+        f"r = train_run({config}, dataset=d)\n"
+        "assert r.status == 'ok', r.error\n"
         "print(b, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     words = _fresh_process_output(code)
@@ -399,6 +450,12 @@ def peak_memory_of_one_epoch(dataset: str, profile: str) -> dict[str, Any]:
     array_bytes, max_rss_kib = (int(v) for v in words[-2:])
     return {"array_MiB": round(array_bytes / 2**20, 1), "peak_rss_MiB": round(max_rss_kib / 1024, 1),
             "peak_over_arrays": round(max_rss_kib * 1024 / array_bytes, 2)}
+
+
+def own_models_memory(dataset: str, profile: str) -> dict[str, Any]:
+    """One epoch's peak memory of concat (late_fusion) and of each own-model method, each in a fresh process."""
+    return {"concat": peak_memory_of_one_epoch(dataset, profile),
+            **{name: peak_memory_of_one_epoch(dataset, profile, name) for name in own_model_methods()}}
 
 
 def worker_memory_over_jobs(dataset: str, profile: str, jobs: int) -> dict[str, Any]:
@@ -434,6 +491,8 @@ def perf(
     epochs: int = typer.Option(3, help="Epochs per timed run (early stopping off)."),
     repeats: int = typer.Option(3, help="Repeats of the overhead comparison (best of)."),
     memory_profiles: str = typer.Option("synth-mosi:full", help="dataset:profile pairs for the memory section."),
+    own_memory_profiles: str = typer.Option("synth-mosei:quick",
+                                            help="dataset:profile pairs for the own-models-memory section."),
     out: Path | None = typer.Option(None, help="Also write the figures as JSON here."),
 ) -> None:
     """Print the harness's performance as ratios against reference runs in the same process."""
@@ -451,6 +510,9 @@ def perf(
         "methods": lambda: {"text+vision": measure_methods(dataset, profile, epochs, ("text", "vision"), repeats),
                             "audio+vision+text": measure_methods(dataset, profile, epochs,
                                                                  ("text", "audio", "vision"), repeats)},
+        "own-models": lambda: measure_own_models(dataset, profile, epochs, repeats),
+        "own-models-memory": lambda: {pair: own_models_memory(*pair.split(":"))
+                                      for pair in own_memory_profiles.split(",") if pair.strip()},
         "seeds": lambda: measure_seeds(dataset, profile, epochs, 5),
         "seed-stacking": lambda: measure_seed_stacking(dataset, profile, 5),
         "workers": lambda: measure_workers(dataset, profile, epochs, 6),

@@ -26,7 +26,7 @@ from bench.methods.feada import (
 )
 from bench.models import model_class
 from bench.models.base import ModelSpec
-from bench.models.feada import SLOTS, FeaDANet
+from bench.models.feada import SLOTS, FeaDANet, summarised_first_token
 from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)
@@ -37,8 +37,9 @@ def _config(**fields):
     return smoke_config(method="feada", modalities=TAV, **{**REGRESSION, **fields})
 
 
-def _net(prompt: str = "concat", dims: tuple[int, int, int] = (6, 3, 4)) -> FeaDANet:
-    spec = ModelSpec(TAV, tuple(zip(TAV, dims, strict=True)), (), 1, (("prompt", prompt), ("size", "quick")))
+def _net(prompt: str = "concat", dims: tuple[int, int, int] = (6, 3, 4), text_summary: str = "mean") -> FeaDANet:
+    params = (("prompt", prompt), ("size", "quick"), ("text_summary", text_summary))
+    spec = ModelSpec(TAV, tuple(zip(TAV, dims, strict=True)), (), 1, params)
     return model_class("feada").build(spec)
 
 
@@ -122,6 +123,20 @@ def test_contrastive_loss_reads_the_table_slot_major() -> None:
     assert torch.allclose(contrastive_loss(features, partners), expected)
 
 
+def test_contrastive_loss_groups_anchors_by_partner_count_and_still_averages_over_anchors() -> None:
+    gen = torch.Generator().manual_seed(2)
+    features = torch.randn(4, 6, 3, generator=gen)
+    partners = [([1], [2, 3]), ([0], [3, 2]), ([], [1]), ([2], [0, 1])]  # counts (1, 2) three times, (0, 1) once
+
+    def one_anchor(i: int) -> torch.Tensor:
+        samples = [i, *partners[i][0], *partners[i][1]]
+        table = torch.stack([features[p, s] for s in range(6) for p in samples])
+        return nt_xent(table, *anchor_pairs(len(partners[i][0]), len(partners[i][1])))
+
+    expected = sum(one_anchor(i) for i in range(4)) / 4  # not the mean of the two group means
+    assert torch.allclose(contrastive_loss(features, partners), expected, atol=1e-6)
+
+
 def test_kl_term_by_hand() -> None:
     # row 1: log_softmax(0, 0) = log 1/2 each; softmax(0, ln 3) = (1/4, 3/4)
     # KL = 1/4 ln((1/4)/(1/2)) + 3/4 ln((3/4)/(1/2)) = 1/4 ln 0.5 + 3/4 ln 1.5; row 2 equal inputs: 0; batchmean
@@ -151,6 +166,39 @@ def test_padding_beyond_the_true_length_changes_nothing() -> None:
     after = net.decompose(batch)
     assert torch.allclose(before.logits, after.logits, atol=1e-6)
     assert torch.allclose(before.similar["audio"], after.similar["audio"], atol=1e-6)
+
+
+def test_token_0_becomes_the_mean_of_the_valid_tokens() -> None:
+    x = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [0.0, 0.0]]])  # (1, 4, 2), the last step padded
+    pad = torch.tensor([[False, False, False, True]])
+    out = summarised_first_token(x, pad)
+    assert out[0, 0].tolist() == [3.0, 2.0]  # (1 + 3 + 5) / 3, (0 + 2 + 4) / 3
+    assert torch.equal(out[:, 1:], x[:, 1:])
+
+
+def test_text_summary_mean_lets_every_token_reach_the_head_and_token0_only_the_first() -> None:
+    batch = _batch({"text": [5, 5], "audio": [7, 7], "vision": [6, 6]})
+    for summary, moves in (("mean", True), ("token0", False)):
+        torch.manual_seed(0)
+        net = _net(text_summary=summary).eval()
+        before = net.decompose(batch).logits
+        batch.inputs["text"][:, 3] += 5.0  # a token past the first
+        after = net.decompose(batch).logits
+        batch.inputs["text"][:, 3] -= 5.0
+        assert (not torch.allclose(before, after, atol=1e-6)) == moves, summary
+
+
+def test_association_reads_only_query_position_0_and_equals_the_full_query_sequence() -> None:
+    net = _net().eval()
+    branch = net.encoders["audio"]
+    gen = torch.Generator().manual_seed(3)
+    tokens, x = torch.randn(2, 5, net.dim, generator=gen), torch.randn(2, 7, 3, generator=gen)
+    pad = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
+    kv, kv_pad = branch.prompted(x, pad)
+    out = tokens
+    for layer in branch.layers:  # every text position as a query, as a MulT block would run it
+        out = layer(out, kv, kv_pad)
+    assert torch.allclose(branch(tokens, x, pad), branch.norm(out)[:, 0], atol=1e-5)
 
 
 def test_prompt_modes() -> None:
@@ -250,7 +298,7 @@ def test_smoke_run_on_synth_mosi_logs_the_terms_and_the_contrastive_loss_falls()
         assert len(_series(result, term)) == 8  # 48 samples / 32 -> 2 steps per epoch, 4 epochs
     con = _series(result, "con")
     assert sum(con[-2:]) < sum(con[:2])
-    assert result.config.model_params == (("prompt", "concat"), ("size", "quick"))
+    assert result.config.model_params == (("prompt", "concat"), ("size", "quick"), ("text_summary", "mean"))
 
 
 def test_concat_runs_on_the_feada_model_with_the_task_loss_only() -> None:

@@ -125,6 +125,17 @@ def test_resampling_three_frames_onto_five_steps_by_hand() -> None:
     assert torch.equal(aligned[0], out) and aligned[1].tolist() == [[0.0, 0.0], [3.0, 3.0]] + [[0.0, 0.0]] * 3
 
 
+def test_the_batched_alignment_equals_resampling_each_sample_alone() -> None:
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(5, 6, 3, generator=gen)  # (B, T_m, D)
+    lengths, text_lengths = torch.tensor([6, 1, 4, 3, 0]), torch.tensor([9, 4, 1, 3, 2])  # 1 frame, 1 step, equal
+    aligned = align_to_text(x, lengths, text_lengths, 9)
+    for i in range(5):
+        n_in, n_out = max(int(lengths[i]), 1), max(int(text_lengths[i]), 1)
+        assert torch.equal(aligned[i, :n_out], resample_frames(x[i, :n_in], n_out)), i
+        assert torch.count_nonzero(aligned[i, n_out:]) == 0
+
+
 def test_the_hard_gate_is_zero_or_one_without_gradient() -> None:
     z = torch.tensor([-2.0, -0.1, 0.0, 0.3, 5.0], requires_grad=True)
     gate = hard_gate(z)

@@ -108,10 +108,11 @@ def select_partners(descriptors: Tensor, labels: Tensor, n_near: int = 2, n_out_
     descriptors (B, D); labels (B,) scores.
     """
     similarity = F.cosine_similarity(descriptors[:, None, :], descriptors[None, :, :], dim=2)  # (B, B)
-    rounded = torch.round(labels)
+    rounded = torch.round(labels).tolist()
+    orders = torch.argsort(similarity, dim=1, descending=True, stable=True).tolist()  # B lists of B indices
     partners = []
-    for i in range(descriptors.shape[0]):
-        order = [int(j) for j in torch.argsort(similarity[i], descending=True, stable=True) if int(j) != i]
+    for i, ranked in enumerate(orders):
+        order = [j for j in ranked if j != i]
         same = [j for j in order if rounded[j] == rounded[i]]
         other = [j for j in order if rounded[j] != rounded[i]]
         near = other[:n_out_near]
@@ -146,29 +147,37 @@ def nt_xent(features: Tensor, positives: Sequence[tuple[int, int]], negatives: S
     the negatives of a pair being those with the same first row a (pytorch-metric-learning's NTXentLoss with
     an indices tuple, as the official code uses it). features (N, k); pairs are row indices.
     """
-    rows = torch.tensor([*positives, *negatives], dtype=torch.long, device=features.device)  # (P + Q, 2)
-    scores = F.cosine_similarity(features[rows[:, 0]], features[rows[:, 1]], dim=1) / tau  # (P + Q,)
-    pos_scores, neg_scores = scores[: len(positives)], scores[len(positives):]  # (P,), (Q,)
+    return nt_xent_per_table(features[None], positives, negatives, tau)[0]
+
+
+def nt_xent_per_table(tables: Tensor, positives: Sequence[tuple[int, int]], negatives: Sequence[tuple[int, int]],
+                      tau: float = TAU) -> Tensor:
+    """`nt_xent` of each of G tables that share one pair list: tables (G, N, k) -> (G,)."""
+    rows = torch.tensor([*positives, *negatives], dtype=torch.long, device=tables.device)  # (P + Q, 2)
+    scores = F.cosine_similarity(tables[:, rows[:, 0]], tables[:, rows[:, 1]], dim=2) / tau  # (G, P + Q)
+    pos_scores, neg_scores = scores[:, : len(positives)], scores[:, len(positives):]  # (G, P), (G, Q)
     pos_anchor, neg_anchor = rows[: len(positives), 0], rows[len(positives):, 0]
     same_anchor = pos_anchor[:, None] == neg_anchor[None, :]  # (P, Q)
-    neg_matrix = torch.where(same_anchor, neg_scores[None, :].expand(len(positives), -1),
-                             torch.full_like(same_anchor, float("-inf"), dtype=scores.dtype))  # (P, Q)
-    denominators = torch.logsumexp(torch.cat([pos_scores[:, None], neg_matrix], dim=1), dim=1)  # (P,)
-    return (denominators - pos_scores).mean()
+    neg_matrix = neg_scores[:, None, :].masked_fill(~same_anchor, float("-inf"))  # (G, P, Q)
+    denominators = torch.logsumexp(torch.cat([pos_scores[:, :, None], neg_matrix], dim=2), dim=2)  # (G, P)
+    return (denominators - pos_scores).mean(dim=1)
 
 
 def contrastive_loss(features: Tensor, partners: Sequence[tuple[list[int], list[int]]], tau: float = TAU) -> Tensor:
     """L_con: the mean over anchors of NT-Xent over each anchor's pairs (eq. 13).
 
-    features: (B, 6, k) the decomposed features in SLOTS order; partners: select_partners' output.
+    features: (B, 6, k) the decomposed features in SLOTS order; partners: select_partners' output. Anchors
+    with the same partner counts share one pair list, so each such group is scored in one batched call.
     """
-    losses = []
+    groups: dict[tuple[int, int], list[list[int]]] = {}
     for i, (neighbours, outliers) in enumerate(partners):
-        samples = [i, *neighbours, *outliers]
-        table = features[samples].transpose(0, 1).reshape(-1, features.shape[2])  # (6 * n, k), slot-major
-        positives, negatives = anchor_pairs(len(neighbours), len(outliers))
-        losses.append(nt_xent(table, positives, negatives, tau))
-    return torch.stack(losses).mean()
+        groups.setdefault((len(neighbours), len(outliers)), []).append([i, *neighbours, *outliers])
+    losses = []
+    for (n_neighbours, n_outliers), samples in groups.items():
+        index = torch.tensor(samples, dtype=torch.long, device=features.device)  # (G, n)
+        tables = features[index].transpose(1, 2).reshape(len(samples), -1, features.shape[2])  # (G, 6n, k)
+        losses.append(nt_xent_per_table(tables, *anchor_pairs(n_neighbours, n_outliers), tau))
+    return torch.cat(losses).mean()
 
 
 def kl_augmentation_loss(augmented: Tensor, target: Tensor) -> Tensor:
@@ -217,6 +226,7 @@ class FeaDA(Method):
     approximations = (
         "text: frozen 768-d token features, BERT not fine-tuned",
         "BERT's pooler output: a learned Linear + tanh of token 0",
+        "token 0 (a fine-tuned [CLS] in the paper): the masked mean of the frozen text tokens (text_summary=mean)",
         "one training stage unless pretrain_epochs > 0 (then both stages share the run's epochs)",
         "contrastive partners chosen inside the batch, not drawn from the whole training set",
     )
@@ -326,5 +336,5 @@ def state_params(method: Method, cfg: RunConfig) -> FeaDAParams:
 
 
 __all__ = ["WEIGHTS", "FeaDA", "FeaDAParams", "anchor_pairs", "contrastive_loss", "kl_augmentation_loss",
-           "loss_weights", "min_max_scale", "nt_xent", "raw_descriptors", "select_partners", "stacked_features",
-           "unimodal_loss"]
+           "loss_weights", "min_max_scale", "nt_xent", "nt_xent_per_table", "raw_descriptors", "select_partners",
+           "stacked_features", "unimodal_loss"]

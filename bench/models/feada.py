@@ -2,8 +2,9 @@
 
 Text is frozen token features (B, T_t, D_t); audio and vision padded frame features. Per batch:
 
-    text        h_t = dropout(Linear(D_t -> d)(x_t)) (B, T_t, d); f^t = h_t[:, 0]; pooled = tanh(Linear(x_t[:, 0]))
-                (the pooled vector stands in for BERT's pooler output: frozen features, no BERT here)
+    text        token 0 of x_t replaced by the masked mean of its valid tokens (text_summary="mean", ours; see
+                TextBranch), then h_t = dropout(Linear(D_t -> d)(x_t)) (B, T_t, d); f^t = h_t[:, 0];
+                pooled = tanh(Linear(x_t[:, 0])) (stands in for BERT's pooler output: frozen features, no BERT here)
     association h_m = Linear(D_m -> d)(x_m) with the soft prompt (added at every step, or one extra step),
                 then a cross-modal transformer, query = h_t, key / value = h_m (pads masked); f^{tm} = out[:, 0]
     decomposition  e_m = masked mean of a TransformerEncoder over Linear(x_m) (m = audio, vision), e_t = pooled;
@@ -39,40 +40,47 @@ add_capability(
 AUXILIARY = ("audio", "vision")
 SIZES = ("paper", "quick")
 PROMPTS = ("concat", "add", "none")
+TEXT_SUMMARIES = ("mean", "token0")
 SLOTS = ("text_s", "vision_s", "audio_s", "text_d", "vision_d", "audio_d")  # the six decomposed features
 
 
 @dataclass(frozen=True)
 class Widths:
-    """The widths of one size: model width d, heads, association layers per modality, encoder layers."""
+    """The widths of one size: model width d, heads, association layers per modality, encoder layers, and
+    the decomposition encoders' FFN width as a multiple of d."""
 
     dim: int
     heads: int
     layers: dict[str, int]
     encoder_layers: int
+    encoder_ffn: int = 4
 
 
 WIDTHS: dict[str, Widths] = {
     "paper": Widths(768, 8, {"vision": 2, "audio": 5}, 2),  # the official config
-    "quick": Widths(64, 4, {"vision": 1, "audio": 1}, 1),  # ours: CPU-sized
+    "quick": Widths(32, 2, {"vision": 1, "audio": 1}, 1, encoder_ffn=2),  # ours: CPU-sized
 }
 
 
 @dataclass(frozen=True)
 class FeaDAModelParams:
-    """`size`: "paper" (768-d, the official layer counts) or "quick" (64-d, one layer each); `prompt`:
+    """`size`: "paper" (768-d, the official layer counts) or "quick" (32-d, one layer each); `prompt`:
     "concat" (the paper: one zero-initialised prompt step appended), "add" (the code: a torch.rand-initialised
     prompt added at every step) or "none" (table 4's -P). The feada method sets it from its own prompt /
-    use_prompt parameters."""
+    use_prompt parameters. `text_summary`: what token 0 holds when the text branch reads it, "mean" (ours:
+    the masked mean of the valid tokens) or "token0" (the token as stored)."""
 
     size: str = "quick"
     prompt: str = "concat"
+    text_summary: str = "mean"
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {', '.join(SIZES)}, got {self.size!r}")
         if self.prompt not in PROMPTS:
             raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
+        if self.text_summary not in TEXT_SUMMARIES:
+            raise ValueError(f"text_summary must be one of {', '.join(TEXT_SUMMARIES)}, got {self.text_summary!r}")
 
 
 @dataclass
@@ -136,17 +144,30 @@ class CrossModalLayer(nn.Module):
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
+def summarised_first_token(x: Tensor, pad: Tensor) -> Tensor:
+    """x (B, T, D) with token 0 replaced by the masked mean of the valid tokens (pad (B, T) bool).
+
+    Why: in the paper token 0 is a fine-tuned BERT's [CLS], trained to summarise the sentence. Frozen
+    features have no such token (a frozen [CLS] is a weak summary, and on the surrogate token 0 is one
+    ordinary step), so without this every part of FeaDA that reads token 0 sees a single word.
+    """
+    return torch.cat([masked_mean(x, pad)[:, None], x[:, 1:]], dim=1)
+
+
 class TextBranch(nn.Module):
     """Token projection (the association query, f^t at token 0) and the pooler stand-in."""
 
-    def __init__(self, input_dim: int, dim: int, dropout: float = 0.5) -> None:
+    def __init__(self, input_dim: int, dim: int, summary: str = "mean", dropout: float = 0.5) -> None:
         super().__init__()
+        self.summary = summary
         self.proj = nn.Linear(input_dim, dim)
         self.pooler = nn.Sequential(nn.Linear(input_dim, dim), nn.Tanh())
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        # x (B, T_t, D_t) -> tokens (B, T_t, d), pooled (B, d)
+    def forward(self, x: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+        # x (B, T_t, D_t), pad (B, T_t) -> tokens (B, T_t, d), pooled (B, d)
+        if self.summary == "mean":
+            x = summarised_first_token(x, pad)
         return self.drop(self.proj(x)), self.pooler(x[:, 0])
 
 
@@ -176,9 +197,14 @@ class AuxiliaryBranch(nn.Module):
         return torch.cat([h, prompt], dim=1), torch.cat([pad, never_padded], dim=1)
 
     def forward(self, text_tokens: Tensor, x: Tensor, pad: Tensor) -> Tensor:
-        """f^{tm}: the association output at query position 0, (B, d)."""
+        """f^{tm}: the association output at query position 0, (B, d).
+
+        Query positions never interact: every layer's key / value are this modality's own steps, and the
+        attention and FFN act on each query position alone. So only position 0, the one read, is computed:
+        the same f^{tm} as running all T_t text positions, at 1 / T_t of the attention.
+        """
         kv, kv_pad = self.prompted(x, pad)
-        out = text_tokens
+        out = text_tokens[:, :1]  # (B, 1, d)
         for layer in self.layers:
             out = layer(out, kv, kv_pad)
         return self.norm(out)[:, 0]
@@ -190,8 +216,8 @@ class SequenceSummary(nn.Module):
     def __init__(self, input_dim: int, widths: Widths) -> None:
         super().__init__()
         self.proj = nn.Linear(input_dim, widths.dim)
-        layer = nn.TransformerEncoderLayer(widths.dim, widths.heads, dim_feedforward=4 * widths.dim, dropout=0.5,
-                                           activation="gelu", batch_first=True)
+        layer = nn.TransformerEncoderLayer(widths.dim, widths.heads, dim_feedforward=widths.encoder_ffn * widths.dim,
+                                           dropout=0.5, activation="gelu", batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, widths.encoder_layers, enable_nested_tensor=False)
 
     def forward(self, x: Tensor, pad: Tensor) -> Tensor:  # x (B, T, D), pad (B, T) -> (B, d)
@@ -214,7 +240,7 @@ class FeaDANet(nn.Module):
         widths = WIDTHS[params.size]
         dim = widths.dim
         self.dim = dim
-        self.encoders = nn.ModuleDict({"text": TextBranch(spec.input_dim("text"), dim)})
+        self.encoders = nn.ModuleDict({"text": TextBranch(spec.input_dim("text"), dim, params.text_summary)})
         for m in AUXILIARY:
             self.encoders[m] = AuxiliaryBranch(spec.input_dim(m), widths, widths.layers[m], params.prompt)
         self.summaries = nn.ModuleDict({m: SequenceSummary(spec.input_dim(m), widths) for m in AUXILIARY})
@@ -250,7 +276,7 @@ class FeaDANet(nn.Module):
         device = batch.inputs["text"].device
         x = {m: truncate(batch.inputs[m], batch.lengths[m]) for m in self.modalities}  # m -> (B, T_m, D_m)
         pad = {m: padding_mask(batch.lengths[m], x[m].shape[1], device) for m in self.modalities}
-        tokens, pooled = self.encoders["text"](x["text"])  # (B, T_t, d), (B, d)
+        tokens, pooled = self.encoders["text"](x["text"], pad["text"])  # (B, T_t, d), (B, d)
         summary = {"text": pooled, **{m: self.summaries[m](x[m], pad[m]) for m in AUXILIARY}}  # m -> (B, d)
         similar = {m: self.similar[m](summary[m]) for m in self.modalities}  # m -> (B, d/2)
         dissimilar = {m: self.dissimilar[m](summary[m]) for m in self.modalities}
@@ -287,4 +313,4 @@ class FeaDAModel(Model):
 
 
 __all__ = ["FEADA_PARTS", "SLOTS", "WIDTHS", "FeaDAModel", "FeaDAModelParams", "FeaDANet", "FeaDAParts",
-           "masked_mean", "padding_mask"]
+           "masked_mean", "padding_mask", "summarised_first_token"]

@@ -113,11 +113,23 @@ def resample_frames(x: Tensor, steps: int) -> Tensor:
 def align_to_text(x: Tensor, lengths: Tensor, text_lengths: Tensor, steps: int) -> Tensor:
     """Each sample's valid frames x[i, :lengths[i]] resampled onto text_lengths[i] steps, zero-padded to
     `steps`: x (B, T_m, D) -> (B, steps, D). Identity (up to padding) where the lengths already agree."""
-    out = x.new_zeros(x.shape[0], steps, x.shape[2])
-    for i in range(x.shape[0]):
-        n_in, n_out = max(int(lengths[i]), 1), max(int(text_lengths[i]), 1)
-        out[i, :n_out] = resample_frames(x[i, :n_in], n_out)
-    return out
+    # resample_frames' arithmetic, for every sample at once (the same float operations, so the same values)
+    n_in = lengths.to(x.device).clamp(min=1)[:, None]  # (B, 1)
+    n_out = text_lengths.to(x.device).clamp(min=1)[:, None]  # (B, 1)
+    step = torch.arange(steps, dtype=x.dtype, device=x.device)[None, :]  # (1, steps)
+    positions = step * (n_in - 1).to(x.dtype) / (n_out - 1).clamp(min=1).to(x.dtype)  # (B, steps)
+    below = positions.floor().long().clamp(min=0)
+    below = torch.minimum(below, (n_in - 2).clamp(min=0))  # (B, steps)
+    above = torch.minimum(below + 1, n_in - 1)  # (B, steps); a 1-frame input reads its frame twice
+    frac = (positions - below.to(x.dtype))[:, :, None]  # (B, steps, 1)
+    frac = torch.where((n_in == 1)[:, :, None], torch.zeros_like(frac), frac)
+
+    def frames(index: Tensor) -> Tensor:  # (B, steps) -> (B, steps, D)
+        return torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+    out = frames(below) * (1 - frac) + frames(above) * frac  # (B, steps, D)
+    valid = step < n_out.to(x.dtype)  # (B, steps)
+    return out * valid[:, :, None].to(x.dtype)
 
 
 def padding_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
