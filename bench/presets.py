@@ -257,6 +257,9 @@ def thesis_config(dataset: str, method: str, modalities: Iterable[str] | str, *,
         end = fields.get("window_end", 4)
         if end >= int(overrides["max_epochs"]):
             fields["window_end"] = int(overrides["max_epochs"]) - 1
+    for merged in ("task_params", "model_params"):  # a caller's options go over the paper's, key by key
+        if merged in overrides:
+            overrides[merged] = {**dict(fields.get(merged) or {}), **dict(overrides[merged] or {})}
     fields.update(overrides)
     fields.setdefault("data_version", data_version(dataset, profile))
     return make_config(dataset, profile, method_params=params, **fields)

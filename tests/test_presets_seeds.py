@@ -36,3 +36,20 @@ def test_ood_tests_each_source_on_the_other_family_shifted_twin() -> None:
     assert "ogm" not in methods  # no regression form
     assert len(cells) == 2 * len(methods)
     assert all(len(c.configs) == 2 and c.configs[0].task == "regression" for c in cells)
+
+
+def test_bench_run_keeps_the_papers_task_settings_and_matches_the_preset_run() -> None:
+    from bench.api import run_configs
+    from bench.presets import expand
+
+    tav = ("text", "audio", "vision")
+    ran = run_configs("sati", tav, "synth-mosi", task="regression", seeds=(0,))[0]
+    assert dict(ran.task_params) == {"loss": "mse", "checkpoint": "acc2_has0"}  # SATI's paper_fields, not the task's
+    cell = next(c for c in expand("msa-seeds", "quick", datasets=("mosi",), seeds=(0,))
+                if c.method == "sati" and c.config_label == "standard")
+    assert ran.run_id == cell.configs[0].run_id  # `bench run` trains the preset's run
+    mine = run_configs("sati", tav, "synth-mosi", task="regression", task_params={"checkpoint": "loss"}, seeds=(0,))[0]
+    assert dict(mine.task_params) == {"loss": "mse", "checkpoint": "loss"}  # a user's option replaces one key
+    feada = run_configs("feada", tav, "synth-mosi", task="regression", model_params={"text_summary": "token0"},
+                        seeds=(0,))[0]
+    assert dict(feada.model_params)["size"] == "quick" and dict(feada.model_params)["text_summary"] == "token0"
