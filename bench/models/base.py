@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from bench import registry
 from bench.config import ConfigError, RunConfig
@@ -191,3 +192,19 @@ def require_modalities(model: str, spec: ModelSpec, needed: tuple[str, ...]) -> 
     """ConfigError unless the spec holds exactly `needed` (a model built for fixed modalities)."""
     if set(spec.modalities) != set(needed):
         raise ConfigError(f"model {model!r} needs {', '.join(needed)}, got {', '.join(spec.modalities)}")
+
+
+# -- sequence helpers the models share ---------------------------------------------------------------
+
+
+def padding_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    """True at padded positions: (B, steps) bool, position t padded when t >= length (a zero length keeps
+    step 0, so no sample is all padding)."""
+    positions = torch.arange(steps, device=device)  # (T,)
+    return positions[None, :] >= lengths.to(device).clamp(min=1)[:, None]
+
+
+def masked_mean(x: Tensor, pad: Tensor) -> Tensor:
+    """Mean over the unpadded steps: x (B, T, D), pad (B, T) bool -> (B, D)."""
+    keep = (~pad).to(x.dtype)[:, :, None]  # (B, T, 1)
+    return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)

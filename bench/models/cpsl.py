@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.batch import Batch, ModelOutput
-from bench.models.base import Model, ModelSpec, add_capability, register
+from bench.models.base import Model, ModelSpec, add_capability, padding_mask, register
 
 CPSL_PARTS = "cpsl_parts"
 add_capability(
@@ -57,8 +57,7 @@ class CPSLParts:
 
 def length_mask(steps: int, lengths: Tensor, device: torch.device) -> Tensor:
     """(B, T) True at each sample's first `length` steps (at least the first: a zero length keeps step 0)."""
-    positions = torch.arange(steps, device=device)  # (T,)
-    return positions[None, :] < lengths.to(device).clamp(min=1)[:, None]
+    return ~padding_mask(lengths, steps, device)
 
 
 def masked_attention_pool(encoded: Tensor, scores: Tensor, keep: Tensor) -> Tensor:

@@ -27,7 +27,15 @@ import torch
 from torch import Tensor, nn
 
 from bench.batch import Batch, ModelOutput
-from bench.models.base import Model, ModelSpec, add_capability, register, require_modalities
+from bench.models.base import (
+    Model,
+    ModelSpec,
+    add_capability,
+    masked_mean,
+    padding_mask,
+    register,
+    require_modalities,
+)
 
 FEADA_PARTS = "feada_parts"
 add_capability(
@@ -98,21 +106,9 @@ class FeaDAParts:
 # -- helpers -------------------------------------------------------------------------------------------
 
 
-def padding_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
-    """True at padded positions: (B, steps) bool, position t padded when t >= length."""
-    positions = torch.arange(steps, device=device)  # (T,)
-    return positions[None, :] >= lengths.to(device).clamp(min=1)[:, None]
-
-
 def truncate(x: Tensor, lengths: Tensor) -> Tensor:
     """x (B, T, D) cut to the batch's longest true length (padding beyond it is all zeros anyway)."""
     return x[:, : max(int(lengths.max()), 1)]
-
-
-def masked_mean(x: Tensor, pad: Tensor) -> Tensor:
-    """Mean over the unpadded steps: x (B, T, D), pad (B, T) bool -> (B, D)."""
-    keep = (~pad).to(x.dtype)[:, :, None]  # (B, T, 1)
-    return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
 
 
 def mlp(widths: list[int], dropout: float = 0.0) -> nn.Sequential:

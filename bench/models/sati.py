@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bench.batch import Batch, ModelOutput
-from bench.models.base import Model, ModelSpec, add_capability, register, require_modalities
+from bench.models.base import Model, ModelSpec, add_capability, padding_mask, register, require_modalities
+from bench.models.base import masked_mean as mean_over_unpadded
 
 SATI_PARTS = "sati_parts"
 add_capability(
@@ -132,16 +133,9 @@ def align_to_text(x: Tensor, lengths: Tensor, text_lengths: Tensor, steps: int) 
     return out * valid[:, :, None].to(x.dtype)
 
 
-def padding_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
-    """True at padded positions: (B, steps) bool."""
-    positions = torch.arange(steps, device=device)
-    return positions[None, :] >= lengths.to(device).clamp(min=1)[:, None]
-
-
 def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
     """Mean over each sample's first `length` steps: x (B, T, D) -> (B, D)."""
-    keep = (~padding_mask(lengths, x.shape[1], x.device)).to(x.dtype)[:, :, None]  # (B, T, 1)
-    return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+    return mean_over_unpadded(x, padding_mask(lengths, x.shape[1], x.device))
 
 
 def hard_gate(x: Tensor) -> Tensor:
