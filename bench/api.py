@@ -45,7 +45,14 @@ Echo = Callable[[str], None] | None
 
 __all__ = ["EmptySelection", "Execution", "all_ok", "cells", "evaluations", "grid", "job_table", "jobs", "plot",
            "predictions", "render_evaluations", "render_table", "report", "results", "run", "run_configs", "select",
-           "table", "table_models", "trajectories", "write_tables"]
+           "table", "table_models", "trajectories", "write_tables", "preset_names"]
+
+
+def preset_names() -> list[str]:
+    """The names of the built-in presets (`bench grid NAME`)."""
+    from bench.presets import preset_names as names
+
+    return names()
 
 
 # -- execution -------------------------------------------------------------------------------------
