@@ -40,6 +40,7 @@ from bench.config import (
     modality_key,
 )
 from bench.data.labels import FAMILY_RULES
+from bench.plan.deps import dependencies, order_with_dependencies  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from bench.methods.base import Method
@@ -543,42 +544,7 @@ def expand(preset: str, profile: str = "quick", datasets: Sequence[str] = ("mosi
     return cells
 
 
-# -- dependencies -----------------------------------------------------------------------------------
-
-def dependencies(cfg: RunConfig) -> list[RunConfig]:
-    """The runs `cfg` needs first (the method's `needs`)."""
-    from bench.methods import get_method
-
-    return list(get_method(cfg.method).needs(cfg))
-
-
-def order_with_dependencies(configs: Iterable[RunConfig]) -> list[RunConfig]:
-    """Configs plus everything they need, deduplicated by run id, each after its dependencies.
-
-    Runs that others depend on come first, so a pool starts them early.
-    """
-    found: dict[str, RunConfig] = {}
-    level: dict[str, int] = {}
-    needed: set[str] = set()
-
-    def visit(cfg: RunConfig, path: frozenset[str]) -> int:
-        rid = cfg.run_id
-        if rid in level:
-            return level[rid]
-        if rid in path:
-            raise ConfigError(f"run {rid} ({cfg.method}) depends on itself")
-        deps = dependencies(cfg)
-        needed.update(d.run_id for d in deps)
-        depth = 1 + max((visit(d, path | {rid}) for d in deps), default=-1)
-        found[rid], level[rid] = cfg, depth
-        return depth
-
-    for cfg in configs:
-        visit(cfg, frozenset())
-    order = {rid: i for i, rid in enumerate(found)}
-    ranked = sorted(found, key=lambda rid: (level[rid], rid not in needed, order[rid]))
-    return [found[rid] for rid in ranked]
-
+# -- dependencies (bench.plan.deps) ------------------------------------------------------------------
 
 def jobs_with_dependencies(cells: Iterable[Cell]) -> list[RunConfig]:
     """Every config of `cells` plus the runs they depend on, deduplicated by run id, dependencies first."""
