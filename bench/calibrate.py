@@ -64,7 +64,7 @@ def _one_run(like: str, profile: str, modality: str, seed: int,
     """(test accuracy in %, wall seconds) of one unimodal run; NaN accuracy when the run failed."""
     import torch
 
-    from bench.config import make_config
+    from bench.plan.resolve import make_config
     from bench.train import train_run
 
     torch.set_num_threads(1)  # one core per run; parallelism comes from the workers

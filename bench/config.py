@@ -1,9 +1,11 @@
 """Run configuration: one frozen RunConfig per training run, its run id, and the data profiles.
 
-Every field that changes a result lives here; the run id is a hash of all of them. Two fields are
-resolved when a config is made, so the id covers what the run really uses, not only what was typed:
-`method_params` holds every parameter of the method (its Params defaults filled in), and `label_rule`
-the class-label rule of the dataset's family (MOSEI: "binned" unless "round" is asked for).
+The ground floor of bench: this module imports nothing else from bench (and no torch). Every field that
+changes a result lives in RunConfig; the run id is a hash of all of them. RunConfig is a plain value: it
+holds fields, converts to and from a dict and hashes itself, and it never resolves anything. The planning
+chain (bench.plan.resolve) fills in what a user left open before a config is made, so the id covers what the
+run really uses: `method_params` holds every parameter of the method, `label_rule` the rule in force, `model`
+and `model_params` / `task_params` every resolved value.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
-"""Canonical modality order: the fused vector is concatenated in this order."""
+"""The MSA datasets' modalities in canonical order (the fused vector is concatenated in this order); a
+dataset may declare other names (bench.data.spec)."""
 
 # Version of the run-id scheme, stored in every result row (`id_scheme`). 2: the id covers the label
 # rule and every resolved method parameter; 3: also the task, the model and their resolved parameters.
@@ -49,49 +52,49 @@ PROFILE_SETTINGS: dict[str, Profile] = {
 }
 
 
-def dataset_family(dataset: str) -> str:
-    """'mosi' or 'mosei' for the named datasets (real, surrogate or a surrogate's twin: its "like"),
-    'custom' for a path."""
-    from bench.data.surrogates import REAL_NAMES, surrogate
-
-    entry = surrogate(dataset)
-    if entry is not None:
-        return entry.like
-    return dataset if dataset in REAL_NAMES else "custom"
+ALIASES = {"video": "vision", "v": "vision", "a": "audio", "t": "text", "l": "text"}
 
 
-def dataset_defaults(dataset: str) -> dict[str, Any]:
-    """Thesis defaults that depend on the dataset (6.2.5): batch size and scheduler patience."""
-    if dataset_family(dataset) == "mosei":
-        return {"batch_size": 32, "lr_patience": 20}
-    return {"batch_size": 16, "lr_patience": 5}
-
-
-def canonical_modalities(modalities: Iterable[str] | str) -> tuple[str, ...]:
-    """Parse 'text,vision' / 'audio+vision' / a sequence into canonical order; reject unknown names."""
+def modality_names(modalities: Iterable[str] | str) -> list[str]:
+    """'text,vision' / 'audio+vision' / a sequence -> the names as given (aliases of the three MSA names
+    resolved, lower case); an empty list or a name given twice is a ConfigError."""
     if isinstance(modalities, str):
         parts = [p.strip() for p in modalities.replace("+", ",").split(",") if p.strip()]
     else:
         parts = [str(p).strip() for p in modalities]
-    aliases = {"video": "vision", "v": "vision", "a": "audio", "t": "text", "l": "text"}
-    parts = [aliases.get(p.lower(), p.lower()) for p in parts]
-    unknown = [p for p in parts if p not in MODALITIES]
-    if unknown:
-        raise ConfigError(f"unknown modality {unknown[0]!r}; choose from {', '.join(MODALITIES)}")
-    if not parts:
-        raise ConfigError("no modality given; choose from " + ", ".join(MODALITIES))
+    parts = [ALIASES.get(p.lower(), p.lower()) for p in parts]
+    if not parts or any(not p for p in parts):
+        raise ConfigError("no modality given; choose from " + ", ".join(MODALITIES) + " or a dataset's own names")
     if len(set(parts)) != len(parts):
         raise ConfigError(f"modality listed twice in {modalities!r}")
-    return tuple(m for m in MODALITIES if m in parts)
+    return parts
+
+
+def canonical_modalities(modalities: Iterable[str] | str, order: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The modalities in canonical order: `order` (a dataset's declared names, which refuses any other
+    name) or, without one, text, audio, vision first and any other names after them, sorted."""
+    parts = modality_names(modalities)
+    if order is not None:
+        unknown = [p for p in parts if p not in order]
+        if unknown:
+            raise ConfigError(f"unknown modality {unknown[0]!r}; choose from {', '.join(order)}")
+        return tuple(m for m in order if m in parts)
+    return tuple(sorted(parts, key=_default_rank))
+
+
+def _default_rank(name: str) -> tuple[int, str]:
+    return (MODALITIES.index(name), "") if name in MODALITIES else (len(MODALITIES), name)
 
 
 def modality_key(modalities: Iterable[str]) -> str:
-    """Thesis-style key: 'audio+vision', 'text+vision', 'audio+vision+text'."""
-    order = ("audio", "vision", "text")
+    """Thesis-style key of a modality set, the store's `modalities` column: 'audio+vision', 'text+vision',
+    'audio+vision+text'. A set with any other name is keyed by every name, sorted ('physio+text')."""
     mods = set(modalities)
+    if not mods <= set(MODALITIES):
+        return "+".join(sorted(mods))
     if mods == {"text", "vision"}:
         return "text+vision"  # the thesis's own spelling; no single order gives all three keys
-    return "+".join(m for m in order if m in mods)
+    return "+".join(m for m in ("audio", "vision", "text") if m in mods)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class RunConfig:
 
     dataset: str = "synth-mosi"
     # How class labels are made from the scores (bench.data.labels): "sign" (MOSI, 3 classes),
-    # "binned" ([133]'s bins) or "round" (MOSEI, 7 classes). "" = the family's default, filled in.
+    # "binned" ([133]'s bins) or "round" (MOSEI, 7 classes); the planner fills in the dataset's default.
     label_rule: str = ""
     modalities: tuple[str, ...] = ("text", "vision")
     method: str = "concat"
@@ -109,8 +112,8 @@ class RunConfig:
     # The task (bench.tasks): "classification" (the thesis's) or "regression" (MMSA's), and its options.
     task: str = "classification"
     task_params: tuple[tuple[str, Any], ...] = ()
-    # The architecture (bench.models); "" = the method's default model, filled in. Its parameters are
-    # resolved like the method's (late_fusion: table 6.1's sizes for the dataset family).
+    # The architecture (bench.models); the planner fills in the method's default model and every parameter
+    # (late_fusion: table 6.1's sizes from the dataset's recipe).
     model: str = ""
     model_params: tuple[tuple[str, Any], ...] = ()
     optimizer: str = "adam"
@@ -145,13 +148,6 @@ class RunConfig:
     test_dataset: str = ""
 
     def __post_init__(self) -> None:
-        if not self.label_rule:
-            object.__setattr__(self, "label_rule", default_label_rule(self.dataset))
-        object.__setattr__(self, "method_params", resolved_method_params(self.method, self.method_params))
-        if not self.model:
-            object.__setattr__(self, "model", default_model(self.method))
-        object.__setattr__(self, "model_params", resolved_model_params(self.model, self.dataset, self.model_params))
-        object.__setattr__(self, "task_params", resolved_task_params(self.task, self.task_params))
         object.__setattr__(self, "test_noise", noise_levels(self.test_noise))
         object.__setattr__(self, "test_dataset", str(self.test_dataset or "").strip())
         _check_basic(self)
@@ -179,10 +175,6 @@ class RunConfig:
     def params(self) -> dict[str, Any]:
         return dict(self.method_params)
 
-    @property
-    def family(self) -> str:
-        return dataset_family(self.dataset)
-
     def in_window(self, epoch: int) -> bool:
         """Whether modulation is active in this (0-based) epoch."""
         end = self.max_epochs - 1 if self.window_end < 0 else self.window_end
@@ -193,17 +185,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Inverse of to_dict; unknown keys are errors."""
+        """Inverse of to_dict (decodes; resolves nothing); unknown keys are errors."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown RunConfig field(s): {', '.join(unknown)}")
         values = dict(data)
         if "modalities" in values:
-            values["modalities"] = canonical_modalities(values["modalities"])
+            values["modalities"] = tuple(modality_names(values["modalities"]))
         for key in PAIR_FIELDS:
             if key in values and values[key] is not None:
-                values[key] = _pairs(values[key])
+                values[key] = as_pairs(values[key])
         if "test_noise" in values:
             values["test_noise"] = noise_levels(values["test_noise"])
         return cls(**values)
@@ -234,87 +226,13 @@ def noise_levels(value: Iterable[float] | str | float | None) -> tuple[float, ..
     return tuple(dict.fromkeys(sigmas))
 
 
-def label_family(dataset: str) -> str:
-    """The label family of a dataset name: 'mosi' / 'mosei', a path by its name ('mosei' in it -> 'mosei')."""
-    from bench.data.labels import family_for_path
-
-    family = dataset_family(dataset)
-    return family if family != "custom" else family_for_path(dataset)
-
-
-def default_label_rule(dataset: str) -> str:
-    """The label rule a dataset uses unless a run asks for another."""
-    from bench.data.labels import default_rule
-
-    return default_rule(label_family(dataset))
-
-
-def resolved_method_params(method: str, given: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
-    """`given` with every other parameter of the registered method at its default, as sorted pairs.
-
-    Ints given for float parameters become floats, so `alpha=1` and `alpha=1.0` are one run. Unknown
-    names are kept (validation reports them); an unregistered method keeps `given` as it is.
-    """
-    import bench.methods  # noqa: F401  (registers the built-in methods)
-    from bench.methods.base import REGISTRY
-    from bench.params import as_stored
-
-    pairs = dict(given)
-    cls = REGISTRY.get(method)
-    if cls is None:
-        return _pairs(pairs)
-    resolved: dict[str, Any] = {}
-    for f in dataclasses.fields(cls.Params):
-        if f.name in pairs:
-            resolved[f.name] = as_stored(str(f.type), pairs[f.name])
-        elif f.default is not dataclasses.MISSING:
-            resolved[f.name] = f.default
-    resolved.update({k: v for k, v in pairs.items() if k not in resolved})
-    return _pairs(resolved)
-
-
-def default_model(method: str) -> str:
-    """The model a method runs on unless a run names another (late_fusion for an unregistered method)."""
-    import bench.methods  # noqa: F401  (registers the built-in methods)
-    from bench.methods.base import REGISTRY
-
-    cls = REGISTRY.get(method)
-    return cls.default_model if cls is not None else "late_fusion"
-
-
-def resolved_model_params(model: str, dataset: str, given: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
-    """`given` over the model's dataset-family defaults over its Params defaults, as sorted pairs."""
-    from bench.models import resolve_model_params
-    from bench.params import as_stored
-
-    pairs = dict(given)
-    resolved = resolve_model_params(model, dataset_family(dataset), pairs)
-    types = _param_types("model", model)
-    return _pairs({k: as_stored(types[k], v) if k in types and k in pairs else v for k, v in resolved.items()})
-
-
-def resolved_task_params(task: str, given: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
-    """`given` with every other option of the task at its default, as sorted pairs."""
-    from bench.tasks import default_task_params
-
-    return _pairs({**default_task_params(task), **dict(given)})
-
-
-def _param_types(kind: str, name: str) -> dict[str, str]:
-    """Field name -> annotation text of a registered model's Params ({} when unknown)."""
-    from bench.models import REGISTRY
-
-    cls = REGISTRY.get(name) if kind == "model" else None
-    return {f.name: str(f.type) for f in dataclasses.fields(cls.Params)} if cls is not None else {}
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"not JSON-serialisable: {value!r}")
 
 
-def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
+def as_pairs(value: Any) -> tuple[tuple[str, Any], ...]:
     if isinstance(value, Mapping):
         items = value.items()
     else:
@@ -329,22 +247,15 @@ def _freeze(value: Any) -> Any:
 
 
 def _check_basic(cfg: RunConfig) -> None:
-    """Field-level checks that need no registry or data (method checks live in bench.methods)."""
+    """Field-level checks that need no registry or data (the planner checks the rest: bench.plan.resolve)."""
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if cfg.profile not in PROFILES:
         raise ConfigError(f"unknown profile {cfg.profile!r}; choose from {', '.join(PROFILES)}")
-    from bench.data.labels import check_rule
-    from bench.data.types import DataError
-
-    try:
-        check_rule(label_family(cfg.dataset), cfg.label_rule)
-    except DataError as err:
-        raise ConfigError(f"{cfg.dataset}: {err}") from err
     if cfg.scheduler not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
-    if tuple(canonical_modalities(cfg.modalities)) != tuple(cfg.modalities):
-        raise ConfigError(f"modalities must be in canonical order {MODALITIES}, got {cfg.modalities}")
+    if not cfg.modalities or len(set(cfg.modalities)) != len(cfg.modalities):
+        raise ConfigError(f"modalities must be distinct names, got {cfg.modalities}")
     positive = {"batch_size": cfg.batch_size, "step_every": cfg.step_every,
                 "max_epochs": cfg.max_epochs, "ratio_every": cfg.ratio_every}
     for name, value in positive.items():
@@ -365,26 +276,3 @@ def _check_basic(cfg: RunConfig) -> None:
             f"modulation window starts at epoch {cfg.window_start}, beyond the epochs cap "
             f"({cfg.max_epochs} epochs: 0..{cfg.max_epochs - 1})"
         )
-
-
-def make_config(dataset: str = "synth-mosi", profile: str = "quick", **fields: Any) -> RunConfig:
-    """A RunConfig with the thesis defaults for this dataset and profile, then `fields` on top."""
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(fields) - names)
-    if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
-    if profile not in PROFILE_SETTINGS:
-        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    values: dict[str, Any] = {"dataset": dataset, "profile": profile,
-                              "max_epochs": PROFILE_SETTINGS[profile].max_epochs}
-    values.update(dataset_defaults(dataset))
-    values.update(fields)
-    if "modalities" in values:
-        values["modalities"] = canonical_modalities(values["modalities"])
-    for key in PAIR_FIELDS:
-        if key in values:
-            values[key] = _pairs(values[key])
-    # A window given past the cap is an error, but the default window is clipped to short profiles.
-    if "window_end" not in fields and values.get("window_end", 4) >= values["max_epochs"]:
-        values["window_end"] = values["max_epochs"] - 1
-    return RunConfig(**values)

@@ -22,7 +22,8 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from bench.config import ConfigError, dataset_family
+from bench.config import ConfigError
+from bench.plan.datasets import recipe_key as dataset_family  # the dataset spec at integration
 
 # Columns of a result row that name a run's configuration; the CSV joins them into every trajectory row.
 RUN_COLUMNS = ("dataset", "method", "modalities", "optimizer", "dev_set", "seed")

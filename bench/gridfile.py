@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import OPTIMIZERS, PROFILES, ConfigError, canonical_modalities, dataset_family, modality_key
+from bench.config import OPTIMIZERS, PROFILES, ConfigError, canonical_modalities, modality_key
+from bench.plan.datasets import recipe_key
 from bench.presets import SOURCES, Cell
 
 if sys.version_info >= (3, 11):
@@ -249,7 +250,7 @@ def check_datasets(where: str, names: Sequence[str]) -> tuple[str, ...]:
     """The dataset names of a grid (families mosi and mosei only), or a ConfigError naming `where`."""
     names = tuple(names)
     for name in names:
-        if dataset_family(name) == "custom":
+        if recipe_key(name) == "custom":
             from bench.data.surrogates import names_text
 
             raise ConfigError(f"{where}: datasets: unknown dataset {name!r}; choose from {names_text()}")
@@ -319,7 +320,7 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
     from bench.methods import validate_config
     from bench.presets import check_label_rule, label_rule_fields, resolve_dataset, thesis_config
 
-    check_label_rule(label_rule, [dataset_family(name) for name in spec.datasets])
+    check_label_rule(label_rule, list(spec.datasets))
     cells = []
     evaluations: dict[str, Any] = {}
     if spec.test_noise:
@@ -327,7 +328,7 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
     if spec.test_dataset:
         evaluations["test_dataset"] = resolve_dataset(spec.test_dataset, spec.source)
     for dataset in dict.fromkeys(resolve_dataset(name, spec.source) for name in spec.datasets):
-        rule = label_rule_fields(label_rule, dataset_family(dataset))
+        rule = label_rule_fields(label_rule, dataset)
         for mods, optimizer, dev, method in itertools.product(spec.modalities, spec.optimizers, spec.dev_set,
                                                                spec.methods):
             base = "dev_set" if dev else "standard"
@@ -345,7 +346,7 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
                     raise ConfigError(f"{spec.where}: {method} {modality_key(mods)} on {dataset}{swept}: {err}") \
                         from err
                 cells.append(GridCell(
-                    table=spec.name, dataset=dataset, family=dataset_family(dataset), modalities=modality_key(mods),
+                    table=spec.name, dataset=dataset, family=recipe_key(dataset), modalities=modality_key(mods),
                     method=method, config_label=cell_label(base, setting), optimizer=optimizer, configs=configs,
                     base_label=base, setting=setting, settings_tried=len(settings)))
     return cells
@@ -459,11 +460,11 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
 
 def _extra_params(cell: Cell) -> Setting:
     """The parameters a preset cell sets beyond the thesis's defaults (and the method's own) for its method."""
-    from bench.config import resolved_method_params
+    from bench.plan.resolve import resolved_method_params
     from bench.presets import method_params
 
     cfg = cell.configs[0]
-    defaults = dict(resolved_method_params(cell.method, method_params(cell.method, cfg.modalities).items()))
+    defaults = resolved_method_params(cell.method, method_params(cell.method, cfg.modalities))
     return tuple((k, v) for k, v in cfg.method_params if defaults.get(k) != v)
 
 

@@ -22,7 +22,8 @@ import torch
 import typer
 from torch import nn
 
-from bench.config import RunConfig, make_config
+from bench.config import RunConfig
+from bench.plan.resolve import make_config
 
 SECTIONS = ("overhead", "speedups", "methods", "own-models", "seeds", "seed-stacking", "workers", "memory",
             "worker-memory", "own-models-memory")
@@ -436,7 +437,7 @@ def peak_memory_of_one_epoch(dataset: str, profile: str, method: str | None = No
               if method is None else f"own_model_config({dataset!r}, {profile!r}, {method!r}, 1)")
     code = (
         "import resource, torch; torch.set_num_threads(1)\n"
-        "from bench.config import make_config\nfrom bench.data import load_dataset\n"
+        "from bench.plan.resolve import make_config\nfrom bench.data import load_dataset\n"
         "from bench.perf import own_model_config\nfrom bench.train import train_run\n"
         f"d = load_dataset({dataset!r}, {profile!r})\n"
         "b = sum(x.nbytes for s in (d.train, d.valid, d.test) for x in s.features.values())\n"
@@ -463,7 +464,7 @@ def worker_memory_over_jobs(dataset: str, profile: str, jobs: int) -> dict[str, 
     the path a local worker takes: it must stay flat, not grow with every job of a long grid."""
     code = (
         "import tempfile, torch; torch.set_num_threads(1)\n"
-        "from bench.config import make_config\nfrom bench.execute import default_job_fn, execute_one\n"
+        "from bench.plan.resolve import make_config\nfrom bench.execute import default_job_fn, execute_one\n"
         "def rss():\n"
         "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS'))\n"
         "runs = tempfile.mkdtemp()\n"

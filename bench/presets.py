@@ -22,37 +22,38 @@ here follow those figures.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.config import (
+    MODALITIES,
     OPTIMIZERS,
     PROFILE_SETTINGS,
     ConfigError,
     RunConfig,
     canonical_modalities,
-    dataset_family,
-    make_config,
     modality_key,
 )
-from bench.data.labels import FAMILY_RULES
+from bench.plan.datasets import label_rules, recipe_key
 from bench.plan.deps import dependencies, order_with_dependencies  # noqa: F401  (re-exported)
-
-if TYPE_CHECKING:
-    from bench.methods.base import Method
+from bench.plan.resolve import (  # noqa: F401  (re-exported: the shared recipe and the labels)
+    ADAM_LR,
+    CONFIG_LABELS,
+    LONG_RUN_EPOCHS,
+    ON_MODEL,
+    SGD_MOMENTUM,
+    data_version,
+    declared,
+    optimizer_lr,
+    plan,
+)
 
 AV: tuple[str, ...] = ("audio", "vision")
 TV: tuple[str, ...] = ("text", "vision")
 AVT: tuple[str, ...] = ("text", "audio", "vision")
-
-ADAM_LR = 5e-4
-SGD_LR = {"mosi": 1e-2, "mosei": 5e-3}
-SGD_MOMENTUM = 0.9
-LONG_RUN_EPOCHS = 100  # table 6.5b
 
 TABLE_10_METHODS = ("ensemble", "unipre", "concat", "ogm", "ogm_ge", "acc", "agm", "pmr", "reconboost")
 TABLE_10_TRIMODAL = ("ensemble", "unipre", "concat", "reconboost")
@@ -62,11 +63,6 @@ TABLE_10_BEST_FIELDS: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, Any], .
     ("pmr", TV): (("method_params", (("ema", 0.1),)),),
 }
 
-# Configurations under which a baseline (Method.is_baseline) is the standard one (see the module docstring).
-_BASELINE_AS_STANDARD = ("dev_set", "ema_prototypes", "modulate_first_5_epochs", "lr_8e-5_long_patience")
-CONFIG_LABELS = ("standard", "step_every_4", "dev_set", "ema_prototypes", "modulate_first_5_epochs",
-                 "modulate_all_epochs", "lr_8e-5_long_patience", "100_epochs_no_early_stop_dev_set")
-ON_MODEL = "on_"  # configuration label prefix: "on_feada" runs the row's method on the model `feada`
 SOURCES = ("auto", "synth", "real")
 REAL_FILES = {"mosi": Path("MOSI/Processed/unaligned_50.pkl"), "mosei": Path("MOSEI/Processed/unaligned_50.pkl")}
 
@@ -143,139 +139,19 @@ def is_synthetic_dataset(dataset: str) -> bool:
     return dataset.startswith("synth-")
 
 
-# -- hyper-parameters -------------------------------------------------------------------------------
-
-def _declared(method: str) -> type[Method]:
-    """The registered class of `method` (its declarations), `Method`'s defaults for an unknown name."""
-    from bench.methods import method_class
-
-    return method_class(method)
-
-
-def _lr_family(family: str) -> str:
-    return family if family in SGD_LR else "mosi"
-
-
-def optimizer_fields(method: str, optimizer: str, family: str) -> dict[str, Any]:
-    """Learning rate and momentum of the thesis for this method / optimizer / dataset family."""
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    if optimizer == "adam":
-        return {"optimizer": "adam", "lr": ADAM_LR}
-    own_lr = _declared(method).thesis.sgd_lr
-    lr = own_lr if own_lr is not None else SGD_LR[_lr_family(family)]
-    return {"optimizer": "sgd", "lr": lr, "momentum": SGD_MOMENTUM}
-
-
-def method_params(method: str, modalities: Sequence[str]) -> dict[str, Any]:
-    """The thesis's hyper-parameters of `method` (standard configuration; its `Method.thesis_params`)."""
-    return _declared(method).thesis_params(tuple(modalities))
-
-
-def _epochs(method: str, profile: str, wanted: int | None = None) -> int:
-    """Epochs cap: the profile's (at full, the method's `thesis.full_epochs`), never above what a row asks for."""
-    cap = PROFILE_SETTINGS[profile].max_epochs
-    full_epochs = _declared(method).thesis.full_epochs
-    if full_epochs is not None and profile == "full":
-        cap = full_epochs
-    return cap if wanted is None else min(wanted, cap)
-
-
-def _label_fields(label: str, method: str) -> dict[str, Any]:
-    """What a thesis configuration label changes, on top of the standard configuration."""
-    declared = _declared(method)
-    if declared.is_baseline and label in _BASELINE_AS_STANDARD:
-        return {}
-    if label in ("standard", "modulate_first_5_epochs"):
-        return {}
-    if label == "step_every_4":
-        return {"step_every": 4}
-    if label == "dev_set":
-        return {"dev_set": True, "ratio_every": declared.thesis.dev_ratio_every}
-    if label == "ema_prototypes":
-        return {"params": {"ema": 0.1}}
-    if label == "modulate_all_epochs":
-        return {"window": (0, -1)}
-    if label == "lr_8e-5_long_patience":
-        # Thesis 6.5a: lower lr and "increased" patience (values not printed: 16 / 10 assumed).
-        return {"lr": 8e-5, "patience": 16, "lr_patience": 10}
-    if label == "100_epochs_no_early_stop_dev_set":
-        fields: dict[str, Any] = {"lr": 8e-5, "epochs": LONG_RUN_EPOCHS, "early_stopping": False,
-                                  "window": (0, 49)}
-        if declared.has_dev_set_variant:
-            fields.update(dev_set=True, ratio_every=5)
-        return fields
-    if label in declared.variants:  # the method's own ablations (Method.variants)
-        return {"params": dict(declared.variants[label])}
-    if label.startswith(ON_MODEL):  # "on_<model>": the method on another registered model
-        return {"model": _registered_model(label.removeprefix(ON_MODEL))}
-    raise ConfigError(f"unknown configuration label {label!r} for {method!r}; choose from "
-                      f"{', '.join((*CONFIG_LABELS, *declared.variants))}, or on_<model>")
-
-
-def _registered_model(name: str) -> str:
-    from bench.models import REGISTRY as MODELS
-
-    if name not in MODELS:
-        raise ConfigError(f"configuration label on_{name}: no model {name!r}; choose from {', '.join(sorted(MODELS))}")
-    return name
-
+# -- hyper-parameters: the planning chain (bench.plan.resolve) ---------------------------------------
 
 def thesis_config(dataset: str, method: str, modalities: Iterable[str] | str, *, profile: str = "quick",
                   optimizer: str = "adam", config_label: str = "standard", seed: int = 0,
                   **overrides: Any) -> RunConfig:
-    """The RunConfig of one thesis cell and seed; `overrides` (RunConfig fields) go on top.
-
-    `method_params` in overrides are merged into the thesis's parameters; `window=(a, b)` sets both
-    window fields. Thesis windows are clipped to the profile's epochs; an explicit window is not.
-    """
-    if profile not in PROFILE_SETTINGS:
-        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_SETTINGS)}")
-    mods = canonical_modalities(modalities)
-    family = dataset_family(dataset)
-    declared = _declared(method)
-    label = _label_fields(config_label, method)
-    params = {**method_params(method, mods), **label.pop("params", {})}
-    params.update(dict(overrides.pop("method_params", None) or {}))
-    fields: dict[str, Any] = {"modalities": mods, "method": method, "seed": int(seed)}
-    fields.update(optimizer_fields(method, optimizer, family))
-    if declared.thesis.scheduler is not None:
-        fields["scheduler"] = declared.thesis.scheduler
-    tuned_lr = declared.thesis_lr(_lr_family(family), mods, optimizer, label.get("step_every", 1))
-    if tuned_lr is not None:
-        fields["lr"] = tuned_lr
-    window = label.pop("window", declared.thesis.window)
-    fields["max_epochs"] = _epochs(method, profile, label.pop("epochs", None))
-    fields.update(declared.paper_fields(family, profile))
-    fields.update(label)
-    if window is not None:
-        end = window[1] if window[1] < 0 else min(window[1], fields["max_epochs"] - 1)
-        fields.update(window_start=window[0], window_end=end)
-    explicit_window = overrides.pop("window", None)
-    if explicit_window is not None:
-        fields.update(window_start=int(explicit_window[0]), window_end=int(explicit_window[1]))
-    if "max_epochs" in overrides and "window_end" not in overrides and explicit_window is None:
-        end = fields.get("window_end", 4)
-        if end >= int(overrides["max_epochs"]):
-            fields["window_end"] = int(overrides["max_epochs"]) - 1
-    for merged in ("task_params", "model_params"):  # a caller's options go over the paper's, key by key
-        if merged in overrides:
-            overrides[merged] = {**dict(fields.get(merged) or {}), **dict(overrides[merged] or {})}
-    fields.update(overrides)
-    fields.setdefault("data_version", data_version(dataset, profile))
-    return make_config(dataset, profile, method_params=params, **fields)
+    """The RunConfig of one thesis cell and seed; `overrides` (RunConfig fields) go on top (bench.plan.resolve)."""
+    return plan(dataset, method, modalities, profile=profile, optimizer=optimizer, config_label=config_label,
+                seed=seed, **overrides).config
 
 
-@functools.lru_cache(maxsize=32)
-def data_version(dataset: str, profile: str) -> str:
-    """The data fingerprint a preset pins into its configs ("" when the data cannot be found yet:
-    training then fails with the data layer's own message)."""
-    from bench.data import DataError, data_fingerprint
-
-    try:
-        return data_fingerprint(dataset, profile)
-    except (DataError, OSError):
-        return ""
+def method_params(method: str, modalities: Sequence[str]) -> dict[str, Any]:
+    """The thesis's hyper-parameters of `method` (standard configuration; its `Method.thesis_params`)."""
+    return declared(method).thesis_params(tuple(modalities))
 
 
 # -- the tables -------------------------------------------------------------------------------------
@@ -426,7 +302,7 @@ def _modality_keys(values: Iterable[str] | str | None) -> set[str] | None:
     if values is None:
         return None
     items = [values] if isinstance(values, str) else list(values)
-    return {modality_key(canonical_modalities(v)) for v in items}
+    return {modality_key(canonical_modalities(v, MODALITIES)) for v in items}
 
 
 def _check_choice(kind: str, wanted: set[str] | None, known: Iterable[str]) -> None:
@@ -453,7 +329,7 @@ def _datasets(datasets: Sequence[str] | str, source: str) -> list[tuple[str, str
     names = [d.strip() for d in datasets.split(",")] if isinstance(datasets, str) else list(datasets)
     out = []
     for name in dict.fromkeys(n for n in names if n):
-        family = dataset_family(name)
+        family = recipe_key(name)
         if family not in ("mosi", "mosei"):
             from bench.data.surrogates import names_text
 
@@ -464,18 +340,16 @@ def _datasets(datasets: Sequence[str] | str, source: str) -> list[tuple[str, str
     return out
 
 
-def label_rule_fields(rule: str | None, family: str) -> dict[str, str]:
-    """{"label_rule": rule} where the family has that rule, else {}: a MOSEI rule leaves MOSI (sign) as it is."""
-    return {"label_rule": rule} if rule and rule in FAMILY_RULES.get(family, ()) else {}
+def label_rule_fields(rule: str | None, dataset: str) -> dict[str, str]:
+    """{"label_rule": rule} where the dataset has that rule, else {}: a MOSEI rule leaves MOSI (sign) as it is."""
+    return {"label_rule": rule} if rule and rule in label_rules(dataset) else {}
 
 
-def check_label_rule(rule: str | None, families: Sequence[str]) -> None:
+def check_label_rule(rule: str | None, datasets: Sequence[str]) -> None:
     """A label rule must apply to at least one of the grid's datasets (it applies to those it fits)."""
-    if rule and not any(rule in FAMILY_RULES.get(f, ()) for f in families):
-        fitting = sorted(f for f, rules in FAMILY_RULES.items() if rule in rules) or ["none"]
-        raise ConfigError(f"label rule {rule!r} applies to {', '.join(fitting)} only, not to "
-                          f"{', '.join(dict.fromkeys(families))}; choose from "
-                          f"{', '.join(sorted({r for f in families for r in FAMILY_RULES.get(f, ())}))}")
+    if rule and not any(rule in label_rules(d) for d in datasets):
+        raise ConfigError(f"label rule {rule!r} applies to none of {', '.join(dict.fromkeys(datasets))}; choose from "
+                          f"{', '.join(sorted({r for d in datasets for r in label_rules(d)}))}")
 
 
 def _row_cells(row: _Row, dataset: str, family: str, profile: str, seeds: tuple[int, ...],
@@ -487,7 +361,7 @@ def _row_cells(row: _Row, dataset: str, family: str, profile: str, seeds: tuple[
         fields["test_dataset"] = resolve_test_dataset(fields["test_dataset"], dataset)
     extra = dict(overrides)
     params.update(dict(extra.pop("method_params", None) or {}))
-    extra.update(label_rule_fields(extra.pop("label_rule", None), family))
+    extra.update(label_rule_fields(extra.pop("label_rule", None), dataset))
     configs = tuple(
         thesis_config(dataset, row.method, row.modalities, profile=profile, optimizer=row.optimizer,
                       config_label=row.config_label, seed=seed, method_params=params, **{**fields, **extra})
@@ -526,7 +400,7 @@ def expand(preset: str, profile: str = "quick", datasets: Sequence[str] = ("mosi
     _check_choice("optimizer", want_opts, OPTIMIZERS)
     seed_list = _seeds(seeds)
     chosen = _datasets(datasets, source)
-    check_label_rule((overrides or {}).get("label_rule"), [family for _, family in chosen])
+    check_label_rule((overrides or {}).get("label_rule"), [dataset for dataset, _ in chosen])
     cells = []
     for dataset, family in chosen:
         for row in rows:

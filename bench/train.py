@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig, label_family
+from bench.config import ConfigError, RunConfig
+from bench.config_compat import label_family  # the dataset spec at integration
 from bench.data import Dataset, SplitArrays, load_dataset
 from bench.methods import Batch, BuildContext, Method, OptimizerPlan, TrainState, get_method, validate_config
 from bench.models import model_spec

@@ -8,7 +8,8 @@ from clitools import bench
 
 from bench import execute, presets, store
 from bench.cli_runs import metric_differences, parse_modality_filter, parse_params, parse_window
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
+from bench.plan.resolve import make_config
 
 
 @pytest.fixture(autouse=True)

@@ -21,8 +21,9 @@ from plugintools import ADVERSARIAL_PLUGIN, plugin_loaded
 from tiny import TAV
 
 from bench.cli_runs import metric_differences
-from bench.config import RunConfig, make_config
+from bench.config import RunConfig
 from bench.data import Dataset
+from bench.plan.resolve import make_config
 from bench.presets import dependencies, order_with_dependencies
 from bench.tasks import make_task
 from bench.train import RunResult, train_run

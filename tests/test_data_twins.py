@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import dataset_defaults, dataset_family, label_family, make_config
 from bench.data import data_fingerprint, load_dataset, synth, twins
 from bench.data.loader import load_file
 from bench.data.surrogates import SURROGATE_NAMES, SURROGATES, names_text, surrogate_name
 from bench.data.types import DataError
+from bench.plan.datasets import default_label_rule, recipe_key
+from bench.plan.resolve import make_config
 from bench.train import train_run
 
 torch.set_num_threads(1)
@@ -73,11 +74,11 @@ def test_a_twin_field_away_from_its_default_enters_the_json() -> None:
 
 def test_registry_names_families_and_messages() -> None:
     assert SURROGATE_NAMES == ("synth-mosi", "synth-mosei", *TWINS)
-    families = {name: dataset_family(name) for name in SURROGATE_NAMES}
+    families = {name: recipe_key(name) for name in SURROGATE_NAMES}
     assert families == {"synth-mosi": "mosi", "synth-mosei": "mosei", "synth-mosi-aligned": "mosi",
                         "synth-mosei-aligned": "mosei", "synth-mosei-shift": "mosei", "synth-mosi-shift": "mosi"}
-    assert label_family("synth-mosei-shift") == "mosei" and dataset_defaults("synth-mosei-shift")["batch_size"] == 32
-    assert dataset_family("synth-nope") == "custom" and dataset_family("mosei") == "mosei"
+    assert default_label_rule("synth-mosei-shift") == "binned"
+    assert make_config("synth-mosei-shift").batch_size == 32 and recipe_key("mosei") == "mosei"
     assert surrogate_name("mosi", "shift") == "synth-mosi-shift"
     assert all(name in names_text() for name in (*SURROGATE_NAMES, "mosi", "mosei"))
     with pytest.raises(DataError, match="synth-mosei-shift"):

@@ -14,8 +14,9 @@ import pytest
 import test_execute_fakes as fakes
 
 from bench import execute, store
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.execute import progress, scheduler
+from bench.plan.resolve import make_config
 from bench.presets import dependencies, order_with_dependencies
 
 TESTS_DIR = Path(__file__).resolve().parent

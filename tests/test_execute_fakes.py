@@ -85,7 +85,7 @@ def wrong_config_job(cfg: RunConfig, deps: Any = None, device: str = "cpu") -> R
 
 def small_grid(seeds: int = 4) -> list[RunConfig]:
     """concat text+vision and ensemble text+vision (needing two unimodal runs each) over seeds."""
-    from bench.config import make_config
+    from bench.plan.resolve import make_config
 
     jobs = []
     for seed in range(seeds):

@@ -328,7 +328,7 @@ def test_the_regression_score_is_the_mean_squared_error_or_mcrs_inverse() -> Non
 
 
 def test_agm_trains_on_the_regression_task_with_scaled_gradients(tiny) -> None:
-    from bench.config import make_config
+    from bench.plan.resolve import make_config
     from bench.train import train_run
 
     cfg = make_config("synth-mosi", "smoke", method="agm", modalities=TV, task="regression",

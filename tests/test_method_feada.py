@@ -10,7 +10,7 @@ import torch
 from clitools import bench
 from tiny import TAV, smoke_config
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import get_method, validate_config
 from bench.methods.feada import (
     FeaDA,
@@ -27,6 +27,7 @@ from bench.methods.feada import (
 from bench.models import model_class
 from bench.models.base import ModelSpec
 from bench.models.feada import SLOTS, FeaDANet, summarised_first_token
+from bench.plan.resolve import make_config
 from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)

@@ -18,6 +18,7 @@ from bench import presets, store
 from bench.config import ConfigError
 from bench.methods import REGISTRY, ThesisSettings, load_plugin, method_order
 from bench.methods.ogm import OGM
+from bench.recipes import recipe
 from bench.report import labels
 
 PLUGIN = '''
@@ -107,7 +108,7 @@ def test_a_plugin_method_reaches_presets_labels_and_store_without_other_edits(tm
 
     # presets: its thesis parameters, window, dev-set ratio, SGD rate, scheduler, full-profile epochs, tuned lr
     assert presets.method_params("damp_test", ("text", "vision")) == {"gamma": 0.4}
-    assert presets.optimizer_fields("damp_test", "sgd", "mosei")["lr"] == 2e-2
+    assert presets.optimizer_lr("damp_test", "sgd", recipe("mosei")) == 2e-2
     cfg = presets.thesis_config("synth-mosi", "damp_test", ("audio", "vision"), profile="full")
     assert dict(cfg.method_params)["gamma"] == 0.2
     assert (cfg.window_start, cfg.window_end, cfg.scheduler, cfg.max_epochs, cfg.lr) == (0, 2, "none", 7, 5e-4)
@@ -138,7 +139,7 @@ def test_a_plugin_without_declarations_gets_the_defaults(tmp_path) -> None:
     assert presets.method_params("plain_test", ("text", "vision")) == {}
     cfg = presets.thesis_config("synth-mosi", "plain_test", ("text", "vision"), optimizer="sgd",
                                 config_label="dev_set")
-    assert (cfg.lr, cfg.ratio_every, cfg.scheduler) == (presets.SGD_LR["mosi"], 1, "plateau")
+    assert (cfg.lr, cfg.ratio_every, cfg.scheduler) == (recipe("mosi").get("sgd_lr"), 1, "plateau")
 
 
 def test_a_subclass_keeps_behaviour_declarations_but_not_the_parents_name_or_place() -> None:

@@ -11,7 +11,7 @@ import torch
 from clitools import bench
 from tiny import TAV, smoke_config
 
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import get_method, validate_config
 from bench.methods.sati import (
     SATI,
@@ -28,6 +28,7 @@ from bench.methods.sati import (
 from bench.models import model_class
 from bench.models.base import ModelSpec
 from bench.models.sati import align_to_text, hard_gate, resample_frames
+from bench.plan.resolve import make_config
 from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)

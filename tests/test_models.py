@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from tiny import DIMS
 
-from bench.config import make_config
 from bench.methods.base import Batch
 from bench.models import ENCODER_SIZES, LateFusionModel, SequenceEncoder, default_param_groups, model_spec
+from bench.plan.resolve import make_config
 
 torch.set_num_threads(1)
 

@@ -14,9 +14,10 @@ from plugintools import ADVERSARIAL_PLUGIN, plugin_loaded, plugin_module
 from tiny import TAV, TV
 
 from bench import plugins, store
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.methods import REGISTRY as METHODS
 from bench.models import REGISTRY as MODELS
+from bench.plan.resolve import make_config
 from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)

@@ -16,8 +16,9 @@ import test_reliability_fakes as rel
 import torch
 
 from bench import execute, store
-from bench.config import RunConfig, make_config
+from bench.config import RunConfig
 from bench.methods import REGISTRY
+from bench.plan.resolve import make_config
 
 torch.set_num_threads(1)
 

@@ -19,9 +19,9 @@ from conftest import tiny_split
 
 import bench
 from bench import store
-from bench.config import make_config
 from bench.data import load_dataset
 from bench.data.surrogates import names_text
+from bench.plan.resolve import make_config
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import make_config
+from bench.plan.resolve import make_config
 from bench.presets import Cell
 from bench.store import RunRecord, save_result
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench import store
-from bench.config import make_config
+from bench.plan.resolve import make_config
 from bench.store import RunRecord
 
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from bench import store
-from bench.config import ConfigError, make_config
+from bench.config import ConfigError
 from bench.data.types import DataError
 from bench.methods import get_method, validate_config
 from bench.methods.baselines import unimodal_config
 from bench.models import LateFusionModel, model_spec
+from bench.plan.resolve import make_config
 from bench.tasks import make_task, metric_direction
 from bench.train import train_run
 
@@ -58,7 +59,7 @@ def test_a_method_without_a_regression_form_refuses_the_task_in_one_line() -> No
 
 def test_task_and_model_are_part_of_the_run_id_with_resolved_parameters() -> None:
     base = make_config("synth-mosi", "smoke", method="concat", modalities="text,vision")
-    regression = base.replace(task="regression")
+    regression = make_config("synth-mosi", "smoke", method="concat", modalities="text,vision", task="regression")
     assert base.model == "late_fusion" and dict(base.model_params)["text_hidden"] == 64  # table 6.1, MOSI
     assert dict(make_config("synth-mosei", "smoke").model_params)["text_out"] == 64  # MOSEI's text width
     assert regression.run_id != base.run_id and dict(regression.task_params) == {"loss": "l1", "checkpoint": "loss"}

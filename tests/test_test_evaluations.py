@@ -17,9 +17,10 @@ from tiny import make_tiny_dataset, smoke_config
 
 import bench.train as train_module
 from bench import gridfile, store
-from bench.config import ConfigError, RunConfig, make_config
+from bench.config import ConfigError, RunConfig
 from bench.data import load_dataset
 from bench.data.types import SplitArrays
+from bench.plan.resolve import make_config
 from bench.report import evaluations as evals
 from bench.train import add_feature_noise, noise_generator, train_run, transfer_mismatches
 

@@ -47,7 +47,7 @@ def make_tiny_dataset(n_train: int = 64, n_valid: int = 24, n_test: int = 24, se
 
 def smoke_config(**fields: Any) -> Any:
     """A smoke-profile synth-mosi RunConfig (text+vision unless `modalities` is given)."""
-    from bench.config import make_config
+    from bench.plan.resolve import make_config
 
     return make_config("synth-mosi", "smoke", **{"modalities": TV, **fields})
 

@@ -190,14 +190,15 @@ class Method:
         return dict(cls.thesis.params)
 
     @classmethod
-    def paper_fields(cls, family: str, profile: str) -> dict[str, Any]:
-        """RunConfig fields the method's own paper sets on this dataset family (batch size, learning rate,
-        step_every, epochs, scheduler, ...), applied over the presets' shared recipe; default: none."""
+    def paper_fields(cls, recipe: str, profile: str) -> dict[str, Any]:
+        """RunConfig fields the method's own paper sets (batch size, learning rate, step_every, epochs,
+        scheduler, ...), applied over the dataset recipe; `recipe` names the dataset's block of
+        bench/recipes.toml ("mosi", "mosei", "generic", ...), where per-dataset numbers live. Default: none."""
         return {}
 
     @classmethod
-    def thesis_lr(cls, family: str, modalities: tuple[str, ...], optimizer: str, step_every: int) -> float | None:
-        """A learning rate the thesis tuned for this dataset family / modalities / optimizer / step_every;
+    def thesis_lr(cls, recipe: str, modalities: tuple[str, ...], optimizer: str, step_every: int) -> float | None:
+        """A learning rate the thesis tuned for this dataset recipe / modalities / optimizer / step_every;
         None (the default): the shared recipe's."""
         return None
 
@@ -263,6 +264,13 @@ class Method:
     def uses_dev_split(self, cfg: RunConfig) -> bool:
         """Whether the loop carves the dev split out of the training data: cfg.dev_set or `holds_out_dev`."""
         return cfg.dev_set or self.holds_out_dev
+
+
+def dataset_recipe(dataset: str) -> str:
+    """The recipe-table name of a run's dataset (bench/recipes.toml), for settings read at train time."""
+    from bench.plan.datasets import recipe_key  # the dataset spec at integration
+
+    return recipe_key(dataset)
 
 
 # -- gradient helpers (shared by methods) ---------------------------------------------------------

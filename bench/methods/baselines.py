@@ -9,29 +9,32 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig, dataset_family, make_config
-from bench.methods.base import Batch, BuildContext, Method, ModelOutput, register
+from bench.config import ConfigError, RunConfig
+from bench.methods.base import Batch, BuildContext, Method, ModelOutput, dataset_recipe, register
 
 BOTH_TASKS = ("classification", "regression")
 
-# Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations):
-# the presets' unimodal step_every-4 rows use them, and `concat_lr` unless the run gives its own group_lrs.
-TUNED_MODALITY_LRS: dict[str, dict[str, float]] = {
-    "mosi": {"audio": 1e-3, "vision": 5e-4, "text": 1e-4},
-    "mosei": {"audio": 5e-4, "vision": 1e-4, "text": 1e-4},
-}
+
+def tuned_modality_lrs(recipe_name: str) -> dict[str, float]:
+    """Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations;
+    bench/recipes.toml `unimodal_lrs`): the presets' unimodal step_every-4 rows use them, and `concat_lr`
+    unless the run gives its own group_lrs."""
+    from bench.recipes import recipe
+
+    return dict(recipe(recipe_name).get("unimodal_lrs"))
 
 
 def unimodal_config(cfg: RunConfig, modality: str) -> RunConfig:
-    """The unimodal run (same data, seed, optimizer and schedule) that ensemble / unipre build on."""
-    return make_config(
-        cfg.dataset, cfg.profile, method="unimodal", modalities=(modality,), seed=cfg.seed,
-        optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size, step_every=cfg.step_every, max_epochs=cfg.max_epochs,
-        early_stopping=cfg.early_stopping, patience=cfg.patience, scheduler=cfg.scheduler,
-        lr_factor=cfg.lr_factor, lr_patience=cfg.lr_patience, data_version=cfg.data_version,
-        label_rule=cfg.label_rule, task=cfg.task, task_params=cfg.task_params, model=cfg.model,
-        model_params=cfg.model_params,
+    """The unimodal run (same data, seed, optimizer, schedule, task and model) that ensemble / unipre build on.
+
+    Every field is the run's, except what makes it a plain unimodal run: its method (no parameters), its one
+    modality, and the fields a unimodal run never sets (per-group rates, dev set, window, test evaluations).
+    """
+    default = RunConfig()
+    return cfg.replace(
+        method="unimodal", modalities=(modality,), method_params=(), group_lrs=(), dev_set=False,
+        ratio_every=default.ratio_every, window_start=default.window_start,
+        window_end=min(default.window_end, cfg.max_epochs - 1), test_noise=(), test_dataset="",
     )
 
 
@@ -56,7 +59,7 @@ class Unimodal(Method):
         """Table 6.2: with Adam and an update every 4 iterations, the tuned rate of the modality."""
         if optimizer != "adam" or step_every != 4:
             return None
-        return TUNED_MODALITY_LRS.get(family, TUNED_MODALITY_LRS["mosi"])[modalities[0]]
+        return tuned_modality_lrs(family)[modalities[0]]
 
 
 @register
@@ -83,7 +86,7 @@ class ConcatLR(Method):
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
         from bench.models import default_param_groups
 
-        tuned = TUNED_MODALITY_LRS.get(dataset_family(cfg.dataset), TUNED_MODALITY_LRS["mosi"])
+        tuned = tuned_modality_lrs(dataset_recipe(cfg.dataset))
         rates = {m: tuned[m] for m in cfg.modalities} | dict(cfg.group_lrs)
         return default_param_groups(model, cfg.replace(group_lrs=tuple(sorted(rates.items()))))
 

@@ -35,9 +35,11 @@ from bench.methods.base import (
     Method,
     TrainState,
     check_choices,
+    dataset_recipe,
     register,
 )
 from bench.models.feada import AUXILIARY, FEADA_PARTS, SLOTS, FeaDAParts, masked_mean, padding_mask
+from bench.recipes import recipe
 
 WEIGHTS: dict[str, dict[str, float]] = {
     "paper": {"uni": 0.02, "con": 0.03, "kl": 0.01},  # eq. 19, section 4.2 / appendix A.5
@@ -198,14 +200,15 @@ def stacked_features(parts: FeaDAParts) -> Tensor:
     return torch.stack([table[slot] for slot in SLOTS], dim=1)
 
 
-def paper_group_lrs(family: str) -> dict[str, float]:
-    """The official encoder learning rates (MOSI/MOSEI config.py); the rest ("other") runs at cfg.lr."""
-    return {"text": 5e-5, "audio": 1e-3, "vision": 1e-4 if family == "mosei" else 1e-3}
+def paper_group_lrs(recipe_name: str) -> dict[str, float]:
+    """The official encoder learning rates (MOSI/MOSEI config.py; bench/recipes.toml [<dataset>.methods.feada]);
+    the rest ("other") runs at cfg.lr."""
+    return dict(recipe(recipe_name).method("feada")["group_lrs"])
 
 
-def paper_group_decays(family: str) -> dict[str, float]:
-    """Per-group weight decay: the run's everywhere, except the MOSEI code's 1e-2 on text."""
-    return {"text": 1e-2} if family == "mosei" else {}
+def paper_group_decays(recipe_name: str) -> dict[str, float]:
+    """Per-group weight decay: the run's everywhere, except where the recipe sets one (MOSEI code: 1e-2 on text)."""
+    return dict(recipe(recipe_name).method("feada")["group_decays"])
 
 
 # -- the method -------------------------------------------------------------------------------------------
@@ -234,13 +237,14 @@ class FeaDA(Method):
                 "no_prompt": {"use_prompt": False}}
 
     @classmethod
-    def paper_fields(cls, family: str, profile: str) -> dict[str, Any]:
-        """The official training settings (MOSI / MOSEI configs); quick profiles keep their epochs."""
-        mosei = family == "mosei"
+    def paper_fields(cls, recipe_name: str, profile: str) -> dict[str, Any]:
+        """The official training settings (MOSI / MOSEI configs, batch and accumulation per dataset in
+        bench/recipes.toml); quick profiles keep their epochs."""
+        paper = recipe(recipe_name).method("feada")
         fields: dict[str, Any] = {
             "task_params": {"loss": "mse", "checkpoint": "loss"},
-            "batch_size": 16 if mosei else 32,
-            "step_every": 4 if mosei else 1,
+            "batch_size": int(paper["batch_size"]),
+            "step_every": int(paper["step_every"]),
             "lr": 1e-3,  # the official "other" rate; the encoders' rates come from `param_groups`
             "weight_decay": 1e-3,
             "scheduler": "none",
@@ -268,8 +272,8 @@ class FeaDA(Method):
         """Groups text / audio / vision / head: the official rates and decays of the dataset family for the
         encoders (cfg.group_lrs wins where it names a group), cfg.lr for the rest; train_projectors=False
         drops the projectors and p2a, as the official optimizer does."""
-        rates, decays, given = paper_group_lrs(cfg.family), paper_group_decays(cfg.family), \
-            dict(cfg.group_lrs)
+        block = dataset_recipe(cfg.dataset)
+        rates, decays, given = paper_group_lrs(block), paper_group_decays(block), dict(cfg.group_lrs)
         groups = [{**g, "lr": given.get(g["name"], rates.get(g["name"], cfg.lr)),
                    "weight_decay": decays.get(g["name"], cfg.weight_decay)}
                   for g in super().param_groups(model, cfg)]

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from bench.config import RunConfig
 from bench.methods.base import Batch, BuildContext, Logs, Method, TrainState, check_choices, register, scale_gradient
 from bench.models.sati import MODALITIES, SATI_PARTS, VISION_GATES, SATIParts, masked_mean, padding_mask
+from bench.recipes import recipe
 
 MARGIN_KINDS = ("angular", "cosine")
 PAIRS = (("text", "audio"), ("text", "vision"), ("audio", "vision"))
@@ -177,12 +178,12 @@ class SATI(Method):
                 "reuse_audio_gate": {"vision_gate": "reuse_audio"}}
 
     @classmethod
-    def paper_fields(cls, family: str, profile: str) -> dict[str, Any]:
+    def paper_fields(cls, recipe_name: str, profile: str) -> dict[str, Any]:
         """The official training settings; quick / smoke profiles keep their epochs and take the quick size."""
         fields: dict[str, Any] = {
             "task_params": {"loss": "mse", "checkpoint": "acc2_has0"},
             "lr": 1e-3,  # ours, measured on synth-mosi (docs/methods/sati.md); the code's 1.7e-5 fine-tunes RoBERTa
-            "batch_size": 16 if family == "mosei" else 64,
+            "batch_size": int(recipe(recipe_name).method("sati")["batch_size"]),  # bench/recipes.toml
             "scheduler": "none",
             "model_params": {"size": "paper" if profile == "full" else "quick"},
         }

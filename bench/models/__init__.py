@@ -18,7 +18,6 @@ from bench.models.base import (
     model_class,
     model_spec,
     register,
-    resolve_model_params,
 )
 
 for _info in pkgutil.iter_modules(__path__):
@@ -31,5 +30,4 @@ DEFAULT_MODEL = "late_fusion"
 
 __all__ = ["CAPABILITIES", "DEFAULT_MODEL", "ENCODER_SIZES", "REGISTRY", "EncoderSize", "LateFusionModel", "Model",
            "ModelSpec", "SequenceEncoder", "add_capability", "behaves_the_same_in_train_and_eval",
-           "check_model_params", "default_param_groups", "model_class", "model_spec", "register",
-           "resolve_model_params"]
+           "check_model_params", "default_param_groups", "model_class", "model_spec", "register"]

@@ -91,8 +91,9 @@ class Model:
     max_modalities: ClassVar[int] = 3
 
     @classmethod
-    def defaults(cls, family: str) -> dict[str, Any]:
-        """Parameter values that depend on the dataset family ('mosi', 'mosei', 'custom')."""
+    def defaults(cls, recipe: str) -> dict[str, Any]:
+        """Parameter values that depend on the dataset, by its recipe name ('mosi', 'mosei', 'generic', ...).
+        Built-in models keep these in bench/recipes.toml ([<recipe>.models.<model>]); default: none."""
         return {}
 
     @classmethod
@@ -125,20 +126,6 @@ def register(cls: type[Model]) -> type[Model]:
 def model_class(name: str) -> type[Model]:
     """The registered model `name`; an unknown name lists the registered ones."""
     return registry.lookup(REGISTRY, name, "model")
-
-
-def resolve_model_params(name: str, family: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Every parameter of model `name`: given values over the family defaults over the Params defaults.
-
-    Unknown names are kept (validation reports them); an unregistered model keeps `given` as it is.
-    """
-    cls = REGISTRY.get(name)
-    if cls is None:
-        return dict(given)
-    resolved = {f.name: f.default for f in dataclasses.fields(cls.Params) if f.default is not dataclasses.MISSING}
-    resolved.update(cls.defaults(family))
-    resolved.update(given)
-    return resolved
 
 
 def check_model_params(name: str, params: Mapping[str, Any]) -> Any:

@@ -1,5 +1,6 @@
 """`late_fusion`, the thesis's model (methods.md "Shared model"): LSTM encoders, late concatenation,
-one linear head, half-bias per-modality outputs. Table 6.1's sizes are its parameters' defaults."""
+one linear head, half-bias per-modality outputs. Table 6.1's sizes are its parameters' values in the
+recipe table (bench/recipes.toml, [<dataset>.models.late_fusion])."""
 
 from __future__ import annotations
 
@@ -14,13 +15,11 @@ from torch import Tensor, nn
 from bench.batch import Batch, ModelOutput
 from bench.config import RunConfig
 from bench.models.base import EncoderSize, Model, ModelSpec, register
+from bench.recipes import recipe
 
-# Thesis table 6.1 (one LSTM layer, dropout 0): the defaults of the model's parameters per dataset
-# family. Custom datasets use the MOSI sizes.
-ENCODER_SIZES: dict[str, dict[str, EncoderSize]] = {
-    "mosi": {"text": EncoderSize(64, 32), "audio": EncoderSize(16, 16), "vision": EncoderSize(32, 32)},
-    "mosei": {"text": EncoderSize(64, 64), "audio": EncoderSize(16, 16), "vision": EncoderSize(32, 32)},
-}
+# A modality other than text, audio and vision (a dataset's own name, e.g. "physio") has no size parameter:
+# its encoder takes this size (ours: the thesis's vision size, the middle of table 6.1).
+OTHER_MODALITY_SIZE = EncoderSize(32, 32)
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,21 @@ class LateFusionParams:
                 raise ValueError(f"{f.name} must be >= 1, got {getattr(self, f.name)}")
 
 
-def table_sizes(family: str) -> dict[str, EncoderSize]:
-    """Table 6.1's encoder sizes for a dataset family."""
-    return ENCODER_SIZES["mosei" if family == "mosei" else "mosi"]
+def table_sizes(recipe_name: str) -> dict[str, EncoderSize]:
+    """Table 6.1's encoder sizes for a dataset recipe ("mosi", "mosei"; others the generic block)."""
+    values = recipe(recipe_name).model("late_fusion")
+    return {m: EncoderSize(int(values[f"{m}_hidden"]), int(values[f"{m}_out"])) for m in ("text", "audio", "vision")}
+
+
+# Table 6.1 by dataset, read from the recipe table (kept for code that imports it from bench.models).
+ENCODER_SIZES: dict[str, dict[str, EncoderSize]] = {name: table_sizes(name) for name in ("mosi", "mosei")}
+
+
+def encoder_size(params: Mapping[str, Any], modality: str) -> EncoderSize:
+    """A modality's LSTM sizes from the model's parameters (OTHER_MODALITY_SIZE for a name without any)."""
+    if f"{modality}_hidden" not in params:
+        return OTHER_MODALITY_SIZE
+    return EncoderSize(int(params[f"{modality}_hidden"]), int(params[f"{modality}_out"]))
 
 
 class SequenceEncoder(nn.Module):
@@ -142,18 +153,10 @@ class LateFusion(Model):
                               "encoder_sizes", "single_modality"})
 
     @classmethod
-    def defaults(cls, family: str) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for modality, size in table_sizes(family).items():
-            values[f"{modality}_hidden"] = size.hidden
-            values[f"{modality}_out"] = size.out
-        return values
-
-    @classmethod
     def spec(cls, cfg: RunConfig, feature_dims: Mapping[str, int], output_size: int) -> ModelSpec:
         base = super().spec(cfg, feature_dims, output_size)
         params = dict(cfg.model_params)
-        sizes = tuple((m, EncoderSize(int(params[f"{m}_hidden"]), int(params[f"{m}_out"]))) for m in cfg.modalities)
+        sizes = tuple((m, encoder_size(params, m)) for m in cfg.modalities)
         return dataclasses.replace(base, sizes=sizes)
 
     @classmethod
