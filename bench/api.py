@@ -45,7 +45,8 @@ Echo = Callable[[str], None] | None
 
 __all__ = ["EmptySelection", "Execution", "all_ok", "cells", "evaluations", "grid", "job_table", "jobs", "plot",
            "predictions", "render_evaluations", "render_table", "report", "results", "run", "run_configs", "select",
-           "table", "table_models", "trajectories", "write_tables", "preset_names"]
+           "table", "table_models", "trajectories", "write_tables", "preset_names", "explain_run", "explain_cells",
+           "run_plans"]
 
 
 def preset_names() -> list[str]:
@@ -127,21 +128,35 @@ def stored_rows(runs_dir: str | Path, configs: Sequence[RunConfig]) -> pd.DataFr
 
 # -- bench run -------------------------------------------------------------------------------------
 
-def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, source: str = "auto",
+def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mosi", **options: Any) -> list[RunConfig]:
+    """The one-cell grid of `bench run`: the thesis defaults for this method/modalities/dataset, options on top
+    (keywords as `run_plans`)."""
+    return [planned.config for planned in run_plans(method, modalities, dataset, **options)]
+
+
+def explain_run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", **options: Any) -> str:
+    """`bench run --explain`: every field of the run's config (first seed), its value and the layer that set it."""
+    from bench.plan.resolve import explain
+
+    return explain(run_plans(method, modalities, dataset, **options)[0])
+
+
+def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, source: str = "auto",
                 optimizer: str = "adam", lr: float | None = None, dev_set: bool = False,
                 step_every: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick",
                 params: Mapping[str, Any] | None = None, window: tuple[int, int] | None = None,
                 label_rule: str | None = None, task: str = "classification",
                 task_params: Mapping[str, Any] | None = None, model: str | None = None,
                 model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
-                test_dataset: str | None = None) -> list[RunConfig]:
-    """The one-cell grid of `bench run`: the thesis defaults for this method/modalities/dataset, options on top.
+                test_dataset: str | None = None) -> list[Any]:
+    """The planned configs (bench.plan.resolve.Planned) of `bench run`, one per seed.
 
     test_noise / test_dataset: the test-time evaluations (RunConfig fields; a test dataset must fit the
     run's modalities, feature sizes and classes, checked here, before anything trains)."""
     from bench.methods import validate_config
     from bench.params import check_params
-    from bench.presets import resolve_dataset, thesis_config
+    from bench.plan.resolve import plan
+    from bench.presets import resolve_dataset
 
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
@@ -168,13 +183,13 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
     if test_dataset:
         overrides["test_dataset"] = resolve_dataset(test_dataset, source)
         _check_dataset_name(test_dataset, overrides["test_dataset"])
-    configs = [thesis_config(name, method, mods, profile=profile, optimizer=optimizer, config_label=label,
-                             seed=seed, **overrides) for seed in as_seeds(seeds) or ()]
+    plans = [plan(name, method, mods, profile=profile, optimizer=optimizer, config_label=label, seed=seed,
+                  **overrides) for seed in as_seeds(seeds) or ()]
     available = dataset_modalities(name, profile)
-    for cfg in configs:
-        validate_config(cfg, available)
-    check_test_datasets(configs)
-    return configs
+    for planned in plans:
+        validate_config(planned.config, available)
+    check_test_datasets(p.config for p in plans)
+    return plans
 
 
 def _check_dataset_name(given: str, name: str) -> None:
@@ -337,6 +352,19 @@ def check_data(grid_cells: Sequence[Any], profile: str) -> None:
     for name in sorted({c.dataset for c in grid_cells}):
         dataset_modalities(name, profile)
     check_test_datasets(cfg for cell in grid_cells for cfg in cell.configs)
+
+
+def explain_cells(grid_cells: Sequence[Any]) -> str:
+    """`bench grid --explain`: per cell, the first seed's fields, values and the layer that set each."""
+    from bench.plan.resolve import explain, planned_for
+
+    blocks = []
+    for cell in grid_cells:
+        cfg = cell.configs[0]
+        head = (f"== {cell.table} | {cell.dataset} | {cell.modalities} | {cell.method} | {cell.config_label}/"
+                f"{cell.optimizer} | seeds {', '.join(str(c.seed) for c in cell.configs)} (seed {cfg.seed} shown)")
+        blocks.append(f"{head}\n{explain(planned_for(cfg))}")
+    return "\n\n".join(blocks)
 
 
 def job_table(grid_cells: Sequence[Any], runs_dir: str | Path = "runs") -> pd.DataFrame:

@@ -20,6 +20,9 @@ from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities,
 from bench.selection import EmptySelection, GridQuery
 
 # Options several commands share, each defined once (flag and help text); defaults stay in the signatures.
+ExplainOpt = Annotated[bool, typer.Option("--explain", help="Print every field of the config, its value and "
+                                          "the layer that set it (profile < dataset recipe < method recipe < "
+                                          "configuration < user); train nothing.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Results store.")]
 ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="inline, local or slurm.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Worker processes (local executor).")]
@@ -187,10 +190,20 @@ def run_command(
     gpus_per_job: GpusPerJobOpt = None,
     array_parallelism: ArrayParallelismOpt = None,
     slurm_cluster: SlurmClusterOpt = None,
+    explain: ExplainOpt = False,
 ) -> None:
     """Train one configuration over seeds (thesis defaults, flags on top); print per-seed results."""
     from bench import api
 
+    if explain:
+        typer.echo(api.explain_run(
+            method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
+            step_every=step_every, seeds=parse_seeds(seeds), profile=profile, params=parse_params(param, method),
+            window=parse_window(window) if window is not None else None, label_rule=label_rule, task=task,
+            task_params=parse_pairs(task_param, "--task-param"), model=model,
+            model_params=parse_pairs(model_param, "--model-param"), test_noise=parse_noise(test_noise),
+            test_dataset=test_dataset))
+        return
     execution = _exec_kwargs(executor, workers, workers_per_gpu, retry_failed, no_progress, partition, time_min,
                              gpus_per_job, array_parallelism, slurm_cluster)
     api.Execution(**execution).resolved_executor()  # conflicting flags before the parameters are parsed
@@ -235,6 +248,7 @@ def grid_command(
     gpus_per_job: GpusPerJobOpt = None,
     array_parallelism: ArrayParallelismOpt = None,
     slurm_cluster: SlurmClusterOpt = None,
+    explain: ExplainOpt = False,
 ) -> None:
     """Train every run of a preset or grid file that is not stored yet (resumable), dependencies first."""
     from bench import api
@@ -249,6 +263,9 @@ def grid_command(
                  "dev_set": dev_set, "label_rule": label_rule}
     if show:
         typer.echo(show_grid(preset, selection), nl=False)
+        return
+    if explain:
+        typer.echo(api.explain_cells(GridQuery(preset, **selection).cells()))
         return
     if dry_run:
         query = GridQuery(preset, **selection)

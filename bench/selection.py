@@ -93,7 +93,7 @@ class GridQuery:
     @property
     def is_file(self) -> bool:
         from bench.gridfile import is_grid_file
-        from bench.report.sources import preset_names
+        from bench.presets import preset_names
 
         return self.target not in preset_names() and is_grid_file(self.target)
 
@@ -138,11 +138,9 @@ class GridQuery:
 
     def cells(self) -> list[Any]:
         """The cells (one configuration over seeds each) of the target, flags applied, every config validated."""
-        from bench.report import sources
-
         spec = self.spec()
         if spec is None:
-            return sources.expand_preset(self.target, **self.expand_kwargs())
+            return expand_preset(self.target, **self.expand_kwargs())
         from bench import gridfile
 
         if self.datasets is not None:
@@ -338,3 +336,10 @@ def print_note(note: str) -> None:
     """One note line on stderr (nothing for "")."""
     if note:
         print(note, file=sys.stderr)
+
+
+def expand_preset(preset: str, **expand_kwargs: Any) -> list[Any]:
+    """The preset's cells (bench.presets.expand), with the CLI's filters and overrides (tests swap it)."""
+    from bench.presets import expand
+
+    return list(expand(preset, **expand_kwargs))

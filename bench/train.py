@@ -288,6 +288,7 @@ class Trainer:
         )
         # bound to the model, not to the loop: no reference cycle keeps a finished run alive
         self.state.check_gradients = functools.partial(check_finite_gradients, model)
+        self.state.build_optimizer = functools.partial(optimizer_from_plan, cfg=cfg)
         self.selection = task.selection()
         self.best_state: dict[str, Tensor] | None = None
         self.best_score = self.selection.worst

@@ -1,4 +1,11 @@
-"""Layering: the data layer never reaches up to the trainer, the methods or the models (data flows one way)."""
+"""Layering: every module of bench sits in one layer, and imports (top-level or inside a function) point down.
+
+    core < data < tasks, models < methods < train < plan < store, execute < report, export < api < cli
+
+A module may import its own layer and the layers below it. The only imports that point up are the entry
+points listed in UPWARD (a worker process imports the trainer), each with the reason. Every other
+in-function import of a bench module is listed in LAZY with why it is lazy, so a new one is a decision.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +16,108 @@ from pathlib import Path
 
 import pytest
 
-import bench.data
+import bench
 
-DATA_DIR = Path(bench.data.__file__).resolve().parent
-ABOVE_DATA = ("bench.train", "bench.methods", "bench.models", "bench.tasks", "bench.calibrate")
-DATA_MODULES = sorted(p.stem for p in DATA_DIR.glob("*.py") if p.stem != "__init__")
-
-
-def _imported_names(path: Path) -> list[str]:
-    """Every module an import statement in `path` names, at the top or inside a function (lazy imports too)."""
-    names = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            base = node.module if not node.level else f"bench.data.{node.module}"
-            names.extend([base, *(f"{base}.{alias.name}" for alias in node.names)])
-    return names
-
-
-def _above(name: str) -> bool:
-    """Whether `name` is a module above the data layer (ABOVE_DATA), or inside one of them."""
-    return any(name == top or name.startswith(f"{top}.") for top in ABOVE_DATA)
-
-
-def test_the_data_layer_has_modules_to_check() -> None:
-    assert {"calibrate", "loader", "synth"} <= set(DATA_MODULES)
-
-
-@pytest.mark.parametrize("module", DATA_MODULES)
-def test_a_data_module_imports_nothing_above_data_even_lazily(module: str) -> None:
-    offending = [name for name in _imported_names(DATA_DIR / f"{module}.py") if _above(name)]
-    assert offending == [], f"bench/data/{module}.py imports {offending}"
+PACKAGE = Path(bench.__file__).resolve().parent
+LAYERS = ("core", "data", "tasks", "models", "methods", "train", "plan", "store", "execute", "report", "api", "cli")
+# tasks and models are one level, so are store and execute, and report and export.
+LEVEL = {"core": 0, "data": 1, "tasks": 2, "models": 2, "methods": 3, "train": 4, "plan": 5, "store": 6,
+         "execute": 6, "report": 7, "api": 8, "cli": 9}
+# Module (or package prefix) -> layer; the longest matching prefix wins.
+LAYER_OF = {
+    "bench": "core", "bench.config": "core", "bench.registry": "core", "bench.batch": "core",
+    "bench.recipes": "core",
+    "bench.data": "data", "bench.data.cli": "cli",
+    "bench.tasks": "tasks", "bench.metrics": "tasks",
+    "bench.models": "models",
+    "bench.methods": "methods", "bench.params": "methods", "bench.plugins": "methods",
+    "bench.train": "train",
+    "bench.plan": "plan", "bench.presets": "plan", "bench.presets_msa": "plan",
+    "bench.gridfile": "plan", "bench.selection": "plan",
+    "bench.store": "store",
+    "bench.execute": "execute",
+    "bench.report": "report", "bench.export": "report", "bench.report.cli": "cli",
+    "bench.api": "api", "bench.calibrate": "cli", "bench.perf": "api", "bench.reproduce": "cli",
+    "bench.cli": "cli", "bench.cli_runs": "cli",
+}
+# Imports that point up, each an entry point: (importing module, imported module prefix).
+UPWARD = {
+    ("bench.execute.job", "bench.train"): "the worker entry: a job process trains",
+    ("bench.execute.job", "bench.plugins"): "the worker entry loads the user's plugins before training",
+}
 
 
-@pytest.mark.parametrize("module", DATA_MODULES)
-def test_importing_a_data_module_in_a_fresh_interpreter_loads_nothing_above_data(module: str) -> None:
-    inside = tuple(f"{top}." for top in ABOVE_DATA)
-    script = (f"import sys, bench.data.{module}\n"
-              f"print(sorted(m for m in sys.modules if m in {ABOVE_DATA!r} or m.startswith({inside!r})))")
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = sorted(module_name(p) for p in PACKAGE.rglob("*.py"))
+
+
+def layer_of(name: str) -> str:
+    matches = [prefix for prefix in LAYER_OF if name == prefix or name.startswith(f"{prefix}.")]
+    return LAYER_OF[max(matches, key=len)]
+
+
+def imports_of(module: str) -> list[tuple[str, bool]]:
+    """(imported bench module, inside a function?) for every import statement of `module`."""
+    path = PACKAGE.parent / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool, type_only: bool) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            type_only = True
+        if isinstance(node, ast.Import) and not type_only:
+            found.extend((alias.name, in_function) for alias in node.names if alias.name.startswith("bench"))
+        elif isinstance(node, ast.ImportFrom) and not type_only:
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+            if base.startswith("bench"):
+                found.append((base, in_function))
+        inner = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner, type_only)
+
+    visit(tree, False, False)
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    assert all(layer_of(m) in LAYERS for m in MODULES)
+    assert {"bench.config", "bench.data.loader", "bench.plan.resolve", "bench.execute.scheduler"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_point_down(module: str) -> None:
+    own = LEVEL[layer_of(module)]
+    upward = [(name, lazy) for name, lazy in imports_of(module)
+              if LEVEL[layer_of(name)] > own and not any(module == m and (name == p or name.startswith(f"{p}."))
+                                                          for m, p in UPWARD)]
+    assert upward == [], f"{module} ({layer_of(module)}) imports {upward} from above"
+
+
+GROUND = ("bench.config", "bench.store", "bench.recipes")
+HEAVY = ("torch", "sklearn", "bench.methods", "bench.models", "bench.tasks", "bench.train", "bench.data.synth")
+
+
+@pytest.mark.parametrize("module", GROUND)
+def test_the_ground_floor_and_the_store_import_no_torch_and_no_registry(module: str) -> None:
+    script = f"import sys, {module}\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn') " \
+             f"or m in {HEAVY!r}))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.strip() == "[]", f"import bench.data.{module} loaded {out.stdout.strip()}"
+    assert out.stdout.strip() == "[]", f"import {module} loaded {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if layer_of(m) == "data"])
+def test_importing_a_data_module_loads_nothing_above_data(module: str) -> None:
+    above = ("bench.train", "bench.methods", "bench.models", "bench.tasks", "bench.plan", "bench.store")
+    script = (f"import sys, {module}\n"
+              f"print(sorted(m for m in sys.modules if m.startswith({tuple(a + '.' for a in above)!r}) "
+              f"or m in {above!r}))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", f"import {module} loaded {out.stdout.strip()}"

@@ -7,6 +7,7 @@ from test_report_helpers import fake_cell, fake_trajectory, store_cell
 
 from bench.cli import main
 from bench.presets import expand
+from bench import selection
 from bench.report import sources
 from bench.report.tables import render_table, write_table_files
 
@@ -17,7 +18,7 @@ def small_store(tmp_path, monkeypatch):
     cells = [fake_cell("concat"), fake_cell("ogm")]
     store_cell(tmp_path, cells[0], [50, 51, 52, 53, 54], trajectory=fake_trajectory)
     store_cell(tmp_path, cells[1], [60, 61, 62, 63, 64], trajectory=fake_trajectory)
-    monkeypatch.setattr(sources, "expand_preset", lambda preset, **kw: cells)
+    monkeypatch.setattr(selection, "expand_preset", lambda preset, **kw: cells)
     return tmp_path
 
 

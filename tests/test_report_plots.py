@@ -7,6 +7,7 @@ from matplotlib import image as mpimg
 from test_report_helpers import FINGERPRINT, fake_cell, fake_trajectory, store_cell
 
 from bench.config import ConfigError
+from bench import selection
 from bench.report import page, plots, sources
 from bench.report.plots import Selection
 from bench.store import read_results, read_trajectories
@@ -88,7 +89,7 @@ def test_selection_must_name_one_dataset(trend_store):
 
 def test_report_page_embeds_tables_and_figures(trend_store, tmp_path, monkeypatch):
     runs, cells = trend_store
-    monkeypatch.setattr(sources, "expand_preset", lambda preset, **kw: cells)
+    monkeypatch.setattr(selection, "expand_preset", lambda preset, **kw: cells)
     path = page.write_report("table-6.10", runs, tmp_path)
     text = path.read_text()
     assert path.name == "table-6.10-report.html" and text.startswith("<!DOCTYPE html>")

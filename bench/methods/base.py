@@ -58,6 +58,9 @@ class TrainState:
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)  # name -> optimizer
     # The loop's non-finite gradient check, for methods that step their own optimizers (owns_step).
     check_gradients: Any = None
+    # The loop's optimizer factory (OptimizerPlan -> torch optimizer, the run's kind and settings), for methods
+    # that train a copy of the model on the side (G-Blend).
+    build_optimizer: Any = None
     epoch: int = 0
     step: int = 0  # optimizer steps taken so far
     generator: torch.Generator | None = None  # seeded, for a method's own randomness (e.g. GE noise)

@@ -48,6 +48,7 @@ from bench.methods.base import (
     Logs,
     Method,
     ModelOutput,
+    OptimizerPlan,
     ThesisSettings,
     TrainState,
     check_choices,
@@ -182,12 +183,9 @@ def head_losses(model: GBlendModel, state: TrainState, heads: Sequence[str]) -> 
 def train_copy_on_head(model: GBlendModel, head: str, state: TrainState, epochs: int, seed: int) -> GBlendModel | None:
     """A copy of the model trained `epochs` epochs on head's loss alone (fresh optimizer of the run's kind);
     None when its loss became non-finite."""
-    from bench.methods.base import OptimizerPlan
-    from bench.train import optimizer_from_plan
-
     trained = copy.deepcopy(model)
     trained.train()
-    optimizer = optimizer_from_plan(OptimizerPlan("gblend_copy", [{"params": list(trained.parameters())}]), state.cfg)
+    optimizer = state.build_optimizer(OptimizerPlan("gblend_copy", [{"params": list(trained.parameters())}]))
     source = state.splits["train"]
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(seed + epoch)

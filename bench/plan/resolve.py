@@ -205,7 +205,7 @@ def plan(dataset: str, method: str, modalities: Iterable[str] | str, *, profile:
     window_layer = label_layer if window is not None else method_layer
     window = window if window is not None else cls.thesis.window
     epochs_layer = label_layer if "epochs" in label else (method_layer if (
-        profile == "full" and cls.thesis.full_epochs is not None) else PROFILE)
+        profile == "full" and cls.thesis.full_epochs is not None) else f"{PROFILE} ({profile})")
     chain.set(epochs_layer, max_epochs=_epochs(method, profile, label.pop("epochs", None)))
     _apply_fields(chain, method_layer, cls.paper_fields(block.name, profile))
     _apply_fields(chain, label_layer, label)
@@ -314,7 +314,28 @@ def _finish(chain: Chain, dataset: str) -> Planned:
     for key in PAIR_FIELDS:
         values[key] = as_pairs(values.get(key) or {})
     config = RunConfig(**values)
-    return Planned(config, dict(chain.origins))
+    planned = Planned(config, dict(chain.origins))
+    _remember(planned)
+    return planned
+
+
+# The origins of recently planned configs by run id, so a caller holding only configs (a grid's cells) can
+# explain them (`bench grid --explain`) without planning again.
+_PLANNED: dict[str, Planned] = {}
+_REMEMBERED = 8192
+
+
+def _remember(planned: Planned) -> None:
+    if len(_PLANNED) >= _REMEMBERED:
+        _PLANNED.pop(next(iter(_PLANNED)))
+    _PLANNED[planned.config.run_id] = planned
+
+
+def planned_for(config: RunConfig) -> Planned:
+    """How `config` was planned in this process; a config made otherwise (decoded from the store) is
+    explained as the user's throughout."""
+    known = _PLANNED.get(config.run_id)
+    return known if known is not None else Planned(config, {})
 
 
 def _resolve_params(chain: Chain, dataset: str) -> None:

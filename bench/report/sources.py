@@ -12,8 +12,6 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import ConfigError
-
 
 def read_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """Valid result rows and 'path: problem' lines for files that were skipped."""
@@ -31,22 +29,16 @@ def read_trajectories(runs_dir: Path, run_ids: Iterable[str] | None = None) -> t
 
 
 def expand_preset(preset: str, **expand_kwargs: Any) -> list[Any]:
-    """The preset's cells (bench.presets.expand), with the CLI's filters and overrides."""
-    try:
-        from bench.presets import expand
-    except ModuleNotFoundError as err:
-        if err.name == "bench.presets":
-            raise ConfigError("presets are not available (bench.presets is missing)") from err
-        raise
-    return list(expand(preset, **expand_kwargs))
+    """The preset's cells (bench.selection.expand_preset)."""
+    from bench.selection import expand_preset as expand
+
+    return expand(preset, **expand_kwargs)
 
 
 def preset_names() -> list[str]:
-    """Names of the known presets (empty when bench.presets is missing)."""
-    try:
-        from bench.presets import preset_names as names
-    except ModuleNotFoundError:
-        return []
+    """Names of the known presets."""
+    from bench.presets import preset_names as names
+
     return list(names())
 
 
