@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from test_report_helpers import fake_cell, fake_trajectory, store_cell
 
+from bench import selection
 from bench.cli import main
 from bench.presets import expand
-from bench import selection
 from bench.report import sources
 from bench.report.tables import render_table, write_table_files
 

@@ -6,9 +6,9 @@ import pytest
 from matplotlib import image as mpimg
 from test_report_helpers import FINGERPRINT, fake_cell, fake_trajectory, store_cell
 
-from bench.config import ConfigError
 from bench import selection
-from bench.report import page, plots, sources
+from bench.config import ConfigError
+from bench.report import page, plots
 from bench.report.plots import Selection
 from bench.store import read_results, read_trajectories
 
