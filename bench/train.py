@@ -24,7 +24,7 @@ from bench.config_compat import label_family  # the dataset spec at integration
 from bench.data import Dataset, SplitArrays, load_dataset
 from bench.methods import Batch, BuildContext, Method, OptimizerPlan, TrainState, get_method, validate_config
 from bench.models import model_spec
-from bench.tasks import Task, make_task
+from bench.tasks import Task, all_result_columns, make_task
 
 EVAL_BATCH = 512
 # Splits up to this many bytes are copied into (device) memory once; larger ones are read per batch.
@@ -60,6 +60,9 @@ class RunResult:
     # Test-time evaluations of the best checkpoint (cfg.test_noise, cfg.test_dataset): one dict per
     # evaluation with kind ("noise" / "ood"), sigma, test_dataset and the task's test_<metric> values.
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    # The result row's metric columns: every registered task's, taken when the run is made (bench.store
+    # builds the row's and the evaluations file's schema from them, so a late-registered task keeps its).
+    metric_columns: tuple[str, ...] = ()
 
     @property
     def run_id(self) -> str:
@@ -585,4 +588,5 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
         data_fingerprint=data.fingerprint, synthetic=data.synthetic,
         predictions=trainer.predictions if status == "ok" else {},
         evaluations=evaluations if status == "ok" else [],
+        metric_columns=all_result_columns(),
     )

@@ -111,7 +111,7 @@ def test_numerical_faults_in_local_workers_are_recorded(faulty_methods, tmp_path
 def _failing_writes(monkeypatch: pytest.MonkeyPatch, folder: str, run_id: str) -> list[Path]:
     """Make store writes into `folder` for `run_id` fail with ENOSPC; returns the list of refused paths."""
     refused: list[Path] = []
-    real_write = store.atomic_write
+    real_write = store.atomic.atomic_write
 
     def write(path: Path, data: bytes) -> None:
         if path.parent.name == folder and path.name.startswith(run_id):
@@ -119,7 +119,7 @@ def _failing_writes(monkeypatch: pytest.MonkeyPatch, folder: str, run_id: str) -
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(store, "atomic_write", write)
+    monkeypatch.setattr(store.atomic, "atomic_write", write)
     return refused
 
 
@@ -127,7 +127,7 @@ def _failing_writes(monkeypatch: pytest.MonkeyPatch, folder: str, run_id: str) -
 def test_a_failed_write_stores_nothing_of_that_run_and_is_reported(tmp_path: Path, monkeypatch, folder: str) -> None:
     jobs = [make_config("synth-mosi", "smoke", method="concat", seed=s) for s in range(3)]
     victim = jobs[1].run_id
-    healthy_write = store.atomic_write
+    healthy_write = store.atomic.atomic_write
     refused = _failing_writes(monkeypatch, folder, victim)
     summary = execute.run_jobs(jobs, tmp_path, job_fn=fakes.fake_job, progress=False)
     assert len(refused) == 1 and (summary.ok, summary.failed, summary.exit_code) == (2, 1, 1)
@@ -138,7 +138,7 @@ def test_a_failed_write_stores_nothing_of_that_run_and_is_reported(tmp_path: Pat
     assert _files(tmp_path, victim) == [] and _leftovers(tmp_path) == []
     assert store.completed_ids(tmp_path) == {jobs[0].run_id, jobs[2].run_id}
     # The disk is fine again: a rerun trains exactly the lost run.
-    monkeypatch.setattr(store, "atomic_write", healthy_write)
+    monkeypatch.setattr(store.atomic, "atomic_write", healthy_write)
     log = tmp_path / "log"
     monkeypatch.setenv("BENCH_FAKE_LOG", str(log))
     again = execute.run_jobs(jobs, tmp_path, job_fn=fakes.fake_job, progress=False)

@@ -245,10 +245,10 @@ def test_runs_of_several_code_versions_are_flagged(tmp_path, monkeypatch):
     import bench.store
 
     cells = [fake_cell("concat"), fake_cell("ogm")]
-    monkeypatch.setattr(bench.store, "git_commit", lambda: "a" * 40)
+    monkeypatch.setattr(bench.store.provenance, "git_commit", lambda: "a" * 40)
     store_cell(tmp_path, cells[0], [50, 51, 52])
     one_version = to_markdown(models_for(tmp_path, cells))
-    monkeypatch.setattr(bench.store, "git_commit", lambda: "b" * 40)
+    monkeypatch.setattr(bench.store.provenance, "git_commit", lambda: "b" * 40)
     store_cell(tmp_path, cells[1], [60, 61])
     text = to_markdown(models_for(tmp_path, cells))
     assert "code versions" not in one_version
