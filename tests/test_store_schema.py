@@ -18,9 +18,9 @@ import pytest
 from tiny import smoke_config
 
 from bench import store  # imported before the plugin task below is registered: the point of that test
-from bench.config import make_config
 from bench.data.types import SplitArrays
 from bench.methods.baselines import Concat
+from bench.plan.resolve import make_config
 from bench.store import RunRecord
 from bench.tasks import REGISTRY as TASKS
 from bench.tasks import all_result_columns
@@ -78,8 +78,6 @@ def test_the_readers_load_no_torch_and_no_registry(mixed_store: tuple[Path, list
     assert _loaded_heavy(script) == []
 
 
-@pytest.mark.xfail(reason="RunConfig.from_dict resolves defaults from the registries until bench.config is a "
-                          "plain value (another branch of issue 23); stored_config itself adds no import")
 def test_decoding_a_stored_config_loads_no_torch(mixed_store: tuple[Path, list[str]]) -> None:
     runs, (ok_id, _) = mixed_store
     script = f"from bench import store\nstore.stored_config(store.read_row({str(runs)!r}, {ok_id!r}))"
