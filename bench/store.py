@@ -123,6 +123,7 @@ class RunRecord:
     synthetic: bool | None = None
     torch_version: str = ""
     torch_threads: int | None = None
+    metric_columns: tuple[str, ...] = ()  # the task's result columns (not used by this store version yet)
 
     def __post_init__(self) -> None:
         if self.synthetic is None:
@@ -133,9 +134,11 @@ class RunRecord:
         return self.config.run_id
 
 
-def failed_record(cfg: RunConfig, error: str, wall_s: float = 0.0, device: str = "") -> RunRecord:
-    """A failed outcome for `cfg` with this error message."""
-    return RunRecord(config=cfg, status="failed", error=error, wall_s=wall_s, device=device)
+def failed_record(cfg: RunConfig, error: str, wall_s: float = 0.0, device: str = "",
+                  metric_columns: tuple[str, ...] = ()) -> RunRecord:
+    """A failed outcome for `cfg` with this error message (`metric_columns`: the task's result columns)."""
+    return RunRecord(config=cfg, status="failed", error=error, wall_s=wall_s, device=device,
+                     metric_columns=tuple(metric_columns))
 
 
 # -- paths ---------------------------------------------------------------------------------------
