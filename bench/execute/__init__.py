@@ -48,7 +48,7 @@ from bench.execute.backend import (
 from bench.execute.backends.local import cpu_count, gpu_count, local_devices
 from bench.execute.backends.slurm import slurm_parameters
 from bench.execute.job import JobFn, default_device, default_job_fn, error_text, execute_one
-from bench.execute.progress import Progress, describe, job_line, make_reporter
+from bench.execute.progress import Progress, Reporter, describe, job_line, make_reporter
 from bench.execute.scheduler import Scheduler, Summary
 
 __all__ = ["EXECUTORS", "POLL_S", "Backend", "BackendContext", "BackendOptions", "Job", "JobFn", "Progress",
@@ -64,11 +64,14 @@ POLL_S = 0.5  # how often the scheduler looks at held claims and worker state
 def default_executor(options: Mapping[str, Any]) -> str:
     """The executor when none is named: `local` with several workers or a GPU, else `inline`."""
     workers = options.get("workers")
-    several = workers is not None and int(workers) > 1
+    try:
+        several = workers is not None and int(workers) > 1
+    except (TypeError, ValueError):
+        several = True  # not a number: the local executor's options say what is wrong with it
     return "local" if several or gpu_count() else "inline"
 
 
-def _drive(sched: Scheduler, backend: Backend, reporter: Any) -> None:
+def _drive(sched: Scheduler, backend: Backend, reporter: Reporter) -> None:
     """The one loop: hand ready jobs to the backend's free capacity, record what finishes, until done."""
     while sched.has_work:
         free = backend.capacity()

@@ -160,12 +160,10 @@ def _as(kind: type, value: Any) -> Any:
             raise TypeError(value)
         return float(value)
     if kind is str:
-        return str(value) if isinstance(value, (str, Path)) else _refuse(value)
+        if not isinstance(value, (str, Path)):
+            raise TypeError(value)
+        return str(value)
     return kind(value)
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(value)
 
 
 def _kind_text(kind: type) -> str:
