@@ -58,37 +58,55 @@ def preset_names() -> list[str]:
 
 # -- execution -------------------------------------------------------------------------------------
 
+# Old names of Slurm settings in the `slurm=` mapping -> the slurm backend's option names.
+_SLURM_KEYS = {"gpus": "gpus_per_job", "gpus_per_node": "gpus_per_job", "timeout_min": "time",
+               "cpus": "cpus_per_task"}
+
+
 @dataclass(frozen=True)
 class Execution:
-    """How runs are trained: executor, workers, retries, progress display, Slurm settings."""
+    """How runs are trained: the executor (a registered backend; None: local with several workers or a GPU,
+    else inline) and its options (name -> value; strings are converted by the backend's options dataclass),
+    retries and the progress display. `exec_opt_names`: the options given as --exec-opt (errors name them)."""
 
-    executor: str | None = None  # None: local with several workers or a GPU, else inline
-    workers: int | None = None
-    workers_per_gpu: int = 1
+    executor: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
     retry_failed: bool = False
     progress: bool = True
-    slurm: Mapping[str, Any] = field(default_factory=dict)  # partition, time, gpus, array_parallelism, cluster
+    exec_opt_names: frozenset[str] = frozenset()
 
-    def resolved_executor(self) -> str:
-        """The executor to use; ConfigError for conflicting settings, before anything is built."""
-        from bench.execute import check_options, gpu_count
+    @classmethod
+    def from_arguments(cls, executor: str | None = None, workers: int | None = None,
+                       workers_per_gpu: int | None = None, retry_failed: bool = False, progress: bool = True,
+                       slurm: Mapping[str, Any] | None = None,
+                       exec_opts: Mapping[str, Any] | None = None) -> Execution:
+        """From run/grid's keyword arguments: `workers`, `workers_per_gpu` and the `slurm` mapping are aliases
+        of options; the same option given there and in `exec_opts` with different values is a ConfigError."""
+        from bench.execute import merge_options
 
-        executor = self.executor or ("local" if (self.workers or 1) > 1 or gpu_count() else "inline")
-        check_options(executor, self.workers, self.workers_per_gpu)
-        given = sorted(k for k, v in self.slurm.items() if v is not None and k != "cluster")
-        if given and executor != "slurm":
-            raise ConfigError(f"--{given[0].replace('_', '-')} only applies to --executor slurm")
-        return executor
+        named = {_SLURM_KEYS.get(k, k): v for k, v in (slurm or {}).items()}
+        named.update(workers=workers, workers_per_gpu=workers_per_gpu)
+        options, via_exec_opt = merge_options(named, dict(exec_opts or {}))
+        return cls(executor, options, retry_failed, progress, frozenset(via_exec_opt))
+
+    def resolved(self) -> tuple[str, Any]:
+        """The executor's name and its options dataclass; ConfigError for anything wrong, before anything is
+        built."""
+        from bench.execute import default_executor, resolve_options
+
+        executor = self.executor or default_executor(self.options)
+        return executor, resolve_options(executor, self.options, self.exec_opt_names)
 
 
 def _train(jobs: Sequence[RunConfig], runs_dir: Path, execution: Execution) -> Any:
-    """bench.execute.run_jobs with these options; the Summary."""
+    """bench.execute.run_jobs on the job graph of `jobs` with these options; the Summary."""
     from bench import execute
+    from bench.plan.deps import job_graph
+    from bench.tasks import all_result_columns
 
-    slurm = {k: v for k, v in execution.slurm.items() if v is not None}
-    return execute.run_jobs(jobs, runs_dir, executor=execution.resolved_executor(), workers=execution.workers,
-                            workers_per_gpu=execution.workers_per_gpu, retry_failed=execution.retry_failed,
-                            progress=execution.progress, slurm_options=slurm)
+    executor, options = execution.resolved()
+    return execute.run_jobs(job_graph(jobs), runs_dir, executor, options, retry_failed=execution.retry_failed,
+                            progress=execution.progress, metric_columns=all_result_columns())
 
 
 def _say(echo: Echo, text: str) -> None:
@@ -247,11 +265,16 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
         task_params: Mapping[str, Any] | None = None, model: str | None = None,
         model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
         test_dataset: str | None = None, runs_dir: str | Path = "runs", executor: str | None = None,
-        workers: int | None = None, workers_per_gpu: int = 1, retry_failed: bool = False, progress: bool = True,
-        slurm: Mapping[str, Any] | None = None, echo: Echo = print) -> pd.DataFrame:
-    """Train one configuration over seeds (`bench run`); the result rows, one per seed (stored ones skip)."""
-    execution = Execution(executor, workers, workers_per_gpu, retry_failed, progress, dict(slurm or {}))
-    execution.resolved_executor()  # conflicting options are errors before anything is built
+        workers: int | None = None, workers_per_gpu: int | None = None, retry_failed: bool = False,
+        progress: bool = True, slurm: Mapping[str, Any] | None = None, exec_opts: Mapping[str, Any] | None = None,
+        echo: Echo = print) -> pd.DataFrame:
+    """Train one configuration over seeds (`bench run`); the result rows, one per seed (stored ones skip).
+
+    executor / exec_opts: a registered backend and its options (`bench.execute.EXECUTORS`); workers,
+    workers_per_gpu and slurm (partition, time, gpus_per_job, array_parallelism, ...) are aliases of options.
+    """
+    execution = Execution.from_arguments(executor, workers, workers_per_gpu, retry_failed, progress, slurm, exec_opts)
+    execution.resolved()  # conflicting options are errors before anything is built
     configs = run_configs(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
                           step_every=step_every, seeds=seeds, profile=profile, params=params, window=window,
                           label_rule=label_rule, task=task, task_params=task_params, model=model,
@@ -394,16 +417,18 @@ def jobs(preset_or_file: str, runs_dir: str | Path = "runs", **selection: Any) -
 
 
 def grid(preset_or_file: str, *, runs_dir: str | Path = "runs", executor: str | None = None,
-         workers: int | None = None, workers_per_gpu: int = 1, retry_failed: bool = False, progress: bool = True,
-         slurm: Mapping[str, Any] | None = None, echo: Echo = print, **selection: Any) -> pd.DataFrame:
+         workers: int | None = None, workers_per_gpu: int | None = None, retry_failed: bool = False,
+         progress: bool = True, slurm: Mapping[str, Any] | None = None, exec_opts: Mapping[str, Any] | None = None,
+         echo: Echo = print, **selection: Any) -> pd.DataFrame:
     """Train every run of a preset or grid file not stored yet (`bench grid`), dependencies first.
 
-    Returns the result rows of every run of the grid (dependencies included); `selection` as for `cells`.
+    Returns the result rows of every run of the grid (dependencies included); `selection` as for `cells`;
+    the execution arguments as for `run`.
     """
     from bench.presets import jobs_with_dependencies
 
-    execution = Execution(executor, workers, workers_per_gpu, retry_failed, progress, dict(slurm or {}))
-    execution.resolved_executor()
+    execution = Execution.from_arguments(executor, workers, workers_per_gpu, retry_failed, progress, slurm, exec_opts)
+    execution.resolved()
     query = GridQuery(preset_or_file, **selection)
     grid_cells = query.cells()
     job_list = jobs_with_dependencies(grid_cells)

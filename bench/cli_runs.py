@@ -7,10 +7,12 @@ run exits 1 (sys.exit, which cli.main passes through).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,19 +26,8 @@ ExplainOpt = Annotated[bool, typer.Option("--explain", help="Print every field o
                                           "the layer that set it (profile < dataset recipe < method recipe < "
                                           "configuration < user); train nothing.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Results store.")]
-ExecutorOpt = Annotated[str | None, typer.Option("--executor", help="inline, local or slurm.")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Worker processes (local executor).")]
-WorkersPerGpuOpt = Annotated[int, typer.Option("--workers-per-gpu", help="Workers per visible GPU.")]
-RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Retrain stored failures.")]
-NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Plain output, no live display.")]
-PartitionOpt = Annotated[str | None, typer.Option("--partition", help="Slurm partition.")]
-TimeOpt = Annotated[int | None, typer.Option("--time", help="Slurm time limit per job, minutes.")]
-GpusPerJobOpt = Annotated[int | None, typer.Option("--gpus-per-job", help="Slurm GPUs per job.")]
-ArrayParallelismOpt = Annotated[int | None, typer.Option("--array-parallelism", help="Slurm array parallelism.")]
 LabelRuleOpt = Annotated[str | None, typer.Option(
     "--label-rule", help="MOSEI's 7 classes: binned ([133]'s bins, the default) or round (round half to even).")]
-SlurmClusterOpt = Annotated[str | None, typer.Option("--slurm-cluster", hidden=True,
-                                                     help="submitit cluster (local/debug for testing).")]
 
 # -- parsing helpers -------------------------------------------------------------------------------
 
@@ -118,16 +109,78 @@ def parse_params(items: Sequence[str] | None, method: str) -> dict[str, Any]:
     return {name: check_value(method, name, value) for name, value in parse_pairs(items, "--param").items()}
 
 
-# -- execution options shared by run and grid ------------------------------------------------------
+# -- execution options: declared once, added to bench run, bench grid and bench reproduce ---------------
 
-def _exec_kwargs(executor: str | None, workers: int | None, workers_per_gpu: int, retry_failed: bool,
-                 no_progress: bool, partition: str | None, time_min: int | None, gpus_per_job: int | None,
-                 array_parallelism: int | None, slurm_cluster: str | None) -> dict[str, Any]:
+# name -> (flag declaration, default). The flags after --exec-opt are aliases of executor options
+# (bench.execute.backend: each backend's options dataclass names its alias flag).
+EXECUTION_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "executor": (Annotated[str | None, typer.Option(
+        "--executor", help="A registered executor: inline, local, slurm, ... (default: local with several workers "
+                           "or a GPU, else inline).")], None),
+    "exec_opt": (Annotated[list[str] | None, typer.Option(
+        "--exec-opt", help="Executor option key=value (repeatable), checked against the executor's options, e.g. "
+                           "local: workers, workers_per_gpu; slurm: partition, time (minutes), gpus_per_job, "
+                           "array_parallelism, account, qos, constraint, cpus_per_task, mem_gb, setup.")], None),
+    "retry_failed": (Annotated[bool, typer.Option("--retry-failed", help="Retrain stored failures.")], False),
+    "no_progress": (Annotated[bool, typer.Option("--no-progress", help="Plain output, no live display.")], False),
+    "workers": (Annotated[int | None, typer.Option("--workers", help="Worker processes (local executor).")], None),
+    "workers_per_gpu": (Annotated[int | None, typer.Option("--workers-per-gpu", help="Workers per visible GPU.")],
+                        None),
+    "partition": (Annotated[str | None, typer.Option("--partition", help="Slurm partition.")], None),
+    "time_min": (Annotated[int | None, typer.Option("--time", help="Slurm time limit per job, minutes.")], None),
+    "gpus_per_job": (Annotated[int | None, typer.Option("--gpus-per-job", help="Slurm GPUs per job.")], None),
+    "array_parallelism": (Annotated[int | None, typer.Option("--array-parallelism",
+                                                              help="Slurm jobs at once.")], None),
+    "slurm_cluster": (Annotated[str | None, typer.Option("--slurm-cluster", hidden=True,
+                                                         help="submitit cluster (local/debug for testing).")], None),
+}
+
+
+def parse_exec_opts(items: Sequence[str] | None) -> dict[str, str]:
+    """--exec-opt key=value pairs; the values stay strings (the executor's options dataclass converts them)."""
+    pairs: dict[str, str] = {}
+    for item in items or ():
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise ConfigError(f"--exec-opt must look like key=value, got {item!r}")
+        if name in pairs and pairs[name] != raw.strip():
+            raise ConfigError(f"--exec-opt {name} given twice ({pairs[name]!r} and {raw.strip()!r})")
+        pairs[name] = raw.strip()
+    return pairs
+
+
+def execution_kwargs(executor: str | None = None, exec_opt: Sequence[str] | None = None, retry_failed: bool = False,
+                     no_progress: bool = False, workers: int | None = None, workers_per_gpu: int | None = None,
+                     partition: str | None = None, time_min: int | None = None, gpus_per_job: int | None = None,
+                     array_parallelism: int | None = None, slurm_cluster: str | None = None) -> dict[str, Any]:
     """The execution keyword arguments of bench.api.run / bench.api.grid for the CLI's flags."""
-    slurm = {"partition": partition, "time": time_min, "gpus": gpus_per_job,
+    slurm = {"partition": partition, "time": time_min, "gpus_per_job": gpus_per_job,
              "array_parallelism": array_parallelism, "cluster": slurm_cluster}
     return {"executor": executor, "workers": workers, "workers_per_gpu": workers_per_gpu,
-            "retry_failed": retry_failed, "progress": not no_progress, "slurm": slurm}
+            "retry_failed": retry_failed, "progress": not no_progress, "slurm": slurm,
+            "exec_opts": parse_exec_opts(exec_opt)}
+
+
+def with_execution_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: add the EXECUTION_OPTIONS flags to a command (`defaults` overrides theirs); the command gets
+    them as one argument, `execution` (execution_kwargs' dict)."""
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "execution"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=flag,
+                                   default=defaults.get(name, default))
+                 for name, (flag, default) in EXECUTION_OPTIONS.items()]
+
+        @functools.wraps(command)
+        def with_options(**kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in EXECUTION_OPTIONS}
+            return command(**kwargs, execution=execution_kwargs(**given))
+
+        with_options.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        return with_options
+
+    return wrap
 
 
 @contextlib.contextmanager
@@ -151,6 +204,7 @@ def _exit_unless_all_ok(rows: Any) -> None:
 
 # -- bench run -------------------------------------------------------------------------------------
 
+@with_execution_options()
 def run_command(
     method: str = typer.Option(..., "--method", help="Method name (bench.methods registry)."),
     modalities: str = typer.Option(..., "--modalities", help="Comma-separated, e.g. text,vision."),
@@ -180,17 +234,8 @@ def run_command(
     test_dataset: str | None = typer.Option(None, "--test-dataset", help="Also test on this dataset's test "
                                             "split (out of domain; same modalities, feature sizes and classes)."),
     runs_dir: RunsDir = Path("runs"),
-    executor: ExecutorOpt = None,
-    workers: WorkersOpt = None,
-    workers_per_gpu: WorkersPerGpuOpt = 1,
-    retry_failed: RetryFailedOpt = False,
-    no_progress: NoProgressOpt = False,
-    partition: PartitionOpt = None,
-    time_min: TimeOpt = None,
-    gpus_per_job: GpusPerJobOpt = None,
-    array_parallelism: ArrayParallelismOpt = None,
-    slurm_cluster: SlurmClusterOpt = None,
     explain: ExplainOpt = False,
+    execution: dict[str, Any] | None = None,
 ) -> None:
     """Train one configuration over seeds (thesis defaults, flags on top); print per-seed results."""
     from bench import api
@@ -204,9 +249,8 @@ def run_command(
             model_params=parse_pairs(model_param, "--model-param"), test_noise=parse_noise(test_noise),
             test_dataset=test_dataset))
         return
-    execution = _exec_kwargs(executor, workers, workers_per_gpu, retry_failed, no_progress, partition, time_min,
-                             gpus_per_job, array_parallelism, slurm_cluster)
-    api.Execution(**execution).resolved_executor()  # conflicting flags before the parameters are parsed
+    execution = execution or {}
+    api.Execution.from_arguments(**execution).resolved()  # conflicting flags before the parameters are parsed
     seed_list = parse_seeds(seeds)
     with _interruptible():
         rows = api.run(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
@@ -221,6 +265,7 @@ def run_command(
 
 # -- bench grid ------------------------------------------------------------------------------------
 
+@with_execution_options()
 def grid_command(
     preset: str | None = typer.Argument(None, help="Preset name (e.g. table-6.10) or grid file (my-grid.toml)."),
     show: bool = typer.Option(False, "--show", help="Print the preset (or file) as a grid file and exit."),
@@ -238,24 +283,16 @@ def grid_command(
     label_rule: LabelRuleOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and what is stored; train nothing."),
     runs_dir: RunsDir = Path("runs"),
-    executor: ExecutorOpt = None,
-    workers: WorkersOpt = None,
-    workers_per_gpu: WorkersPerGpuOpt = 1,
-    retry_failed: RetryFailedOpt = False,
-    no_progress: NoProgressOpt = False,
-    partition: PartitionOpt = None,
-    time_min: TimeOpt = None,
-    gpus_per_job: GpusPerJobOpt = None,
-    array_parallelism: ArrayParallelismOpt = None,
-    slurm_cluster: SlurmClusterOpt = None,
     explain: ExplainOpt = False,
+    execution: dict[str, Any] | None = None,
 ) -> None:
     """Train every run of a preset or grid file that is not stored yet (resumable), dependencies first."""
     from bench import api
 
     if preset is None:
         raise ConfigError("bench grid needs a preset (e.g. table-6.10) or a grid file (my-grid.toml)")
-    if dry_run and retry_failed:
+    execution = execution or {}
+    if dry_run and execution.get("retry_failed"):
         raise ConfigError("--dry-run trains nothing; it conflicts with --retry-failed")
     selection = {"profile": profile, "datasets": parse_list(dataset), "source": source,
                  "seeds": parse_seeds(seeds) if seeds is not None else None, "methods": parse_list(method),
@@ -274,8 +311,6 @@ def grid_command(
         api.announce_synthetic(typer.echo, (c.dataset for c in cells))
         print_dry_run(cells, runs_dir)
         return
-    execution = _exec_kwargs(executor, workers, workers_per_gpu, retry_failed, no_progress, partition, time_min,
-                             gpus_per_job, array_parallelism, slurm_cluster)
     with _interruptible():
         rows = api.grid(preset, runs_dir=runs_dir, echo=typer.echo, **execution, **selection)
     _exit_unless_all_ok(rows)

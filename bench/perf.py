@@ -409,14 +409,15 @@ def measure_seed_stacking(dataset: str, profile: str, n_seeds: int) -> dict[str,
 def measure_workers(dataset: str, profile: str, epochs: int, jobs: int) -> dict[str, Any]:
     """A small grid through the local executor with 1 and 2 workers (fresh runs directories)."""
     from bench.execute import run_jobs
+    from bench.plan.deps import job_graph
 
     cfgs = [make_config(dataset, profile, method="concat", modalities=("text", "vision"), seed=s,
                         max_epochs=epochs, early_stopping=False) for s in range(jobs)]
     out: dict[str, Any] = {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as runs_dir:
-            seconds, _ = _timed(lambda w=workers, d=runs_dir: run_jobs(cfgs, Path(d), executor="local",
-                                                                        workers=w, progress=False))
+            seconds, _ = _timed(lambda w=workers, d=runs_dir: run_jobs(job_graph(cfgs), Path(d), "local",
+                                                                        {"workers": w}, progress=False))
         out[f"{workers}_workers_s"] = round(seconds, 2)
     out["speedup"] = round(out["1_workers_s"] / out["2_workers_s"], 2)
     return out

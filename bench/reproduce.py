@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from bench.cli_runs import with_execution_options
 from bench.config import PROFILES, ConfigError
 
 
@@ -17,6 +19,7 @@ def _parse_datasets(value: str) -> tuple[str, ...]:
     return names
 
 
+@with_execution_options(executor="local")
 def reproduce(
     preset: str = typer.Argument("table-6.10", help="Preset to reproduce (e.g. table-6.10) or a grid file."),
     profile: str = typer.Option("quick", help=f"Data/epochs profile: {', '.join(PROFILES)}."),
@@ -25,8 +28,7 @@ def reproduce(
     seeds: str = typer.Option("0,1,2,3,4", help="Seeds, comma-separated."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where results are stored (resumable)."),
     out_dir: Path = typer.Option(Path("reports"), help="Where the table files are written."),
-    executor: str = typer.Option("local", help="inline, local or slurm."),
-    workers: int = typer.Option(2, help="Worker processes for the local executor."),
+    execution: dict[str, Any] | None = None,
 ) -> None:
     """Train every run of PRESET that is not stored yet, then write <out-dir>/<preset>.{md,tex,csv,html}."""
     from bench import api
@@ -35,13 +37,21 @@ def reproduce(
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     selection = {"profile": profile, "datasets": _parse_datasets(dataset), "source": source, "seeds": seeds}
     started = time.perf_counter()
-    rows = api.grid(preset, runs_dir=runs_dir, executor=executor, workers=workers, echo=typer.echo, **selection)
+    rows = api.grid(preset, runs_dir=runs_dir, echo=typer.echo, **_two_local_workers(execution or {}), **selection)
     typer.echo(f"grid finished in {(time.perf_counter() - started) / 60:.1f} min")
     paths = api.write_tables(preset, runs_dir, out_dir, vs_thesis=True, **selection)
     typer.echo(paths["md"].read_text(encoding="utf-8"))
     typer.echo("written: " + ", ".join(str(p) for p in paths.values()))
     if not api.all_ok(rows):
         raise typer.Exit(1)
+
+
+def _two_local_workers(execution: dict[str, Any]) -> dict[str, Any]:
+    """The local executor with 2 workers unless told otherwise (reproduce's default)."""
+    told = execution.get("workers") is not None or "workers" in execution.get("exec_opts", {})
+    if execution.get("executor") == "local" and not told:
+        return {**execution, "workers": 2}
+    return execution
 
 
 def register(app: typer.Typer) -> None:

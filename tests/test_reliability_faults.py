@@ -18,6 +18,7 @@ import torch
 from bench import execute, store
 from bench.config import RunConfig
 from bench.methods import REGISTRY
+from bench.plan.deps import job_graph
 from bench.plan.resolve import make_config
 
 torch.set_num_threads(1)
@@ -81,7 +82,7 @@ def test_a_numerical_fault_ends_the_run_as_failed_with_epoch_and_reason(faulty_m
 def test_faults_through_the_executor_are_recorded_and_the_grid_goes_on(faulty_methods, tmp_path: Path) -> None:
     faulty = [_cfg(method) for method in NUMERICAL_FAULTS]
     healthy = _cfg("concat")
-    summary = execute.run_jobs([*faulty, healthy], tmp_path, job_fn=rel.tiny_train_job, progress=False)
+    summary = execute.run_jobs(job_graph([*faulty, healthy]), tmp_path, job_fn=rel.tiny_train_job, progress=False)
     assert (summary.ok, summary.failed, summary.exit_code) == (1, len(faulty), 1)
     rows, problems = store.read_results(tmp_path)
     assert problems == [] and len(rows) == len(faulty) + 1
@@ -97,8 +98,8 @@ def test_faults_through_the_executor_are_recorded_and_the_grid_goes_on(faulty_me
 @pytest.mark.slow
 def test_numerical_faults_in_local_workers_are_recorded(faulty_methods, tmp_path: Path) -> None:
     jobs = [_cfg(rel.CudaOutOfMemory.name), _cfg("concat"), _cfg(rel.ExplodingGradient.name)]
-    summary = execute.run_jobs(jobs, tmp_path, executor="local", workers=2, job_fn=rel.tiny_train_job,
-                               progress=False)
+    summary = execute.run_jobs(job_graph(jobs), tmp_path, executor="local", options={"workers": 2},
+                               job_fn=rel.tiny_train_job, progress=False)
     assert (summary.ok, summary.failed) == (1, 2)
     errors = {rid: store.read_row(tmp_path, rid)["error"] for rid in (jobs[0].run_id, jobs[2].run_id)}
     assert errors[jobs[0].run_id].startswith("epoch 1: out of memory (CUDA out of memory.")
@@ -129,7 +130,7 @@ def test_a_failed_write_stores_nothing_of_that_run_and_is_reported(tmp_path: Pat
     victim = jobs[1].run_id
     healthy_write = store.atomic.atomic_write
     refused = _failing_writes(monkeypatch, folder, victim)
-    summary = execute.run_jobs(jobs, tmp_path, job_fn=fakes.fake_job, progress=False)
+    summary = execute.run_jobs(job_graph(jobs), tmp_path, job_fn=fakes.fake_job, progress=False)
     assert len(refused) == 1 and (summary.ok, summary.failed, summary.exit_code) == (2, 1, 1)
     (failed_id, error), = summary.failures
     assert failed_id == victim and error.startswith("could not store the result, nothing stored (rerun to retry): "
@@ -141,7 +142,7 @@ def test_a_failed_write_stores_nothing_of_that_run_and_is_reported(tmp_path: Pat
     monkeypatch.setattr(store.atomic, "atomic_write", healthy_write)
     log = tmp_path / "log"
     monkeypatch.setenv("BENCH_FAKE_LOG", str(log))
-    again = execute.run_jobs(jobs, tmp_path, job_fn=fakes.fake_job, progress=False)
+    again = execute.run_jobs(job_graph(jobs), tmp_path, job_fn=fakes.fake_job, progress=False)
     assert (again.ok, again.skipped, again.exit_code) == (1, 2, 0)
     assert log.read_text().split()[0] == victim and len(log.read_text().splitlines()) == 1
 
@@ -154,7 +155,8 @@ def test_a_broken_parquet_writer_in_the_parent_fails_every_run_without_stopping_
 
     monkeypatch.setattr(store.pq, "write_table", broken_writer)
     jobs = [make_config("synth-mosi", "smoke", method="concat", seed=s) for s in range(4)]
-    summary = execute.run_jobs(jobs, tmp_path, executor="local", workers=2, job_fn=fakes.fake_job, progress=False)
+    summary = execute.run_jobs(job_graph(jobs), tmp_path, executor="local", options={"workers": 2},
+                               job_fn=fakes.fake_job, progress=False)
     assert (summary.total, summary.failed, summary.exit_code) == (4, 4, 1)
     assert all("could not store the result" in error and "Input/output error" in error
                for _, error in summary.failures)
@@ -172,7 +174,8 @@ def test_one_worker_replaced_after_each_of_several_abrupt_deaths(tmp_path: Path,
     monkeypatch.setenv("BENCH_REL_KILL_SEEDS", "2")
     jobs = [make_config("synth-mosi", "smoke", method="concat", seed=s) for s in range(6)]
     runs = tmp_path / "runs"
-    summary = execute.run_jobs(jobs, runs, executor="local", workers=1, job_fn=rel.sleepy_job, progress=False)
+    summary = execute.run_jobs(job_graph(jobs), runs, executor="local", options={"workers": 1},
+                               job_fn=rel.sleepy_job, progress=False)
     assert (summary.ok, summary.failed, summary.total) == (3, 3, 6)
     errors = {cfg.seed: store.read_row(runs, cfg.run_id)["error"] for cfg in jobs}
     died = "worker process died (exit code {}) while running this job"

@@ -18,6 +18,7 @@ import test_reliability_fakes as rel
 from clitools import bench as _bench
 
 from bench import execute, store
+from bench.plan.deps import job_graph
 from bench.presets import order_with_dependencies
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -73,9 +74,10 @@ import sys
 import test_execute_fakes as fakes
 import test_reliability_fakes as rel
 from bench import execute
+from bench.plan.deps import job_graph
 execute.POLL_S = 0.05
-summary = execute.run_jobs(fakes.small_grid(int(sys.argv[2])), sys.argv[1], executor="local", workers=2,
-                           job_fn=rel.sleepy_job, progress=False)
+summary = execute.run_jobs(job_graph(fakes.small_grid(int(sys.argv[2]))), sys.argv[1], executor="local",
+                           options={"workers": 2}, job_fn=rel.sleepy_job, progress=False)
 sys.exit(summary.exit_code)
 """
 
@@ -123,7 +125,7 @@ def test_repeated_kill_9_then_a_clean_rerun_trains_every_run_once_and_leaves_no_
     assert 0 < len(stored_after_kills) < len(all_ids), "the kills must land mid-grid"
     # The final clean rerun, in this process.
     monkeypatch.setenv("BENCH_REL_LOG", str(log))
-    summary = execute.run_jobs(jobs, runs, job_fn=rel.sleepy_job, progress=False)
+    summary = execute.run_jobs(job_graph(jobs), runs, job_fn=rel.sleepy_job, progress=False)
     done_before[os.getpid()] = stored_after_kills
     assert summary.exit_code == 0 and summary.skipped == len(stored_after_kills)
     assert summary.ok == len(all_ids) - len(stored_after_kills)

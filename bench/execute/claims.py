@@ -7,7 +7,7 @@ import threading
 from bench import store
 
 
-class _ClaimKeeper:
+class ClaimKeeper:
     """Refreshes held claims in the background so that long runs never look stale."""
 
     def __init__(self, ttl_s: float) -> None:

@@ -46,25 +46,30 @@ def error_text(err: BaseException) -> str:
 
 
 def execute_one(cfg: RunConfig, dep_ids: Sequence[str], runs_dir: str | Path, job_fn: JobFn,
-                device: str) -> Any:
-    """Train one job (dependencies loaded from the store); never raises for a failing job."""
+                device: str, metric_columns: Sequence[str] = ()) -> Any:
+    """Train one job (dependencies loaded from the store); never raises for a failing job.
+
+    `metric_columns` (the task's result columns) go into every failed record made here.
+    """
     started = time.perf_counter()
+    columns = tuple(metric_columns)
     try:
         plugins.load_from_environment()  # a spawned worker or a Slurm job: the user's --plugin files
         deps = {rid: store.load_checkpoint(runs_dir, rid) for rid in dep_ids}
     except Exception as err:  # a missing or unreadable checkpoint fails this job only
-        return store.failed_record(cfg, f"dependency checkpoint unavailable: {error_text(err)}", device=device)
+        return store.failed_record(cfg, f"dependency checkpoint unavailable: {error_text(err)}", device=device,
+                                   metric_columns=columns)
     try:
         result = job_fn(cfg, deps, device=device)
     except Exception as err:  # the job's own error: recorded, the grid goes on
-        return store.failed_record(cfg, error_text(err), time.perf_counter() - started, device)
+        return store.failed_record(cfg, error_text(err), time.perf_counter() - started, device, columns)
     finally:
         # A method's hooks may leave reference cycles (models in scratch, closures); collect them now so a
         # worker's memory stays flat over a long grid instead of waiting for Python's next full collection.
         gc.collect()
-    problem = _result_problem(cfg, result)
+    problem = result_problem(cfg, result)
     if problem:
-        return store.failed_record(cfg, problem, time.perf_counter() - started, device)
+        return store.failed_record(cfg, problem, time.perf_counter() - started, device, columns)
     _note_threads(result)
     return result
 
@@ -78,7 +83,7 @@ def _note_threads(result: Any) -> None:
             pass
 
 
-def _result_problem(cfg: RunConfig, result: Any) -> str | None:
+def result_problem(cfg: RunConfig, result: Any) -> str | None:
     """Why `result` cannot be stored as the outcome of `cfg` (None when it can)."""
     if not hasattr(result, "config") or not hasattr(result, "status"):
         return f"job returned {type(result).__name__}, not a RunResult"

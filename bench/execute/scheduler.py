@@ -1,8 +1,9 @@
 """The scheduler: which jobs are stored, ready, waiting or running; claims, records outcomes, sums up.
 
-It sorts the jobs (dependencies first) from one read of the store, hands out the ready ones under a
-claim, settles jobs whose dependency failed or that another invocation finished, and writes every
-result (parent-side, atomically) into the store and the `Summary`.
+It receives the job graph (each job with the run ids it needs, dependencies first: the caller builds it,
+e.g. with bench.plan.deps.job_graph), sorts the jobs from one read of the store, hands out the ready ones
+under a claim, settles jobs whose dependency failed or that another invocation finished, and writes every
+result (parent-side, atomically) into the store and the `Summary`. It never asks a method what it needs.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import store
-from bench.config import RunConfig
-from bench.execute.claims import _ClaimKeeper
+from bench.config import ConfigError
+from bench.execute.backend import Job
+from bench.execute.claims import ClaimKeeper
 from bench.execute.job import error_text
-from bench.presets import dependencies, order_with_dependencies
-
-if TYPE_CHECKING:
-    from bench.execute.progress import _Reporter
+from bench.execute.progress import Progress, Reporter
 
 HELD_RETRY_S = 2.0  # how often a job claimed by another invocation is looked at again
 
@@ -50,38 +49,37 @@ class Summary:
         return text + f" ({self.wall_s:.1f} s)"
 
 
-@dataclass
-class _Job:
-    cfg: RunConfig
-    deps: tuple[str, ...]
-    claim: store.Claim | None = None
-    started: float = 0.0
-    worker: str = ""
-    held_until: float = 0.0  # claimed by another invocation: look again after this time
+def check_graph(jobs: Sequence[Job]) -> dict[str, Job]:
+    """The jobs by run id (the first of duplicates kept); ConfigError unless every job's needs come before it
+    (which also rules out cycles)."""
+    graph: dict[str, Job] = {}
+    for job in jobs:
+        missing = [rid for rid in job.needs if rid not in graph]
+        if missing and job.run_id not in graph:
+            raise ConfigError(f"run {job.run_id} needs {missing[0]}, which is not before it in the job list "
+                              "(pass the job graph: bench.plan.deps.job_graph(configs))")
+        graph.setdefault(job.run_id, job)
+    return graph
 
-    @property
-    def run_id(self) -> str:
-        return self.cfg.run_id
 
-
-class _Scheduler:
+class Scheduler:
     """Which jobs are done, ready, waiting or running; records outcomes and keeps claims."""
 
-    def __init__(self, jobs: Sequence[RunConfig], runs_dir: Path, retry_failed: bool, claim_ttl_s: float,
-                 reporter: _Reporter) -> None:
+    def __init__(self, jobs: Sequence[Job], runs_dir: Path, retry_failed: bool, claim_ttl_s: float,
+                 reporter: Reporter, metric_columns: tuple[str, ...] = ()) -> None:
         self.runs_dir = runs_dir
         self.retry_failed = retry_failed
         self.claim_ttl_s = claim_ttl_s
         self.reporter = reporter
-        ordered = order_with_dependencies(jobs)
-        self.jobs = {cfg.run_id: _Job(cfg, tuple(d.run_id for d in dependencies(cfg))) for cfg in ordered}
+        self.metric_columns = metric_columns
+        self.jobs = check_graph(jobs)
         self.pending: list[str] = []
-        self.running: dict[str, _Job] = {}
+        self.running: dict[str, Job] = {}
         self.outcome: dict[str, str] = {}  # run_id -> ok | failed | skipped | stored_failed
         self.summary = Summary(total=len(self.jobs))
         self.walls: list[float] = []
         self._lock = threading.Lock()
-        self._keeper = _ClaimKeeper(claim_ttl_s)
+        self._keeper = ClaimKeeper(claim_ttl_s)
 
     # -- setup --
     def start(self) -> None:
@@ -98,10 +96,10 @@ class _Scheduler:
                 self._stored_failure(job)
             else:
                 self.pending.append(rid)
-        self.reporter.begin(self)
+        self.reporter.begin(self.snapshot())
         self._keeper.start()
 
-    def _stored_failure(self, job: _Job) -> None:
+    def _stored_failure(self, job: Job) -> None:
         error = "stored failure"
         try:
             error = str(store.read_row(self.runs_dir, job.run_id).get("error") or error)
@@ -114,30 +112,31 @@ class _Scheduler:
     def has_work(self) -> bool:
         return bool(self.pending or self.running)
 
-    def ready(self, limit: int | None) -> list[_Job]:
+    def ready(self, limit: int | None) -> list[Job]:
         """Claim and return up to `limit` jobs whose dependencies are ok; settle the ones that cannot run."""
-        chosen: list[_Job] = []
+        chosen: list[Job] = []
         now = time.monotonic()
         for rid in list(self.pending):
             if limit is not None and len(chosen) >= limit:
                 break
             job = self.jobs[rid]
-            failed_dep = next((d for d in job.deps if self.outcome.get(d) in ("failed", "stored_failed")), None)
-            waiting = failed_dep is None and any(self.outcome.get(d) not in ("ok", "skipped") for d in job.deps)
+            failed_dep = next((d for d in job.needs if self.outcome.get(d) in ("failed", "stored_failed")), None)
+            waiting = failed_dep is None and any(self.outcome.get(d) not in ("ok", "skipped") for d in job.needs)
             if waiting or job.held_until > now or not self._claim(job):
                 continue
             self.pending.remove(rid)
             if self._settled_elsewhere(job):
                 continue
             if failed_dep is not None:  # recorded under the claim, like any other outcome
-                self.record(job, store.failed_record(job.cfg, f"dependency {failed_dep} failed"))
+                self.record(job, store.failed_record(job.config, f"dependency {failed_dep} failed",
+                                                     metric_columns=self.metric_columns))
                 continue
             job.started = time.monotonic()
             self.running[rid] = job
             chosen.append(job)
         return chosen
 
-    def _claim(self, job: _Job) -> bool:
+    def _claim(self, job: Job) -> bool:
         """Take the job's claim; False (and retry later) while another invocation holds it."""
         claim = store.try_claim(self.runs_dir, job.run_id, self.claim_ttl_s)
         if claim is None:
@@ -150,7 +149,7 @@ class _Scheduler:
         self._keeper.add(claim)
         return True
 
-    def _settled_elsewhere(self, job: _Job) -> bool:
+    def _settled_elsewhere(self, job: Job) -> bool:
         """After claiming: another invocation may have stored the run meanwhile; take its outcome."""
         status = store.read_status(self.runs_dir, job.run_id)
         was_held = bool(job.held_until)
@@ -165,7 +164,7 @@ class _Scheduler:
         return False
 
     # -- outcomes --
-    def record(self, job: _Job, result: Any) -> None:
+    def record(self, job: Job, result: Any) -> None:
         """Store a job's result (parent-side, atomic), release its claim, report.
 
         A failing write (disk full, permissions) fails the job in the summary with the error; nothing of it
@@ -175,8 +174,8 @@ class _Scheduler:
             store.save_result(self.runs_dir, result)
         except Exception as err:
             reason = f"could not store the result, nothing stored (rerun to retry): {error_text(err)}"
-            result = store.failed_record(job.cfg, reason, getattr(result, "wall_s", 0.0) or 0.0,
-                                         getattr(result, "device", "") or "")
+            result = store.failed_record(job.config, reason, getattr(result, "wall_s", 0.0) or 0.0,
+                                         getattr(result, "device", "") or "", self.metric_columns)
         finally:
             self.running.pop(job.run_id, None)
             self._release(job)
@@ -185,7 +184,7 @@ class _Scheduler:
             self.walls.append(time.monotonic() - job.started)
         self._finish(job, outcome, result.error or "", result)
 
-    def _finish(self, job: _Job, outcome: str, error: str = "", result: Any = None) -> None:
+    def _finish(self, job: Job, outcome: str, error: str = "", result: Any = None) -> None:
         """Record a job's final outcome in the summary and tell the reporter."""
         with self._lock:
             self.outcome[job.run_id] = outcome
@@ -200,9 +199,9 @@ class _Scheduler:
             else:
                 s.failed += 1
                 s.failures.append((job.run_id, error))
-        self.reporter.finished(self, job, outcome, error, result)
+        self.reporter.finished(self.snapshot(), job, outcome, error, result)
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: Job) -> None:
         if job.claim is not None:
             self._keeper.remove(job.claim)
             store.release_claim(job.claim)
@@ -214,10 +213,9 @@ class _Scheduler:
             self._release(job)
         self._keeper.stop()
 
-    def counts(self) -> dict[str, int]:
-        """Progress counters for the display."""
-        done = len(self.outcome)
-        failed = self.summary.failed + self.summary.stored_failed
-        return {"total": self.summary.total, "done": done, "ok": self.summary.ok, "failed": failed,
-                "skipped": self.summary.skipped, "running": len(self.running),
-                "remaining": self.summary.total - done}
+    def snapshot(self) -> Progress:
+        """The counts so far, for the progress display."""
+        s = self.summary
+        mean = sum(self.walls) / len(self.walls) if self.walls else None
+        return Progress(total=s.total, ok=s.ok, failed=s.failed, skipped=s.skipped, stored_failed=s.stored_failed,
+                        running=len(self.running), pending=len(self.pending), mean_wall_s=mean)

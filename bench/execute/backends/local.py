@@ -1,7 +1,7 @@
-"""Backends on this machine: inline (this process) and the local pool of spawned worker processes.
+"""`local`: a pool of spawned worker processes on this machine, one job each at a time.
 
-Also where the pool's devices come from: one per worker, round-robin over the visible GPUs, else the CPU,
-and each worker's CPU thread cap.
+Also where the pool's devices come from (one per worker, round-robin over the visible GPUs, else the
+CPU) and each worker's CPU thread cap.
 """
 
 from __future__ import annotations
@@ -17,42 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import store
-from bench.execute.job import JobFn, default_device, error_text, execute_one
-
-if TYPE_CHECKING:
-    from bench.execute.progress import _Reporter
-    from bench.execute.scheduler import _Job
+from bench.execute.backend import BackendContext, BackendOptions, Job, Outcome, option, register_backend
+from bench.execute.job import JobFn, error_text, execute_one
 
 
-class _InlineBackend:
-    """Runs each job in this process, one at a time."""
-
-    def __init__(self, job_fn: JobFn, runs_dir: Path, reporter: _Reporter) -> None:
-        self.job_fn, self.runs_dir, self.reporter = job_fn, runs_dir, reporter
-        self.device = default_device()
-        self.queue: list[_Job] = []
-
-    @property
-    def free_slots(self) -> int:
-        return 0 if self.queue else 1
-
-    def submit(self, job: _Job) -> None:
-        self.queue.append(job)
-        self.reporter.started(job, f"inline ({self.device})")
-
-    def wait(self, timeout: float) -> list[tuple[_Job, Any]]:
-        done = []
-        while self.queue:
-            job = self.queue.pop(0)
-            done.append((job, execute_one(job.cfg, job.deps, self.runs_dir, self.job_fn, self.device)))
-            self.reporter.idle(f"inline ({self.device})")
-        return done
-
-    def shutdown(self, abort: bool = False) -> None:
-        self.queue.clear()
+@dataclass(frozen=True)
+class LocalOptions(BackendOptions):
+    workers: int | None = option(None, flag="--workers", minimum=1,
+                                 help="worker processes (default: one per GPU times workers_per_gpu, else half "
+                                      "the CPU cores)")
+    workers_per_gpu: int = option(1, flag="--workers-per-gpu", minimum=1, help="workers per visible GPU")
 
 
 @dataclass
@@ -61,47 +38,46 @@ class _Slot:
     device: str
     process: Any = None
     conn: Connection | None = None
-    job: _Job | None = None
+    job: Job | None = None
 
     @property
     def label(self) -> str:
         return f"worker {self.index} ({self.device})"
 
 
-class _LocalPool:
+class LocalPool:
     """Worker processes (spawned), each with its own pipe; a dead worker fails only its job and is replaced."""
 
-    def __init__(self, job_fn: JobFn, runs_dir: Path, devices: Sequence[str], threads: int,
-                 reporter: _Reporter) -> None:
+    def __init__(self, context: BackendContext, devices: Sequence[str], threads: int) -> None:
         self.ctx = mp.get_context("spawn")
-        self.job_fn, self.runs_dir, self.threads, self.reporter = job_fn, runs_dir, threads, reporter
+        self.context, self.threads = context, threads
         self.slots = [_Slot(i, device) for i, device in enumerate(devices)]
         for slot in self.slots:
             self._start(slot)
 
     def _start(self, slot: _Slot) -> None:
         parent_end, child_end = self.ctx.Pipe()
+        ctx = self.context
         process = self.ctx.Process(target=_worker_main, name=f"bench-worker-{slot.index}", daemon=True,
-                                   args=(child_end, self.job_fn, str(self.runs_dir), slot.device, self.threads))
+                                   args=(child_end, ctx.job_fn, str(ctx.runs_dir), slot.device, self.threads,
+                                         ctx.metric_columns))
         process.start()
         child_end.close()
         slot.process, slot.conn, slot.job = process, parent_end, None
 
-    @property
-    def free_slots(self) -> int:
+    def capacity(self) -> int:
         return sum(1 for s in self.slots if s.job is None)
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: Job) -> None:
         slot = next(s for s in self.slots if s.job is None)
         slot.job = job
         job.worker = slot.label
-        self.reporter.started(job, slot.label)
         try:
-            slot.conn.send((job.cfg, job.deps))
+            slot.conn.send((job.config, job.needs))
         except OSError:
-            pass  # the worker is gone: wait() sees its exit and fails this job
+            pass  # the worker is gone: poll() sees its exit and fails this job
 
-    def wait(self, timeout: float) -> list[tuple[_Job, Any]]:
+    def poll(self, timeout: float) -> list[tuple[Job, Outcome]]:
         busy = [s for s in self.slots if s.job is not None]
         wait([s.conn for s in busy] + [s.process.sentinel for s in self.slots], timeout)
         done = []
@@ -114,7 +90,7 @@ class _LocalPool:
                 done.extend(self._replace(slot))
         return done
 
-    def _collect(self, slot: _Slot) -> tuple[_Job, Any] | None:
+    def _collect(self, slot: _Slot) -> tuple[Job, Outcome] | None:
         """The finished job of a slot, when its result has arrived."""
         try:
             if not slot.conn.poll():
@@ -123,13 +99,12 @@ class _LocalPool:
         except (EOFError, OSError):
             return None  # the worker died mid-send: _replace reports it
         job, slot.job = slot.job, None
-        self.reporter.idle(slot.label)
         try:
             return job, pickle.loads(payload)
         except Exception as err:  # an unreadable result fails only this job
-            return job, store.failed_record(job.cfg, f"could not read the worker's result: {error_text(err)}")
+            return job, self._failed(job, f"could not read the worker's result: {error_text(err)}")
 
-    def _replace(self, slot: _Slot) -> list[tuple[_Job, Any]]:
+    def _replace(self, slot: _Slot) -> list[tuple[Job, Outcome]]:
         """A worker exited: fail its job (if any) and start a replacement."""
         slot.process.join(timeout=1)
         code = slot.process.exitcode
@@ -138,14 +113,24 @@ class _LocalPool:
         self._start(slot)
         if job is None:
             return []
-        self.reporter.idle(slot.label)
         reason = f"worker process died (exit code {code}) while running this job"
         if code is not None and code < 0:
             reason += f" (killed by {signal.Signals(-code).name})"
         wall = time.monotonic() - job.started if job.started else 0.0
-        return [(job, store.failed_record(job.cfg, reason, wall, slot.device))]
+        return [(job, self._failed(job, reason, wall, slot.device))]
 
-    def shutdown(self, abort: bool = False) -> None:
+    def _failed(self, job: Job, reason: str, wall: float = 0.0, device: str = "") -> Outcome:
+        return store.failed_record(job.config, reason, wall, device, metric_columns=self.context.metric_columns)
+
+    def cancel(self, job: Job | None = None) -> None:
+        """Stop the worker running `job` (every busy worker when None) and forget the job; the next poll
+        replaces the worker."""
+        for slot in self.slots:
+            if slot.job is not None and (job is None or slot.job is job):
+                slot.job = None
+                slot.process.terminate()
+
+    def close(self, abort: bool = False) -> None:
         for slot in self.slots:
             if abort:
                 slot.process.terminate()
@@ -162,7 +147,14 @@ class _LocalPool:
             slot.conn.close()
 
 
-def _worker_main(conn: Connection, job_fn: JobFn, runs_dir: str, device: str, threads: int) -> None:
+@register_backend("local", LocalOptions, help="a pool of worker processes on this machine (one device each)")
+def open_local(options: LocalOptions, context: BackendContext) -> LocalPool:
+    devices = local_devices(options.workers, options.workers_per_gpu)
+    return LocalPool(context, devices, threads=max(1, cpu_count() // len(devices)))
+
+
+def _worker_main(conn: Connection, job_fn: JobFn, runs_dir: str, device: str, threads: int,
+                 metric_columns: tuple[str, ...] = ()) -> None:
     """A pool worker: train the jobs the parent sends, send back each pickled result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop on Ctrl-C
     _exit_with_parent()
@@ -175,11 +167,12 @@ def _worker_main(conn: Connection, job_fn: JobFn, runs_dir: str, device: str, th
         if message is None:
             return
         cfg, dep_ids = message
-        result = execute_one(cfg, dep_ids, runs_dir, job_fn, device)
+        result = execute_one(cfg, dep_ids, runs_dir, job_fn, device, metric_columns)
         try:
             payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as err:  # an unpicklable result fails only this job
-            payload = pickle.dumps(store.failed_record(cfg, f"result not picklable: {error_text(err)}"))
+            payload = pickle.dumps(store.failed_record(cfg, f"result not picklable: {error_text(err)}",
+                                                       metric_columns=metric_columns))
         try:
             conn.send_bytes(payload)
         except (BrokenPipeError, OSError):
