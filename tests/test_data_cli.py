@@ -12,6 +12,7 @@ from bench import calibrate
 from bench.cli import main
 from bench.data import loader
 from bench.data.calibrate import TARGETS
+from bench.data.registry import DATASETS
 from bench.data.safe_pickle import safe_load
 
 
@@ -81,7 +82,8 @@ def test_inspect_prints_shapes_lengths_histogram_and_hash(tiny_record, write_rec
             f"{lengths.max()}") in stdout
     counts = np.bincount(np.sign(record["test"]["regression_labels"]).astype(int) + 1, minlength=3)
     assert f"labels negative:{counts[0]}  neutral:{counts[1]}  positive:{counts[2]}" in stdout
-    monkeypatch.setitem(loader.PUBLISHED_SHA256, digest, ("mosi", "MOSI unaligned_50.pkl"))
+    monkeypatch.setitem(DATASETS, "mosi", DATASETS["mosi"].derive(
+        name="mosi", like="", published_sha256={digest: "MOSI unaligned_50.pkl"}))
     loader.clear_memory_cache()
     code, stdout, _ = _run(["data", "inspect", str(path)], capsys)
     assert "matches the published MMSA file (MOSI unaligned_50.pkl)" in stdout

@@ -64,6 +64,14 @@ class Task:
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
+        self.dataset_spec: Any = None  # the run's bench.data.spec.DatasetSpec, once use_dataset is called
+
+    def use_dataset(self, spec: Any) -> None:
+        """Score the run's data as its spec says (metric set, score range); None keeps the defaults.
+
+        Called by the trainer before training; a task whose metrics do not depend on the dataset keeps this.
+        """
+        self.dataset_spec = spec
 
     # -- shapes and targets ---------------------------------------------------------------------
     def output_size(self, num_classes: int) -> int:
@@ -108,6 +116,11 @@ class Task:
     def columns(cls) -> tuple[str, ...]:
         """The fixed result columns this task fills."""
         return (*(f"test_{k}" for k in cls.metric_directions), *(f"val_{k}" for k in cls.valid_metrics))
+
+    @classmethod
+    def metric_set_columns(cls, metric_set: str = "mmsa") -> tuple[str, ...]:
+        """The result columns this task fills on a dataset of `metric_set` (default: `columns()`)."""
+        return cls.columns()
 
 
 # -- registry ---------------------------------------------------------------------------------------
@@ -158,9 +171,10 @@ def metric_direction(metric: str) -> str:
     return "max"
 
 
-def all_result_columns() -> tuple[str, ...]:
-    """The union of every registered task's result columns, in registry order (the store's fixed schema)."""
+def all_result_columns(metric_set: str = "mmsa") -> tuple[str, ...]:
+    """The union of every registered task's result columns on a dataset of `metric_set`, in registry order
+    ("mmsa", the default: the store's fixed schema of MOSI / MOSEI runs; "mmsa-sims": CH-SIMS's)."""
     seen: dict[str, None] = {}
     for cls in REGISTRY.values():
-        seen.update(dict.fromkeys(cls.columns()))
+        seen.update(dict.fromkeys(cls.metric_set_columns(metric_set)))
     return tuple(seen)
