@@ -211,9 +211,9 @@ def label_splits(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, spe
     if spec.labels.kind == "classes":
         return _given_labels(arrays, path, spec, num_classes)
     if not all("regression" in arrays[s] for s in mmsa.RAW_SPLITS):
-        raise DataError(f"{path}: no 'regression_labels' in every split: the {spec.name} spec makes class "
-                        "labels from scores (a file with only classification_labels needs a spec of kind "
-                        "\"classes\")")
+        raise DataError(f"{path}: no 'regression_labels' in every split: cannot make class labels (the "
+                        f"{spec.name} spec makes them from scores; a file with only classification_labels needs "
+                        "a spec of kind \"classes\")")
     k = spec.labels.num_classes(rule) or labels.RULE_CLASSES[rule]
     if num_classes is not None and num_classes != k:
         raise DataError(f"{path}: the {spec.name} rule {rule!r} gives {k} classes, not the {num_classes} asked "
@@ -226,8 +226,8 @@ def _given_labels(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, sp
                   num_classes: int | None) -> tuple[dict[str, np.ndarray], int, str, str]:
     """The file's own classification_labels (a spec of kind "classes"): K from the spec, the caller or max + 1."""
     if not all("classification" in arrays[s] for s in mmsa.RAW_SPLITS):
-        raise DataError(f"{path}: no 'classification_labels' in every split, which the {spec.name} spec's "
-                        "class labels need")
+        raise DataError(f"{path}: no 'classification_labels' in every split: cannot make class labels (the "
+                        f"{spec.name} spec's labels are the file's classes)")
     # Checked (finite whole numbers >= 0) before the class count is taken from their maximum.
     given = {s: labels.given_classes(arrays[s]["classification"], None, f"{path}: split '{s}'")[0]
              for s in mmsa.RAW_SPLITS}

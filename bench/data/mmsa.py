@@ -390,7 +390,12 @@ def check(path: Path | str, spec: Any = None) -> CheckReport:
                 findings.problem(str(err))
                 continue
             classification_max = max(classification_max, int(given.max()))
-    if not any(label_keys.values()):  # every split has labels, but not of one kind: the loader refuses it
+    needed = {"scores": "regression_labels", "classes": "classification_labels"}.get(
+        spec.labels.kind if spec is not None else "", "")
+    if needed and not label_keys[needed]:  # the spec's kind of labels decides which key the loader needs
+        findings.problem(f"{path}: no '{needed}' in every split: cannot make class labels (the "
+                         f"{spec.name} spec's labels need it)")
+    elif not any(label_keys.values()):  # every split has labels, but not of one kind: the loader refuses it
         findings.problem(f"{path}: no 'regression_labels' in every split and no 'classification_labels' in "
                          "every split: cannot make class labels")
     summary.insert(0, f"modalities: {', '.join(modalities)}")

@@ -51,9 +51,11 @@ def dataset_names() -> list[str]:
 
 
 def names_text() -> str:
-    """'synth-mosi, ..., mosi, mosei, sims': the surrogates first, for error messages."""
-    synthetic = [n for n, s in DATASETS.items() if s.synthetic]
-    return ", ".join([*synthetic, *(n for n in DATASETS if n not in synthetic)])
+    """'synth-mosi, ..., mosi, mosei, sims': the registered names but those of spec files, surrogates first,
+    for error messages."""
+    named = [n for n in DATASETS if n not in _FROM_FILES]
+    synthetic = [n for n in named if DATASETS[n].synthetic]
+    return ", ".join([*synthetic, *(n for n in named if n not in synthetic)])
 
 
 def is_synthetic(name: str) -> bool:
@@ -104,7 +106,7 @@ def spec_for(name_or_path: str) -> DatasetSpec:
         _BOUND[_resolved(path)] = spec.name
         return spec
     raise DataError(f"{path}: undeclared dataset file: write {beside.name} beside it (e.g. like = \"mosi\" or "
-                    f"a full spec, docs/datasets.md), or name a registered dataset ({', '.join(DATASETS)})")
+                    f"a full spec, docs/datasets.md), or name a registered dataset ({names_text()})")
 
 
 def spec_file_beside(path: Path) -> Path:
