@@ -186,8 +186,10 @@ def _spec_from_table(table: Mapping[str, Any], path: Path) -> DatasetSpec:
         fields["dev_size"] = int(table["dev_size"])
     if "profile_sizes" in table:
         fields["profile_sizes"] = {str(k): tuple(int(n) for n in v) for k, v in table["profile_sizes"].items()}
-    for key in ("files", "published_sha256", "per_modality_labels"):
+    for key in ("files", "published_sha256"):  # never inherited: a spec file declares its own files
         fields[key] = {str(k): str(v) for k, v in table.get(key, {}).items()}
+    if "per_modality_labels" in table:
+        fields["per_modality_labels"] = {str(k): str(v) for k, v in table["per_modality_labels"].items()}
     try:
         like = str(table.get("like", ""))
         if like:
