@@ -250,7 +250,7 @@ def test_random_records_only_ever_raise_data_error_and_check_agrees_with_the_loa
         path = fuzz_dir / f"record{next(_NAMES)}.pkl"
         path.write_bytes(pickle.dumps(record, protocol=4))
         declare(path)  # a file given by path is declared (MOSI's schema), so only its content decides
-        report = check(path, spec_for(str(path)))  # as `bench data check` does  # collects problems; may not raise anything
+        report = check(path, spec_for(str(path)))  # as `bench data check` does; collects problems, never raises
         refusal = _refusal(lambda: load_dataset(str(path), profile))
         # `bench data check` never passes a file the loader refuses (it may be stricter: it also reports
         # bad labels in a key the loader ignores).
