@@ -267,6 +267,9 @@ def _mosi_scores(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return sign * magnitude
 
 
+SCORE_DRAWS = {"mosi": _mosi_scores, "mosei": _mosei_scores}  # how each imitated dataset's scores are drawn
+
+
 def _class_counts(prior: tuple[float, ...], n: int) -> np.ndarray:
     """Exact class counts for a split of n samples (largest remainder over the prior)."""
     weights = np.round(np.asarray(prior) * 1_000_000).astype(np.int64)
@@ -278,7 +281,7 @@ def split_scores(params: SynthParams, split_index: int, rng: np.random.Generator
     n = params.sizes[split_index]
     counts = _class_counts(params.class_priors[split_index], n)
     classes = rng.permutation(np.repeat(np.arange(counts.shape[0]), counts))
-    draw = _mosei_scores if params.like == "mosei" else _mosi_scores
+    draw = SCORE_DRAWS[params.like]
     scores = draw(classes, rng).astype(np.float32)
     if not np.array_equal(like_classes(scores, params.like), classes):  # guards the value tables
         raise RuntimeError("generated scores do not bin back to their classes")

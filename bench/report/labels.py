@@ -30,7 +30,6 @@ CONFIG_NAMES: dict[str, str] = {
     "lr_8e-5_long_patience": "lr 8e-5, long patience",
     "100_epochs_no_early_stop_dev_set": "100 epochs, no early stop, dev set",
 }
-DATASET_NAMES: dict[str, str] = {"mosi": "CMU-MOSI", "mosei": "CMU-MOSEI"}  # shim: removed at integration
 
 
 def method_name(method: str) -> str:
