@@ -196,3 +196,22 @@ def test_datasets_registered_by_spec_files_stay_out_of_the_builtin_names() -> No
 
     assert "sims" in names_text() and "wearables" not in names_text()
     assert isinstance(DATASETS["sims"], DatasetSpec)
+
+
+def test_two_files_whose_specs_share_a_name_each_keep_their_own_spec(tmp_path: Path) -> None:
+    first = _write(tmp_path / "a" / "data.pkl", sims_record(sizes=(10, 5, 5)))
+    second = _write(tmp_path / "b" / "data.pkl", sims_record(sizes=(10, 5, 5), seed=2))
+    declare(first, name="shared", like="sims")
+    declare(second, name="shared", like="sims", dev_size=3)
+    assert spec_for(str(first)).dev_size == 100 and spec_for(str(second)).dev_size == 3
+    assert spec_for(str(first)).dev_size == 100  # the second declaration did not rebind the first file
+
+
+def test_a_spec_file_that_names_its_data_registers_a_loadable_name(tmp_path: Path) -> None:
+    data_file = _write(tmp_path / "raw" / "recordings.pkl", _physio_record())
+    spec_file = tmp_path / "wear.spec.toml"
+    spec_file.write_text('name = "wear"\nlike = "mosi"\nmodalities = ["text", "physio"]\ndata = "raw/recordings.pkl"\n')
+    assert load_spec_file(spec_file).name == "wear"
+    data = load_dataset("wear", "full")
+    assert data.name == "wear" and data.source == str(data_file.resolve()) and data.modalities == ("text", "physio")
+    assert loader.data_fingerprint("wear") == data.fingerprint

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.data import cache, labels, mmsa, splits, synth, twins
-from bench.data.registry import DATASETS, names_text, published_description, spec_for
+from bench.data.registry import DATASETS, declared_file, names_text, published_description, spec_for
 from bench.data.safe_pickle import check_readable_file
 from bench.data.spec import GIVEN, DatasetSpec
 from bench.data.types import DataError, Dataset, SplitArrays
@@ -66,6 +66,9 @@ def load_dataset(name: str, profile: str = "quick", data_dir: Path | None = None
     spec = DATASETS.get(key)
     if spec is not None and spec.synthetic:
         return load_synth(key, profile, label_rule=label_rule)
+    declared = declared_file(key)  # the name of a loaded spec file: the data file it declares
+    if declared is not None:
+        return load_file(declared, profile, name=key, label_rule=label_rule)
     if spec is not None and spec.files:
         return load_file(real_file_path(key, data_dir), profile, name=key, label_rule=label_rule, spec=spec)
     return load_file(Path(key).expanduser(), profile, label_rule=label_rule)
@@ -81,7 +84,10 @@ def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = 
     spec = DATASETS.get(key)
     if spec is not None and spec.synthetic:
         return twins.surrogate_params(key, profile).fingerprint
-    if spec is not None and spec.files:
+    declared = declared_file(key)
+    if declared is not None:
+        path = declared
+    elif spec is not None and spec.files:
         path = real_file_path(key, data_dir)
     else:
         path = Path(key).expanduser()

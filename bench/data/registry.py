@@ -34,7 +34,7 @@ from bench.data.types import DataError
 SPEC_SUFFIX = ".spec.toml"
 DATASETS: dict[str, DatasetSpec] = {}
 _FROM_FILES: dict[str, Path] = {}  # name -> the spec file it came from (such a name may be re-declared)
-_BOUND: dict[str, str] = {}  # resolved data file path -> spec name
+_BOUND: dict[str, Path] = {}  # resolved data file path -> the spec file that declares it
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -87,10 +87,8 @@ def spec_for(name_or_path: str) -> DatasetSpec:
         return DATASETS[key]
     path = Path(key).expanduser()
     bound = _BOUND.get(_resolved(path))
-    if bound in _FROM_FILES and _FROM_FILES[bound].is_file():
-        return load_spec_file(_FROM_FILES[bound])  # read again: the spec file may have been edited
-    if bound in DATASETS:
-        return DATASETS[bound]
+    if bound is not None and bound.is_file():
+        return load_spec_file(bound)  # read again: the spec file may have been edited
     by_suffix = _match_suffix(path)
     if by_suffix is not None:
         return by_suffix
@@ -103,10 +101,18 @@ def spec_for(name_or_path: str) -> DatasetSpec:
         return published
     if beside.is_file():
         spec = load_spec_file(beside)
-        _BOUND[_resolved(path)] = spec.name
+        _BOUND[_resolved(path)] = beside
         return spec
     raise DataError(f"{path}: undeclared dataset file: write {beside.name} beside it (e.g. like = \"mosi\" or "
                     f"a full spec, docs/datasets.md), or name a registered dataset ({names_text()})")
+
+
+def declared_file(name: str) -> Path | None:
+    """The data file a spec file registered under `name` declares (None for built-ins and unknown names)."""
+    spec_file = _FROM_FILES.get(name)
+    if spec_file is None:
+        return None
+    return next((Path(data) for data, declaring in _BOUND.items() if declaring == spec_file), None)
 
 
 def spec_file_beside(path: Path) -> Path:
@@ -169,7 +175,7 @@ def load_spec_file(path: Path | str) -> DatasetSpec:
     DATASETS[spec.name] = spec
     _FROM_FILES[spec.name] = path
     for data_file in _data_files(table, path):
-        _BOUND[_resolved(data_file)] = spec.name
+        _BOUND[_resolved(data_file)] = path
     return spec
 
 
