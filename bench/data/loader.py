@@ -36,15 +36,6 @@ PROFILES = ("smoke", "quick", "full")
 SCORE_PREFIX = "modality_score_"  # cache array name of a per-modality score: modality_score_<m>
 
 
-def _published_table() -> dict[str, tuple[str, str]]:  # shim: removed at integration
-    return {sha: (spec.name, what) for spec in DATASETS.values() for sha, what in spec.published_sha256.items()}
-
-
-PUBLISHED_SHA256 = _published_table()  # shim: removed at integration (ask DatasetSpec.published_sha256)
-# shim: removed at integration
-REAL_FILES = {name: Path(DATASETS[name].files["unaligned"]) for name in ("mosi", "mosei")}
-
-
 def clear_memory_cache() -> None:
     """Forget the datasets kept in this process (the on-disk cache stays)."""
     _load_file_cached.cache_clear()
