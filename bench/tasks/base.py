@@ -61,10 +61,11 @@ class Task:
     valid_metrics: ClassVar[tuple[str, ...]] = ()
     # Metrics that are also drawn per epoch as trajectory series (values as `epoch_series` makes them).
     epoch_metrics: ClassVar[tuple[str, ...]] = ()
+    # The run's bench.data.spec.DatasetSpec once `use_dataset` is called (None: a hand-made Dataset).
+    dataset_spec: Any = None
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
-        self.dataset_spec: Any = None  # the run's bench.data.spec.DatasetSpec, once use_dataset is called
 
     def use_dataset(self, spec: Any) -> None:
         """Score the run's data as its spec says (metric set, score range); None keeps the defaults.

@@ -57,10 +57,8 @@ class Regression(Task):
     valid_metrics = tuple(metric_directions)
     epoch_metrics = ("loss", "mae", "corr", "acc2_non0", "acc7")
 
-    def __init__(self, params: Any = None) -> None:
-        super().__init__(params)
-        self.metric_set: MetricSet = METRIC_SETS["mmsa"]
-        self.bound = DEFAULT_BOUND
+    metric_set: MetricSet = METRIC_SETS["mmsa"]  # until use_dataset says otherwise: MOSI / MOSEI
+    bound: float = DEFAULT_BOUND
 
     def use_dataset(self, spec: Any) -> None:
         """Take the spec's metric set and score range; a set other than "mmsa" brings its own metric
