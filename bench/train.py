@@ -271,8 +271,8 @@ class Trainer:
         self.cfg, self.method, self.model, self.device = cfg, method, model, device
         self.on_epoch = on_epoch
         self.trajectory: list[dict[str, Any]] = []
-        self.task = task = make_task(cfg.task, dict(cfg.task_params))
-        task.use_dataset(data.spec)  # the metric set and score range of the run's dataset
+        # the metric set and score range of the run's dataset (its spec)
+        self.task = task = make_task(cfg.task, dict(cfg.task_params), getattr(data, "spec", None))
         mods = cfg.modalities
 
         def tensors(split: SplitArrays, name: str) -> SplitTensors:

@@ -34,8 +34,7 @@ def test_the_regression_task_scores_as_the_spec_says() -> None:
     task = make_task("regression")
     task.use_dataset(spec_for("mosi"))
     assert task.metric_set.name == "mmsa" and task.headline == "acc2_non0" and task.bound == 3.0
-    task = make_task("regression")
-    task.use_dataset(spec_for("sims"))
+    task = make_task("regression", spec=spec_for("sims"))
     assert task.metric_set.name == "mmsa-sims" and task.bound == 1.0
     assert (task.headline, task.summary_metrics) == ("acc2", ("acc2", "acc3", "acc5", "f1", "mae", "corr"))
     assert task.selection().metric == "loss" and type(task).headline == "acc2_non0"  # the class is untouched

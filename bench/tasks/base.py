@@ -140,8 +140,10 @@ def task_class(name: str) -> type[Task]:
     return registry.lookup(REGISTRY, name, "task")
 
 
-def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
-    """A task instance with its Params; unknown or bad options are ConfigErrors naming the known ones."""
+def make_task(name: str, params: Mapping[str, Any] | None = None, spec: Any = None) -> Task:
+    """A task instance with its Params, scoring data of dataset `spec` (a bench.data.spec.DatasetSpec; None:
+    the task's defaults, MOSI / MOSEI's); unknown or bad options are ConfigErrors naming the known ones.
+    Its `summary_metrics` / `progress_metrics` / `headline` are then those of the spec's metric set."""
     cls = task_class(name)
     known = {f.name for f in dataclasses.fields(cls.Params)}
     given = dict(params or {})
@@ -150,9 +152,12 @@ def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
         listed = ", ".join(sorted(known)) or "none"
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} for task {name!r}; it takes: {listed}")
     try:
-        return cls(cls.Params(**given))
+        task = cls(cls.Params(**given))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad options for task {name!r}: {err}") from err
+    if spec is not None:
+        task.use_dataset(spec)
+    return task
 
 
 def default_task_params(name: str) -> dict[str, Any]:
