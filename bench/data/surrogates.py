@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.data.builtin import MOSEI, MOSI
+from bench.data.builtin import BUILTIN_SPECS, MOSEI, MOSI
 from bench.data.spec import DatasetSpec
 
 BASE, ALIGNED, SHIFT = "base", "aligned", "shift"
@@ -86,7 +86,8 @@ def surrogate_name(like: str, variant: str = BASE) -> str:
 
 # -- shims: names bench.config, bench.api, bench.presets and bench.gridfile use today ----------------------
 
-REAL_NAMES: tuple[str, ...] = ("mosi", "mosei")  # shim: removed at integration
+# shim: removed at integration. The built-in datasets read from files (bench.data.builtin): mosi, mosei, sims.
+REAL_NAMES: tuple[str, ...] = tuple(spec.name for spec in BUILTIN_SPECS)
 
 
 def surrogate(name: str) -> Surrogate | None:  # shim: removed at integration
