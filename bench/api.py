@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
+from bench.data.registry import is_synthetic
 from bench.selection import (
     DEFAULT_SEEDS,
     EmptySelection,
@@ -116,7 +117,9 @@ def _say(echo: Echo, text: str) -> None:
 
 def announce_synthetic(echo: Echo, datasets: Iterable[str]) -> None:
     """Say when the runs use the surrogate."""
-    synth = sorted({d for d in datasets if d.startswith("synth-")})
+    from bench.data.registry import is_synthetic
+
+    synth = sorted({d for d in datasets if is_synthetic(d)})
     if synth:
         _say(echo, f"note: using the synthetic surrogate ({', '.join(synth)}): real MOSI/MOSEI files were "
                    "not found under $BENCH_DATA_DIR (or --source synth was given)")
@@ -212,9 +215,9 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
 
 def _check_dataset_name(given: str, name: str) -> None:
     """FileNotFoundError unless `name` is a built-in dataset (bench.data.surrogates) or an existing file."""
-    from bench.data.surrogates import REAL_NAMES, is_surrogate, names_text
+    from bench.data.registry import DATASETS, names_text
 
-    if name not in REAL_NAMES and not is_surrogate(name) and not Path(name).expanduser().is_file():
+    if name not in DATASETS and not Path(name).expanduser().is_file():
         raise FileNotFoundError(f"dataset {given!r} is neither {names_text()} nor an existing file")
 
 
@@ -249,11 +252,13 @@ def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
     """
     from bench.data import load_dataset
     from bench.data.loader import real_file_path
+    from bench.data.registry import DATASETS, declared_file
 
-    if name.startswith("synth-"):
+    spec = DATASETS.get(name)
+    if spec is not None and spec.synthetic:
         return None
-    if name in ("mosi", "mosei"):
-        real_file_path(name)  # DataError saying where the file must be
+    if spec is not None and declared_file(name) is None:
+        real_file_path(name)  # a registered real dataset: DataError saying where the file must be
         return None
     return load_dataset(name, profile).modalities
 
@@ -280,7 +285,7 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
                           label_rule=label_rule, task=task, task_params=task_params, model=model,
                           model_params=model_params, test_noise=test_noise, test_dataset=test_dataset)
     first = configs[0]
-    synthetic = " (synthetic surrogate)" if first.dataset.startswith("synth-") else ""
+    synthetic = " (synthetic surrogate)" if is_synthetic(first.dataset) else ""
     announce_synthetic(echo, [first.dataset])
     task_text = first.task + (f" {dict(first.task_params)}" if first.task_params else "")
     labels_text = f"labels {first.label_rule}, " if first.task == "classification" else ""
@@ -323,10 +328,13 @@ def _mean_std(values: Sequence[float], digits: int = 2) -> str:
 
 def seed_lines(configs: Sequence[RunConfig], rows: pd.DataFrame) -> list[str]:
     """One line per seed, then mean ± std (ddof=1) over the ok seeds."""
-    from bench.tasks import task_class
+    from bench.data.registry import spec_for
+    from bench.tasks import make_task
 
     by_id = {row["run_id"]: row for row in rows.to_dict("records")} if len(rows) else {}
-    names = task_class(configs[0].task).summary_metrics if configs else ("acc", "loss")
+    first = configs[0] if configs else None
+    names = (make_task(first.task, dict(first.task_params), spec_for(first.dataset)).summary_metrics
+             if first is not None else ("acc", "loss"))
     lines: list[str] = []
     values: dict[str, list[float]] = {name: [] for name in names}
     for cfg in configs:
@@ -545,7 +553,7 @@ def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = ""
     rows = rank.rows_from_cells(chosen.cells, chosen.results, column)
     baseline = labels.baseline_method()
     aggregates = rank.aggregate(rows, column, baseline, higher_is_better=metric_direction(column) == "max")
-    synthetic = any(cell.dataset.startswith("synth-") for cell in chosen.cells)
+    synthetic = any(is_synthetic(cell.dataset) for cell in chosen.cells)
     cells = rows.groupby(list(rank.CELL_COLUMNS)).ngroups if len(rows) else 0
     head = (f"### {'SYNTHETIC SURROGATE — not MOSI/MOSEI results — ' if synthetic else ''}"
             f"{chosen.query.name}: methods across {cells} cells by {column}\n\n")
@@ -597,7 +605,7 @@ def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: 
     frame, shown, chosen = evaluations_frame(preset_or_file, runs_dir, metric, **selection)
     if fmt == "csv":
         return frame.to_csv(index=False)
-    synthetic = any(cell.dataset.startswith("synth-") for cell in chosen.cells)
+    synthetic = any(is_synthetic(cell.dataset) for cell in chosen.cells)
     return evals.markdown(frame, chosen.query.name, shown, synthetic)
 
 

@@ -34,13 +34,15 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
     plugin: list[str] | None = typer.Option(None, "--plugin", help="A Python file that registers your own "
-                                            "method, model or task (repeatable)."),
+                                            "method, model or task, or a dataset spec .toml (repeatable)."),
+    dataset_spec: list[str] | None = typer.Option(None, "--dataset-spec", help="A dataset spec file (TOML, "
+                                                  "docs/datasets.md) declaring a data file (repeatable)."),
 ) -> None:
     _DEBUG["on"] = debug
-    if plugin:
+    if plugin or dataset_spec:
         from bench import plugins
 
-        plugins.activate(list(plugin))
+        plugins.activate([*(plugin or []), *(dataset_spec or [])])
     if version:
         typer.echo(f"bench {__version__}")
         raise typer.Exit(0)

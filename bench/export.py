@@ -23,7 +23,7 @@ import pandas as pd
 import typer
 
 from bench.config import ConfigError
-from bench.plan.datasets import recipe_key as dataset_family  # the dataset spec at integration
+from bench.data.registry import root_name
 
 # Columns of a result row that name a run's configuration; the CSV joins them into every trajectory row.
 RUN_COLUMNS = ("dataset", "method", "modalities", "optimizer", "dev_set", "seed")
@@ -44,13 +44,14 @@ class Selection:
     datasets: tuple[str, ...] | None = None
 
     def mask(self, frame: pd.DataFrame) -> pd.Series:
-        """The rows selected; a dataset matches by name (synth-mosi) or by family (mosi)."""
+        """The rows selected; a dataset matches by name (synth-mosi) or by its root spec (mosi: the one its
+        spec derives from, bench.data.registry.root_name)."""
         keep = pd.Series(True, index=frame.index)
         if self.methods:
             keep &= frame["method"].astype(str).isin(self.methods)
         if self.datasets:
             names = frame["dataset"].astype(str)
-            keep &= names.isin(self.datasets) | names.map(dataset_family).isin(self.datasets)
+            keep &= names.isin(self.datasets) | names.map(root_name).isin(self.datasets)
         return keep
 
     def describe(self) -> str:
@@ -307,7 +308,7 @@ export_app = typer.Typer(name="export", no_args_is_help=True,
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Store to read.")]
 MethodOpt = Annotated[str | None, typer.Option("--method", help="Only these methods (comma-separated).")]
 DatasetOpt = Annotated[str | None, typer.Option(
-    "--dataset", help="Only these datasets, by name (synth-mosi) or family (mosi), comma-separated.")]
+    "--dataset", help="Only these datasets, by name (synth-mosi) or root dataset (mosi), comma-separated.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Plain progress lines, no live bar.")]
 
 

@@ -247,13 +247,13 @@ def _modality_lists(where: str, value: Any) -> tuple[tuple[str, ...], ...]:
 
 
 def check_datasets(where: str, names: Sequence[str]) -> tuple[str, ...]:
-    """The dataset names of a grid (families mosi and mosei only), or a ConfigError naming `where`."""
+    """The dataset names of a grid (registered names or declared files), or a ConfigError naming `where`."""
     names = tuple(names)
     for name in names:
-        if recipe_key(name) == "custom":
-            from bench.data.surrogates import names_text
-
-            raise ConfigError(f"{where}: datasets: unknown dataset {name!r}; choose from {names_text()}")
+        try:
+            recipe_key(name)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: datasets: {err}") from err
     return names
 
 

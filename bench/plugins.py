@@ -35,11 +35,14 @@ def load(path: str | os.PathLike[str]) -> list[str]:
     name that is taken; nothing it registered then stays registered. Loading a file again is harmless.
     """
     file = Path(path).expanduser()
-    if not file.is_file() or file.suffix != ".py":
-        raise ConfigError(f"plugin {file}: no such file (a .py file)")
+    if not file.is_file() or file.suffix not in (".py", ".toml"):
+        raise ConfigError(f"plugin {file}: no such file (a .py file, or a dataset spec .toml)")
     file = file.resolve()
     key = str(file)
     if key in _LOADED:
+        return list(_LOADED[key])
+    if file.suffix == ".toml":
+        _LOADED[key] = [f"dataset {_load_dataset_spec(file)}"]
         return list(_LOADED[key])
     registries = _registries()
     before = {kind: dict(registry) for kind, registry in registries.items()}
@@ -72,6 +75,17 @@ def load(path: str | os.PathLike[str]) -> list[str]:
                           "with bench.methods.register, a Model with bench.models.register, ...)")
     _LOADED[key] = added
     return list(added)
+
+
+def _load_dataset_spec(file: Path) -> str:
+    """Register a dataset spec file (bench.data.registry.load_spec_file); its name."""
+    from bench.data import DataError
+    from bench.data.registry import load_spec_file
+
+    try:
+        return load_spec_file(file).name
+    except DataError as err:
+        raise ConfigError(str(err)) from err
 
 
 def activate(paths: list[str] | tuple[str, ...]) -> list[str]:

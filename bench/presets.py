@@ -37,7 +37,8 @@ from bench.config import (
     canonical_modalities,
     modality_key,
 )
-from bench.plan.datasets import label_rules, recipe_key
+from bench.data.registry import dataset_names, is_synthetic
+from bench.plan.datasets import dataset_spec, label_rules, recipe_key
 from bench.plan.deps import dependencies, order_with_dependencies  # noqa: F401  (re-exported)
 from bench.plan.resolve import (  # noqa: F401  (re-exported: the shared recipe and the labels)
     ADAM_LR,
@@ -64,7 +65,6 @@ TABLE_10_BEST_FIELDS: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, Any], .
 }
 
 SOURCES = ("auto", "synth", "real")
-REAL_FILES = {"mosi": Path("MOSI/Processed/unaligned_50.pkl"), "mosei": Path("MOSEI/Processed/unaligned_50.pkl")}
 
 
 @dataclass(frozen=True)
@@ -100,28 +100,36 @@ class _Row:
 
 # -- data sources -----------------------------------------------------------------------------------
 
-def real_data_path(family: str) -> Path | None:
-    """Where the real MMSA file of `family` would be ($BENCH_DATA_DIR), or None when unset."""
+def real_data_path(name: str) -> Path | None:
+    """Where the real file of the registered dataset `name` would be ($BENCH_DATA_DIR), or None when unset."""
     root = os.environ.get("BENCH_DATA_DIR")
-    if not root or family not in REAL_FILES:
+    files = dataset_spec(name).files if name in dataset_names() else {}
+    if not root or not files:
         return None
-    return Path(root) / REAL_FILES[family]
+    return Path(root) / (files.get("unaligned") or next(iter(files.values())))
 
 
-def real_data_available(family: str) -> bool:
-    """Whether the real MMSA file of `family` is present."""
-    path = real_data_path(family)
+def real_data_available(name: str) -> bool:
+    """Whether the real file of dataset `name` is present."""
+    path = real_data_path(name)
     return path is not None and path.is_file()
+
+
+def surrogate_of(name: str) -> str | None:
+    """The registered surrogate that imitates the real dataset `name` (synth-<name>), if any."""
+    candidate = f"synth-{name}"
+    return candidate if candidate in dataset_names() and dataset_spec(candidate).like == name else None
 
 
 def resolve_dataset(name: str, source: str = "auto") -> str:
     """The RunConfig dataset for a name: "mosi" -> "mosi" or "synth-mosi" by `source`; others unchanged."""
     if source not in SOURCES:
         raise ConfigError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")
-    if name not in ("mosi", "mosei"):
+    surrogate = surrogate_of(name)
+    if surrogate is None:
         return name
     if source == "synth" or (source == "auto" and not real_data_available(name)):
-        return f"synth-{name}"
+        return surrogate
     return name
 
 
@@ -135,8 +143,8 @@ def resolve_test_dataset(target: str, dataset: str) -> str:
 
 
 def is_synthetic_dataset(dataset: str) -> bool:
-    """Whether a RunConfig dataset name is the surrogate."""
-    return dataset.startswith("synth-")
+    """Whether a RunConfig dataset name is generated data (its spec says so)."""
+    return is_synthetic(dataset)
 
 
 # -- hyper-parameters: the planning chain (bench.plan.resolve) ---------------------------------------
@@ -329,11 +337,13 @@ def _datasets(datasets: Sequence[str] | str, source: str) -> list[tuple[str, str
     names = [d.strip() for d in datasets.split(",")] if isinstance(datasets, str) else list(datasets)
     out = []
     for name in dict.fromkeys(n for n in names if n):
-        family = recipe_key(name)
-        if family not in ("mosi", "mosei"):
-            from bench.data.surrogates import names_text
-
-            raise ConfigError(f"unknown dataset {name!r} for a preset; choose from {names_text()}")
+        try:
+            family = recipe_key(name)
+        except ConfigError as err:
+            raise ConfigError(f"unknown dataset {name!r} for a preset: {err}") from err
+        if family not in ("mosi", "mosei"):  # the presets' rows are MOSI's and MOSEI's table columns
+            raise ConfigError(f"dataset {name!r} has no rows in the presets (they cover mosi, mosei and their "
+                              f"surrogates); train it with a grid file or bench run")
         out.append((resolve_dataset(name, source), family))
     if not out:
         raise ConfigError("no dataset given")

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.config_compat import label_family  # the dataset spec at integration
 from bench.data import Dataset, SplitArrays, load_dataset
+from bench.data.registry import spec_for
 from bench.methods import Batch, BuildContext, Method, OptimizerPlan, TrainState, get_method, validate_config
 from bench.models import model_spec
 from bench.tasks import Task, all_result_columns, make_task
@@ -230,6 +230,10 @@ def transfer_mismatches(modalities: tuple[str, ...], task: str, source_name: str
                             f"{target_name}")
     if task == "classification" and source.num_classes != target.num_classes:
         problems.append(f"classes: {source.num_classes} in {source_name}, {target.num_classes} in {target_name}")
+    specs = [getattr(d, "spec", None) for d in (source, target)]  # a hand-made Dataset may have none
+    ranges = [None if spec is None else spec.labels.score_range for spec in specs]
+    if None not in ranges and ranges[0] != ranges[1]:
+        problems.append(f"scores: in {list(ranges[0])} in {source_name}, in {list(ranges[1])} in {target_name}")
     return problems
 
 
@@ -242,8 +246,8 @@ def check_transfer(cfg: RunConfig, source: Dataset, target: Dataset) -> None:
 
 
 def ood_label_rule(cfg: RunConfig) -> str | None:
-    """The run's label rule when the test dataset is of the same label family, else that family's default."""
-    return cfg.label_rule if label_family(cfg.test_dataset) == label_family(cfg.dataset) else None
+    """The run's label rule when the test dataset's spec admits it, else that spec's default rule."""
+    return cfg.label_rule if cfg.label_rule in spec_for(cfg.test_dataset).labels.rules else None
 
 
 def load_ood_dataset(cfg: RunConfig) -> Dataset:
@@ -270,7 +274,8 @@ class Trainer:
         self.cfg, self.method, self.model, self.device = cfg, method, model, device
         self.on_epoch = on_epoch
         self.trajectory: list[dict[str, Any]] = []
-        self.task = task = make_task(cfg.task, dict(cfg.task_params))
+        # the metric set and score range of the run's dataset (its spec)
+        self.task = task = make_task(cfg.task, dict(cfg.task_params), getattr(data, "spec", None))
         mods = cfg.modalities
 
         def tensors(split: SplitArrays, name: str) -> SplitTensors:
@@ -588,5 +593,5 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
         data_fingerprint=data.fingerprint, synthetic=data.synthetic,
         predictions=trainer.predictions if status == "ok" else {},
         evaluations=evaluations if status == "ok" else [],
-        metric_columns=all_result_columns(),
+        metric_columns=all_result_columns(data.spec.metric_set if getattr(data, "spec", None) else "mmsa"),
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tiny import make_tiny_dataset
+from tiny import declare, make_tiny_dataset
 
 # Tiny per-modality (padded steps, feature size); deliberately not the real MMSA sizes.
 TINY_SHAPES = {"text": (5, 8), "audio": (7, 3), "vision": (6, 4)}
@@ -78,15 +78,19 @@ def tiny_record() -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture
 def write_record(tmp_path: Path) -> Callable[..., Path]:
-    """Factory: pickle a record (without the _true_* helper keys) to tmp_path / name."""
+    """Factory: pickle a record (without the _true_* helper keys) to tmp_path / name, declared by a spec
+    file beside it (`spec`: its keys, default like = "mosi"; declared=False: none)."""
 
-    def write(record: Any, name: str = "data.pkl", protocol: int = 4) -> Path:
+    def write(record: Any, name: str = "data.pkl", protocol: int = 4, spec: dict[str, Any] | None = None,
+              declared: bool = True) -> Path:
         clean = record
         if isinstance(record, dict):
             clean = {split: {k: v for k, v in part.items() if not str(k).startswith("_true_")}
                      if isinstance(part, dict) else part for split, part in record.items()}
         path = tmp_path / name
         path.write_bytes(pickle.dumps(clean, protocol=protocol))
+        if declared:  # a file given by path must be declared: a spec beside it (default like = "mosi")
+            declare(path, **(spec or {}))
         return path
 
     return write

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import declare
 
 from bench.data import cache, loader, mmsa
 from bench.data.types import DataError
@@ -47,6 +48,7 @@ def test_cache_is_keyed_by_the_file_hash(own_cache, tiny_record, write_record, t
     assert (own_cache / "mmsa" / digest / "meta.json").is_file()
     copy = tmp_path / "copy.pkl"  # same bytes elsewhere: same entry, nothing converted again
     copy.write_bytes(path.read_bytes())
+    declare(copy)
     assert loader.load_dataset(str(copy), "full").fingerprint == digest
     assert len(list((own_cache / "mmsa").iterdir())) == 1
     record["train"]["regression_labels"][0] = 1.0 if record["train"]["regression_labels"][0] != 1.0 else 2.0
@@ -65,8 +67,7 @@ def test_failed_conversion_leaves_no_entry(own_cache, tiny_record, write_record)
 
 
 def test_real_profiles_take_a_fixed_stratified_subset(own_cache, tiny_record, write_record, monkeypatch) -> None:
-    monkeypatch.setitem(loader.synth.SIZES["mosi"], "smoke", (8, 4, 4))
-    path = write_record(tiny_record())
+    path = write_record(tiny_record(), spec={"like": "mosi", "profile_sizes": {"smoke": [8, 4, 4]}})
     small = loader.load_dataset(str(path), "smoke")
     again = loader.load_dataset(str(path), "smoke")
     assert (small.train.size, small.valid.size, small.test.size) == (8, 4, 4)

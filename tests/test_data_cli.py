@@ -12,6 +12,7 @@ from bench import calibrate
 from bench.cli import main
 from bench.data import loader
 from bench.data.calibrate import TARGETS
+from bench.data.registry import DATASETS
 from bench.data.safe_pickle import safe_load
 
 
@@ -43,6 +44,45 @@ def test_synth_writes_a_loadable_mmsa_pickle(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(from_file.test.lengths["text"], built_in.test.lengths["text"])
     np.testing.assert_array_equal(from_file.train.features["audio"], built_in.train.features["audio"])
     np.testing.assert_array_equal(from_file.valid.labels, built_in.valid.labels)
+
+
+def test_synth_declares_the_file_it_writes_so_mosei_keeps_its_seven_classes(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "plain_name.pkl"  # no 'mosei' in the path: the spec beside it says what the file is
+    code, stdout, _ = _run(["data", "synth", "--like", "mosei", "--profile", "smoke", "--out", str(out)], capsys)
+    assert code == 0 and (tmp_path / "plain_name.spec.toml").is_file() and "like = \"mosei\"" in stdout
+    data = loader.load_dataset(str(out), "full")
+    assert data.num_classes == 7 and data.label_rule == "binned" and data.spec.like == "mosei"
+    assert data.dev_index.shape == (6,)  # min(200, round(0.1 * 64))
+
+
+def test_check_and_inspect_an_undeclared_file_exit_2_in_one_line(tmp_path: Path, tiny_record, write_record,
+                                                                 capsys) -> None:
+    path = write_record(tiny_record(), name="loose.pkl", declared=False)
+    for command in ("check", "inspect"):
+        code, _, err = _run(["data", command, str(path)], capsys)
+        assert code == 2 and err.count("\n") == 1 and "write loose.spec.toml beside it" in err
+
+
+def test_inspect_a_sims_file_shows_the_specs_names_range_and_modality_scores(tmp_path: Path, capsys) -> None:
+    import pickle
+
+    from tiny import sims_record
+
+    path = tmp_path / "SIMS" / "Processed" / "unaligned_39.pkl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(pickle.dumps(sims_record(), protocol=4))
+    code, stdout, _ = _run(["data", "inspect", str(path), "--label-rule", "sims5"], capsys)
+    assert code == 0 and "spec sims (CH-SIMS), scores in [-1.0, 1.0], rules sims3, sims5" in stdout
+    assert "labels negative:" in stdout and "weakly negative:" in stdout and "weakly positive:" in stdout
+    assert "audio  shape (20, 400, 33)" in stdout and "text scores min/mean/max" in stdout
+    code, stdout, _ = _run(["data", "check", str(path)], capsys)
+    assert code == 0 and "dataset spec: sims (CH-SIMS)" in stdout
+
+
+def test_a_named_sims_needs_its_file_and_says_where(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    with pytest.raises(loader.DataError, match=r"SIMS/Processed/unaligned_39.pkl not found.* no surrogate"):
+        loader.load_dataset("sims", "smoke")
 
 
 def test_check_bad_file_exits_2_with_one_line_naming_it(tmp_path: Path, tiny_record, write_record, capsys) -> None:
@@ -81,7 +121,8 @@ def test_inspect_prints_shapes_lengths_histogram_and_hash(tiny_record, write_rec
             f"{lengths.max()}") in stdout
     counts = np.bincount(np.sign(record["test"]["regression_labels"]).astype(int) + 1, minlength=3)
     assert f"labels negative:{counts[0]}  neutral:{counts[1]}  positive:{counts[2]}" in stdout
-    monkeypatch.setitem(loader.PUBLISHED_SHA256, digest, ("mosi", "MOSI unaligned_50.pkl"))
+    monkeypatch.setitem(DATASETS, "mosi", DATASETS["mosi"].derive(
+        name="mosi", like="", published_sha256={digest: "MOSI unaligned_50.pkl"}))
     loader.clear_memory_cache()
     code, stdout, _ = _run(["data", "inspect", str(path)], capsys)
     assert "matches the published MMSA file (MOSI unaligned_50.pkl)" in stdout

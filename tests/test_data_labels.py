@@ -8,14 +8,12 @@ import pytest
 from bench.data.labels import (
     binary_labels,
     classes_by_rule,
-    classes_for_family,
-    default_rule,
-    family_for_path,
     given_classes,
     mosei_binned_classes,
     mosei_rounded_classes,
     mosi_classes,
 )
+from bench.data.registry import spec_for
 from bench.data.types import DataError
 
 
@@ -49,9 +47,9 @@ def test_mosei_seven_classes_on_the_third_grid(score: float, binned: int, rounde
 
 def test_binned_rule_is_the_mosei_default_and_keeps_only_exact_zero_neutral() -> None:
     scores = np.array([-1e-6, 0.0, 1e-6], dtype=np.float32)
-    assert default_rule("mosei") == "binned" and default_rule("mosi") == "sign"
-    assert classes_for_family(scores, "mosei").tolist() == [2, 3, 4]
-    assert classes_for_family(scores, "mosei", "round").tolist() == [3, 3, 3]
+    assert spec_for("mosei").labels.default_rule == "binned" and spec_for("mosi").labels.default_rule == "sign"
+    assert classes_by_rule(scores, "binned").tolist() == [2, 3, 4]
+    assert classes_by_rule(scores, "round").tolist() == [3, 3, 3]
 
 
 def test_mosei_rules_beyond_the_range() -> None:
@@ -59,9 +57,12 @@ def test_mosei_rules_beyond_the_range() -> None:
     assert mosei_binned_classes(np.array([-3.4, 3.6])).tolist() == [0, 6]
 
 
-def test_a_rule_of_another_family_is_refused() -> None:
+def test_a_rule_another_dataset_declares_is_refused() -> None:
     with pytest.raises(DataError, match="label rule 'round' does not apply to 3-class MOSI"):
-        classes_for_family(np.array([0.5]), "mosi", "round")
+        spec_for("mosi").check_rule("round")
+    with pytest.raises(DataError, match="label rule 'sign' does not apply to 3-class SIMS-style labels; choose "
+                                        "from sims3, sims5"):
+        spec_for("sims").check_rule("sign")
     with pytest.raises(DataError, match="unknown label rule 'nearest'"):
         classes_by_rule(np.array([0.5]), "nearest")
 
@@ -72,13 +73,10 @@ def test_binary_labels_with_and_without_zero() -> None:
     assert binary_labels(scores, include_zero=False).tolist() == [0, 0, 1]
 
 
-def test_family_rule_for_paths() -> None:
-    assert family_for_path("/data/CMU-MOSEI/Processed/unaligned_50.pkl") == "mosei"
-    assert family_for_path("/data/MOSI/aligned_50.pkl") == "mosi"
-    assert family_for_path("custom.pkl") == "mosi"
-    assert classes_for_family(np.array([-0.5, 2.5]), "mosei").tolist() == [2, 6]
-    assert classes_for_family(np.array([-0.5, 2.5]), "mosei", "round").tolist() == [3, 5]
-    assert classes_for_family(np.array([-0.5, 2.5]), "custom").tolist() == [0, 2]
+def test_sims_rules_are_mmsas_acc3_and_acc5_bins_closed_on_the_right() -> None:
+    scores = np.array([-1.0, -0.7, -0.6, -0.1, 0.0, 0.1, 0.2, 0.7, 0.8, 1.0])
+    assert classes_by_rule(scores, "sims3").tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert classes_by_rule(scores, "sims5").tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def test_given_classification_labels() -> None:

@@ -162,17 +162,17 @@ def test_custom_file_with_classification_labels_and_other_sizes(tiny_record, wri
         n = part["text"].shape[0]
         part["classification_labels"] = np.arange(n) % (5 if split == "train" else 3)
         del part["vision"], part["vision_lengths"]
-    data = _load(write_record(record, name="custom.pkl"))
-    assert data.num_classes == 5 and data.modalities == ("text", "audio")
+    data = _load(write_record(record, name="custom.pkl", spec={"like": "mosi", "labels": {"kind": "classes"}}))
+    assert data.label_rule == "given" and data.num_classes == 5 and data.modalities == ("text", "audio")
     assert data.name == "custom" and data.train.regression is None
     assert data.train.labels.tolist() == (np.arange(12) % 5).tolist()
 
 
-def test_custom_file_family_rule_by_name(tiny_record, write_record) -> None:
+def test_a_file_declared_like_mosei_gets_the_mosei_rule(tiny_record, write_record) -> None:
     record = tiny_record()
     record["train"]["regression_labels"][:3] = [-0.5, 2.5, 0.0]
-    data = _load(write_record(record, name="my_mosei_subset.pkl"))
-    assert data.num_classes == 7
+    data = _load(write_record(record, name="my_subset.pkl", spec={"like": "mosei"}))
+    assert data.num_classes == 7 and data.spec.like == "mosei" and data.label_rule == "binned"
     assert data.train.labels[:3].tolist() == [2, 6, 3]  # the binned rule: [-1, 0), > 2, exactly 0
 
 

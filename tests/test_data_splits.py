@@ -14,16 +14,16 @@ def _labels(counts: list[int], seed: int = 3) -> np.ndarray:
 
 
 def test_dev_sizes_follow_the_rule() -> None:
-    assert dev_size(1284, "mosi") == 100
-    assert dev_size(16326, "mosei") == 200
-    assert dev_size(500, "mosi") == 50  # small train: 10 %
-    assert dev_size(48, "mosi") == 5
-    assert dev_size(800, "custom") == 80
+    assert dev_size(1284, 100) == 100  # MOSI's dev_size
+    assert dev_size(16326, 200) == 200  # MOSEI's
+    assert dev_size(500, 100) == 50  # small train: 10 %
+    assert dev_size(48, 100) == 5
+    assert dev_size(800, 100) == 80
 
 
 def test_dev_split_is_stratified_within_one_sample() -> None:
     labels = _labels([552, 53, 679])  # MOSI-like train
-    rows = dev_index(labels, "mosi")
+    rows = dev_index(labels, 100)
     assert rows.shape == (100,)
     got = np.bincount(labels[rows], minlength=3)
     expected = 100 * np.bincount(labels) / labels.shape[0]
@@ -32,7 +32,7 @@ def test_dev_split_is_stratified_within_one_sample() -> None:
 
 def test_mosei_dev_split_has_200_rows_and_every_class() -> None:
     labels = _labels([200, 900, 2200, 5300, 4000, 2600, 1326])
-    rows = dev_index(labels, "mosei")
+    rows = dev_index(labels, 200)
     got = np.bincount(labels[rows], minlength=7)
     assert rows.shape == (200,) and got.sum() == 200 and (got >= 1).all()
     assert np.all(np.abs(got - 200 * np.bincount(labels) / labels.shape[0]) < 1.0)
@@ -40,9 +40,9 @@ def test_mosei_dev_split_has_200_rows_and_every_class() -> None:
 
 def test_dev_split_is_stable_and_disjoint_from_train() -> None:
     labels = _labels([40, 5, 55])
-    first, second = dev_index(labels, "mosi"), dev_index(labels.copy(), "mosi")
+    first, second = dev_index(labels, 100), dev_index(labels.copy(), 100)
     np.random.seed(123)  # global numpy state must not matter
-    third = dev_index(labels, "mosi")
+    third = dev_index(labels, 100)
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(first, third)
     assert np.unique(first).shape == first.shape

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import declare
 
 from bench.data import data_fingerprint, load_dataset, synth, twins
 from bench.data.loader import load_file
-from bench.data.surrogates import SURROGATE_NAMES, SURROGATES, names_text, surrogate_name
+from bench.data.registry import names_text
+from bench.data.surrogates import SURROGATE_NAMES, SURROGATES, surrogate_name
 from bench.data.types import DataError
 from bench.plan.datasets import default_label_rule, recipe_key
 from bench.plan.resolve import make_config
@@ -266,7 +268,7 @@ def test_bench_data_list_and_synth_know_every_twin(tmp_path: Path, capsys) -> No
     code, out, _ = _bench(["data", "list"], capsys)
     assert code == 0
     listed = [line.split()[0] for line in out.splitlines()]
-    assert listed == [*SURROGATE_NAMES, "mosi", "mosei"]
+    assert listed[:len(SURROGATE_NAMES) + 3] == [*SURROGATE_NAMES, "mosi", "mosei", "sims"]
     assert all("SYNTHETIC" in line for line in out.splitlines() if line.startswith("synth-"))
     target = tmp_path / "mosei_shift.pkl"
     code, out, _ = _bench(["data", "synth", "--like", "mosei-shift", "--profile", "smoke", "--out", str(target)],
@@ -299,5 +301,6 @@ def test_a_front_padded_aligned_file_loads_with_full_lengths(tmp_path: Path) -> 
     path = tmp_path / "front" / "aligned_50.pkl"
     path.parent.mkdir()
     path.write_bytes(pickle.dumps(record, protocol=4))
+    declare(path)
     data = load_file(path, "full")
     assert all((np.asarray(data.test.lengths[m]) == 50).all() for m in ("text", "audio", "vision"))

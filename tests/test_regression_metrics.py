@@ -200,3 +200,51 @@ def test_classification_metrics_keys_unchanged() -> None:
     out = classification_metrics(logits, labels, {"text": logits})
     assert set(out) == {"acc", "loss", "f1", "acc_text", "loss_text"}
     assert out["f1"] == _old_macro_f1(np.array([0, 1, 2]), labels.numpy())
+
+
+# -- CH-SIMS (MetricsTop.__eval_sims_regression) ------------------------------------------------------------
+
+# idx:                   0     1     2    3     4
+SIMS_PRED = np.array([-1.5, -0.5, 0.05, 0.3, 0.65])
+SIMS_TRUTH = np.array([-0.8, 0.0, 0.0, 0.6, 1.0])
+
+
+def test_sims_metrics_by_hand() -> None:
+    """Clipped pred -1.0 -0.5 0.05 0.3 0.65 vs truth -0.8 0 0 0.6 1.0.
+    Acc-2 classes ((-1.01, 0] -> 0, (0, 1.01] -> 1): pred 0 0 1 1 1, truth 0 0 0 1 1 -> 4/5 (idx 2 misses).
+    Acc-3 (cuts -0.1, 0.1): pred 0 0 1 2 2, truth 0 1 1 2 2 -> 4/5 (idx 1).
+    Acc-5 (cuts -0.7, -0.1, 0.1, 0.7): pred 0 1 2 3 3, truth 0 2 2 3 4 -> 3/5 (idx 1, 4).
+    F1 (weighted, 2 classes): class 0 P 2/2 R 2/3 F1 0.8 (support 3); class 1 P 2/3 R 2/2 F1 0.8 -> 0.8.
+    MAE on the clipped values: (0.2 + 0.5 + 0.05 + 0.3 + 0.35) / 5 = 0.28 (unclipped it would be 0.38).
+    Corr: deviations p -0.9 -0.4 0.15 0.4 0.75, t -0.96 -0.16 -0.16 0.44 0.84: 1.71 / sqrt(1.715 * 1.872).
+    """
+    from bench.metrics import SIMS_REGRESSION_METRICS, sims_regression_metrics
+
+    out = sims_regression_metrics(SIMS_PRED, SIMS_TRUTH)
+    assert tuple(out) == SIMS_REGRESSION_METRICS == ("acc2", "acc3", "acc5", "f1", "mae", "corr")
+    assert out["acc2"] == pytest.approx(80.0) and out["acc3"] == pytest.approx(80.0)
+    assert out["acc5"] == pytest.approx(60.0) and out["f1"] == pytest.approx(80.0)
+    assert out["mae"] == pytest.approx(0.28)
+    assert out["corr"] == pytest.approx(1.71 / math.sqrt(1.715 * 1.872))
+
+
+def test_sims_bins_are_right_closed_at_every_cut() -> None:
+    """A value on a cut belongs to the bin below it; the truth sits just above each cut.
+    Acc-2: 0.0 -> 0 vs 0.01 -> 1 misses; 0.1 / 0.11 both 1; -0.7 / -0.69 both 0 -> 2/3.
+    Acc-3: 0.0 / 0.01 both neutral; 0.1 -> neutral vs 0.11 -> positive misses; -0.7 / -0.69 both 0 -> 2/3.
+    Acc-5: 0.0 / 0.01 both 2; 0.1 -> 2 vs 0.11 -> 3 misses; -0.7 -> 0 vs -0.69 -> 1 misses -> 1/3.
+    """
+    from bench.metrics import sims_regression_metrics
+
+    out = sims_regression_metrics(np.array([0.0, 0.1, -0.7]), np.array([0.01, 0.11, -0.69]))
+    assert out["acc2"] == pytest.approx(200 / 3)
+    assert out["acc3"] == pytest.approx(200 / 3)
+    assert out["acc5"] == pytest.approx(100 / 3)
+
+
+def test_the_mmsa_set_is_todays_at_bound_three() -> None:
+    from bench.metrics import METRIC_SETS
+
+    assert METRIC_SETS["mmsa"].compute(PRED, TRUTH, 3.0) == regression_metrics(PRED, TRUTH)
+    assert METRIC_SETS["mmsa"].keys == REGRESSION_METRICS
+    assert METRIC_SETS["mmsa-sims"].directions["mae"] == "min"

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import test_execute_fakes as fakes
 from conftest import tiny_split
+from tiny import declare
 
 from bench import cli, execute
 from bench.data import DataError
+from bench.data.registry import names_text
 from bench.data.safe_pickle import safe_loads
-from bench.data.surrogates import names_text
 
 
 @pytest.fixture(autouse=True)
@@ -172,6 +173,7 @@ def _bad_file(case: str, tmp_path: Path) -> Path:
     write, _ = DATA_CASES[case]
     if write is not None:
         write(path)
+    declare(path)  # declared (like MOSI): what is refused is the file's content
     return path
 
 
@@ -208,6 +210,7 @@ def test_run_refuses_a_modality_the_dataset_file_lacks(tmp_path: Path, capsys) -
 
     path = tmp_path / "no_vision.pkl"
     _broken(without_vision)(path)
+    declare(path)
     assert _bench(["data", "check", str(path)], capsys)[0] == 0  # a valid file, just without vision
     runs = tmp_path / "runs"
     code, _, err = _bench(["run", "--method", "concat", "--modalities", "text,vision", "--dataset", str(path),

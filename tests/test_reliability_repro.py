@@ -16,11 +16,12 @@ import pytest
 import torch
 from clitools import bench as _bench
 from conftest import tiny_split
+from tiny import declare
 
 import bench
 from bench import store
 from bench.data import load_dataset
-from bench.data.surrogates import names_text
+from bench.data.registry import names_text
 from bench.plan.resolve import make_config
 
 torch.set_num_threads(1)
@@ -74,6 +75,7 @@ def _write_data(path: Path, shift: float = 0.0) -> str:
               for seed, (split, n) in enumerate((("train", 40), ("valid", 16), ("test", 16)))}
     record["test"]["regression_labels"] = np.clip(record["test"]["regression_labels"] + shift, -3, 3)
     path.write_bytes(pickle.dumps(record, protocol=4))
+    declare(path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -92,3 +92,18 @@ def test_a_reconstructed_method_says_so_in_its_name(monkeypatch) -> None:
     plain = method_name("agm")
     monkeypatch.setattr(REGISTRY["agm"], "provenance", RECONSTRUCTED)
     assert method_name("agm") == f"{plain} (reconstructed from the paper's description)"
+
+
+def test_dataset_names_and_order_come_from_the_specs_and_keep_todays_labels() -> None:
+    from bench.report import labels as report_labels
+
+    names = {d: (report_labels.dataset_name(d), report_labels.dataset_short(d))
+             for d in ("mosi", "mosei", "synth-mosi", "synth-mosei", "synth-mosi-aligned", "sims", "/d/x.pkl")}
+    assert names == {"mosi": ("CMU-MOSI", "MOSI"), "mosei": ("CMU-MOSEI", "MOSEI"),
+                     "synth-mosi": ("synth-MOSI (surrogate)", "synth-MOSI"),
+                     "synth-mosei": ("synth-MOSEI (surrogate)", "synth-MOSEI"),
+                     "synth-mosi-aligned": ("synth-MOSI-ALIGNED (surrogate)", "synth-mosi-aligned"),
+                     "sims": ("CH-SIMS", "SIMS"), "/d/x.pkl": ("/d/x.pkl", "/d/x.pkl")}
+    ranks = [report_labels.dataset_rank(d) for d in ("synth-mosi", "mosei", "synth-mosei", "sims", "/d/x.pkl")]
+    assert ranks[0] == 0 and ranks[1] == ranks[2] == 1 and ranks[3] == 2 and ranks[4] > 2
+    assert report_labels.is_synthetic_name("synth-mosei-shift") and not report_labels.is_synthetic_name("synth-x")

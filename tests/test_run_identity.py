@@ -56,7 +56,8 @@ def test_the_label_rule_is_resolved_checked_and_part_of_the_id() -> None:
     rounded = make_config("synth-mosei", "smoke", method="concat", label_rule="round")
     assert binned.label_rule == "binned" and rounded.label_rule == "round" and binned.run_id != rounded.run_id
     assert make_config("synth-mosi", "smoke").label_rule == "sign"
-    assert make_config("/data/my_MOSEI_subset.pkl", "smoke").label_rule == "binned"
+    with pytest.raises(ConfigError, match="no such file"):  # a path's name never picks the labels
+        make_config("/data/my_MOSEI_subset.pkl", "smoke")
     with pytest.raises(ConfigError, match="label rule 'round' does not apply"):
         make_config("synth-mosi", "smoke", label_rule="round")
     with pytest.raises(ConfigError, match="choose from binned, round"):

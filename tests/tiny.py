@@ -1,4 +1,5 @@
-"""A tiny in-memory dataset for training-loop tests (no files, no generator)."""
+"""A tiny in-memory dataset for training-loop tests (no files, no generator), the spec files that declare
+test data files, and a schema-true CH-SIMS file (true feature widths and sequence lengths, small N)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import numpy as np
 import torch
 
 from bench.data.types import Dataset, SplitArrays
+
+SIMS_SHAPES = {"text": (39, 768), "audio": (400, 33), "vision": (55, 709)}  # MMSA unaligned_39.pkl
+SIMS_SCORE_KEYS = {"text": "regression_labels_T", "audio": "regression_labels_A", "vision": "regression_labels_V"}
 
 DIMS = {"text": 6, "audio": 3, "vision": 4}
 TV = ("text", "vision")  # the modality tuples the method tests use most
@@ -72,3 +76,36 @@ def whole_split(dataset: Dataset, split: str, modalities: tuple[str, ...]) -> An
 
     tensors = SplitTensors(dataset.split(split), modalities, torch.device("cpu"))
     return tensors.batch(torch.arange(tensors.size))
+
+
+def declare(data_file: Any, **keys: Any) -> Any:
+    """Write `<stem>.spec.toml` beside a data file (default: like = "mosi"), so it loads by path."""
+    from pathlib import Path
+
+    from bench.data.registry import spec_file_beside, write_spec_file
+
+    path = Path(data_file)
+    return write_spec_file(spec_file_beside(path), **(keys or {"like": "mosi"}))
+
+
+def sims_record(sizes: tuple[int, int, int] = (20, 8, 8), seed: int = 0) -> dict[str, Any]:
+    """An MMSA-schema CH-SIMS record: text 39 x 768 (no lengths key), audio 400 x 33, vision 55 x 709 with
+    lengths, scores on SIMS's 0.2 grid in [-1, 1], regression_labels_T/_A/_V, ids and raw text."""
+    rng = np.random.default_rng(seed)
+    record: dict[str, Any] = {}
+    for split, n in zip(("train", "valid", "test"), sizes, strict=True):
+        scores = (rng.integers(-5, 6, size=n) / 5).astype(np.float32)  # (N,) multiples of 0.2
+        part: dict[str, Any] = {"id": np.array([f"video_{split}_{i // 3}$_${i % 3}" for i in range(n)]),
+                                "raw_text": np.array(["\u4e00" * 4] * n, dtype=object),
+                                "regression_labels": scores}
+        for key in SIMS_SCORE_KEYS.values():
+            part[key] = np.clip(scores + rng.choice([-0.2, 0.0, 0.2], size=n), -1, 1).astype(np.float32)
+        for m, (steps, dim) in SIMS_SHAPES.items():
+            lengths = rng.integers(1, steps + 1, size=n)  # (N,)
+            x = rng.normal(size=(n, steps, dim)).astype(np.float32) + 0.5  # (N, T, D), no all-zero step
+            x[np.arange(steps)[None, :] >= lengths[:, None]] = 0.0
+            part[m] = x
+            if m != "text":
+                part[f"{m}_lengths"] = lengths.astype(np.int64)
+        record[split] = part
+    return record

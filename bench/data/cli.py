@@ -12,13 +12,12 @@ import numpy as np
 import typer
 
 from bench.data import synth, twins
-from bench.data.surrogates import REAL_NAMES, SURROGATE_NAMES, SURROGATES
+from bench.data.registry import DATASETS, dataset_names, spec_file_beside, spec_for, write_spec_file
+from bench.data.surrogates import SURROGATE_NAMES, SURROGATES
 from bench.data.types import DataError
 
 data_app = typer.Typer(name="data", help="Data: make the surrogate, check and inspect MMSA files, calibrate.",
                        no_args_is_help=True)
-
-DATASET_NAMES = (*SURROGATE_NAMES, *REAL_NAMES)
 
 
 def register(app: typer.Typer) -> None:
@@ -45,11 +44,14 @@ def _parse_surrogate(like: str) -> str:
 
 @data_app.command("list")
 def list_command() -> None:
-    """The dataset names: every built-in surrogate (SYNTHETIC) and the real MMSA datasets."""
-    for name, entry in SURROGATES.items():
-        typer.echo(f"{name:<22} SYNTHETIC  {entry.like} family  {entry.description}")
-    for name in REAL_NAMES:
-        typer.echo(f"{name:<22} real       {name} family  MMSA unaligned_50.pkl under $BENCH_DATA_DIR")
+    """The registered datasets: the generated surrogates (SYNTHETIC), then the real ones and their files."""
+    for spec in sorted(DATASETS.values(), key=lambda s: not s.synthetic):
+        labels = spec.labels
+        rules = "/".join(labels.rules)
+        scores = f"scores {list(labels.score_range)}" if labels.score_range is not None else "given classes"
+        kind = "SYNTHETIC" if spec.synthetic else "real     "
+        where = "" if spec.synthetic else "  " + ", ".join(spec.files.values()) + " under $BENCH_DATA_DIR"
+        typer.echo(f"{spec.name:<22} {kind}  {spec.display}; {scores}, rules {rules}{where}")
 
 
 @data_app.command("synth")
@@ -69,9 +71,10 @@ def synth_command(
     typer.echo(f"wrote {out}: SYNTHETIC {params.name}, profile {profile}, seed {seed}, "
                f"train/valid/test {sizes}")
     typer.echo(f"generator fingerprint {params.fingerprint}")
-    if params.like == "mosei" and "mosei" not in str(out).lower():
-        typer.echo("note: loaded by path, a file whose path lacks 'mosei' gets the 3-class MOSI rule; "
-                   "name it *mosei* to get the 7 MOSEI classes")
+    declared = spec_file_beside(out)
+    write_spec_file(declared, name=out.stem, like=params.like,
+                    display=f"{params.name} written by bench data synth (profile {profile}, seed {seed})")
+    typer.echo(f"wrote {declared}: declares the file like = \"{params.like}\" (its labels, rules and sizes)")
 
 
 def _write_pickle(out: Path, data: dict) -> None:
@@ -92,7 +95,9 @@ def check_command(path: Path = typer.Argument(..., help="An MMSA-schema pickle."
     """Validate a file: exit 0 with a summary, or exit 2 naming the first problem."""
     from bench.data.mmsa import check
 
-    report = check(path)
+    spec = spec_for(str(path))  # an undeclared file: one line naming the spec to write
+    typer.echo(f"dataset spec: {spec.name} ({spec.display}), modalities {', '.join(spec.modalities)}")
+    report = check(path, spec)
     for line in report.summary:
         typer.echo(line)
     for note in report.notes:
@@ -111,18 +116,24 @@ def inspect_command(
     profile: str = typer.Option("full", "--profile", help="Profile for dataset names (files: always full)."),
     num_classes: int = typer.Option(None, "--num-classes", help="Classes of a file's classification_labels."),
     label_rule: str = typer.Option(None, "--label-rule",
-                                   help="MOSEI-style 7 classes: binned (default) or round; MOSI: sign."),
+                                   help="One of the dataset spec's rules (MOSEI: binned or round; MOSI: sign; "
+                                        "CH-SIMS: sims3 or sims5); default: its first."),
 ) -> None:
     """Print splits, shapes, length statistics, label histogram, SHA-256 and the published-file check."""
     from bench.data.loader import load_dataset, load_file, published_match
 
-    if path in DATASET_NAMES:
+    if path in dataset_names():
         dataset = load_dataset(path, profile, label_rule=label_rule)
     else:
         dataset = load_file(Path(path), "full", num_classes=num_classes, label_rule=label_rule)
     rule = "the file's classification_labels" if dataset.label_rule == "given" else f"rule {dataset.label_rule}"
     typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes ({rule}), modalities "
                f"{', '.join(dataset.modalities)}" + ("  [SYNTHETIC]" if dataset.synthetic else ""))
+    if dataset.spec is not None:
+        spec = dataset.spec
+        scores = f", scores in {list(spec.labels.score_range)}" if spec.labels.score_range is not None else ""
+        typer.echo(f"spec {spec.name} ({spec.display}){scores}, rules {', '.join(spec.labels.rules)}, "
+                   f"metric set {spec.metric_set}")
     typer.echo(f"source {dataset.source}")
     if dataset.synthetic:
         typer.echo(f"generator fingerprint {dataset.fingerprint}")
@@ -134,10 +145,11 @@ def inspect_command(
 
 
 def describe(dataset) -> list[str]:
-    """Per split: size, shapes, true-length min/median/max per modality, label histogram."""
-    from bench.data.labels import class_names
-
-    names = class_names(dataset.num_classes, dataset.label_rule)
+    """Per split: size, shapes, true-length min/median/max per modality, label histogram (the spec's names)."""
+    if dataset.spec is not None:
+        names = dataset.spec.labels.names_for(dataset.label_rule, dataset.num_classes)
+    else:
+        names = tuple(str(k) for k in range(dataset.num_classes))
     lines = []
     for split in ("train", "valid", "test"):
         part = dataset.split(split)
@@ -152,6 +164,9 @@ def describe(dataset) -> list[str]:
             scores = np.asarray(part.regression)
             lines.append(f"  regression min/mean/max {scores.min():.2f}/{scores.mean():.2f}/{scores.max():.2f}, "
                          f"exact zeros {100 * np.mean(scores == 0):.1f} %")
+        for m, values in part.modality_scores.items():
+            values = np.asarray(values)
+            lines.append(f"  {m} scores min/mean/max {values.min():.2f}/{values.mean():.2f}/{values.max():.2f}")
     lines.append(f"dev split: {dataset.dev_index.shape[0]} rows of train (fixed split seed)")
     lines.extend(f"note: {note}" for note in dataset.notes)
     return lines

@@ -1,30 +1,35 @@
-"""Class labels from the continuous sentiment score in [-3, 3] (thesis 6.2.1).
+"""Class labels from continuous sentiment scores, by named rules; each dataset spec lists the rules it admits.
 
-MOSI: 3 classes by sign ("sign"): negative (y < 0) -> 0, neutral (y == 0) -> 1, positive (y > 0) -> 2.
-MOSEI: 7 classes, two rules (a run's `label_rule`, part of its run id):
-- "binned" (the default): the bins of the thesis's reference [133] (Delbrouck et al., 2020; their
-  code's `cmumosei_7`): y < -2 -> 0, [-2, -1) -> 1, [-1, 0) -> 2, y == 0 -> 3, (0, 1] -> 4,
+The rules (a run's `label_rule`, part of its run id; `DatasetSpec.labels.rules`, the first is the default):
+- "sign" (MOSI, scores in [-3, 3]; 3 classes): negative (y < 0) -> 0, neutral (y == 0) -> 1, positive -> 2.
+- "binned" (MOSEI's default; 7 classes): the bins of the thesis's reference [133] (Delbrouck et al., 2020;
+  their code's `cmumosei_7`): y < -2 -> 0, [-2, -1) -> 1, [-1, 0) -> 2, y == 0 -> 3, (0, 1] -> 4,
   (1, 2] -> 5, y > 2 -> 6. Only an exact 0 is neutral.
-- "round": round(clip(y, -3, 3)) + 3 with numpy's half-to-even rounding (the usual Acc-7 convention),
-  so -0.5 -> 3 and 2.5 -> 5.
-Custom files use their `classification_labels` when they have them, else the family rule.
+- "round" (MOSEI; 7 classes): round(clip(y, -3, 3)) + 3 with numpy's half-to-even rounding (the usual
+  Acc-7 convention), so -0.5 -> 3 and 2.5 -> 5.
+- "sims3" (CH-SIMS, scores in [-1, 1]; 3 classes): MMSA's Acc-3 bins for SIMS, [-1, -0.1] -> 0,
+  (-0.1, 0.1] -> 1, (0.1, 1] -> 2 (on SIMS's 0.2 grid: negative / exactly 0 / positive).
+- "sims5" (CH-SIMS; 5 classes): MMSA's Acc-5 bins, [-1, -0.7], (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7],
+  (0.7, 1] (the paper's negative / weakly negative / neutral / weakly positive / positive).
+- "given": a "classes" dataset's own `classification_labels` (bench.data.loader).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
 from bench.data.types import DataError
 
-FAMILY_CLASSES = {"mosi": 3, "mosei": 7}
-# The label rules each family admits; the first is its default.
-FAMILY_RULES: dict[str, tuple[str, ...]] = {"mosi": ("sign",), "mosei": ("binned", "round")}
-LABEL_RULES: tuple[str, ...] = ("sign", "binned", "round")
+LABEL_RULES: tuple[str, ...] = ("sign", "binned", "round", "sims3", "sims5")
 MOSI_CLASS_NAMES = ("negative", "neutral", "positive")
 MOSEI_CLASS_NAMES = ("-3", "-2", "-1", "0", "+1", "+2", "+3")  # rounded scores
 MOSEI_BIN_NAMES = ("<-2", "[-2,-1)", "[-1,0)", "0", "(0,1]", "(1,2]", ">2")  # [133]'s bins
+SIMS3_NAMES = ("negative", "neutral", "positive")
+SIMS5_NAMES = ("negative", "weakly negative", "neutral", "weakly positive", "positive")
+SIMS3_CUTS = (-0.1, 0.1)  # MMSA __eval_sims_regression's inner Acc-3 cuts
+SIMS5_CUTS = (-0.7, -0.1, 0.1, 0.7)  # and its inner Acc-5 cuts
 
 
 def mosi_classes(scores: np.ndarray) -> np.ndarray:
@@ -47,60 +52,37 @@ def mosei_binned_classes(scores: np.ndarray) -> np.ndarray:
     return np.where(values < 0, below, above).astype(np.int64).reshape(values.shape)
 
 
+def right_closed_bins(scores: np.ndarray, cuts: tuple[float, ...]) -> np.ndarray:
+    """(N,) int64: the bin (c_i, c_i+1] of each score among the inner `cuts` (MMSA's SIMS binning).
+
+    Class k holds c_k < y <= c_k+1 with c_0 = -inf and c_K = +inf, i.e. the number of cuts below y.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    return np.searchsorted(np.asarray(cuts, dtype=np.float64), values, side="left").astype(np.int64)
+
+
+RULE_CLASSES = {"sign": 3, "binned": 7, "round": 7, "sims3": 3, "sims5": 5}  # classes each rule makes
+RULE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sign": mosi_classes,
+    "binned": mosei_binned_classes,
+    "round": mosei_rounded_classes,
+    "sims3": lambda scores: right_closed_bins(scores, SIMS3_CUTS),
+    "sims5": lambda scores: right_closed_bins(scores, SIMS5_CUTS),
+}
+
+
 def classes_by_rule(scores: np.ndarray, rule: str) -> np.ndarray:
-    """Class indices of `scores` under a label rule ("sign", "binned" or "round")."""
-    if rule == "sign":
-        return mosi_classes(scores)
-    if rule == "binned":
-        return mosei_binned_classes(scores)
-    if rule == "round":
-        return mosei_rounded_classes(scores)
-    raise DataError(f"unknown label rule {rule!r}; choose from {', '.join(LABEL_RULES)}")
-
-
-def default_rule(family: str) -> str:
-    """The label rule a family uses unless a run asks for another ('mosei' -> binned, else sign)."""
-    return FAMILY_RULES.get(family, FAMILY_RULES["mosi"])[0]
-
-
-def check_rule(family: str, rule: str) -> None:
-    """DataError unless `rule` is one of the family's rules (MOSI-like data has only 'sign')."""
-    allowed = FAMILY_RULES.get(family, FAMILY_RULES["mosi"])
-    if rule not in allowed:
-        classes = num_classes_for_family(family)
-        raise DataError(f"label rule {rule!r} does not apply to {classes}-class {family.upper()}-style labels; "
-                        f"choose from {', '.join(allowed)}")
+    """Class indices of `scores` under a label rule (one of LABEL_RULES)."""
+    function = RULE_FUNCTIONS.get(rule)
+    if function is None:
+        raise DataError(f"unknown label rule {rule!r}; choose from {', '.join(LABEL_RULES)}")
+    return function(scores)
 
 
 def binary_labels(scores: np.ndarray, include_zero: bool = True) -> np.ndarray:
     """MSA-style 2-class target: 1 for y >= 0 (or y > 0 when not include_zero), else 0."""
     scores = np.asarray(scores)
     return (scores >= 0 if include_zero else scores > 0).astype(np.int64)
-
-
-def family_for_path(path: Path | str) -> str:
-    """'mosei' when the path (any part of it) names MOSEI, else 'mosi': the rule for custom files."""
-    return "mosei" if "mosei" in str(path).lower() else "mosi"
-
-
-def classes_for_family(scores: np.ndarray, family: str, rule: str | None = None) -> np.ndarray:
-    """Class indices by the family's default rule, or `rule` ('mosei' -> 7 classes, anything else -> 3)."""
-    chosen = default_rule(family) if rule is None else rule
-    check_rule(family if family in FAMILY_RULES else "mosi", chosen)
-    return classes_by_rule(scores, chosen)
-
-
-def num_classes_for_family(family: str) -> int:
-    return FAMILY_CLASSES.get(family, 3)
-
-
-def class_names(num_classes: int, rule: str = "") -> tuple[str, ...]:
-    """Readable names for the histogram in `bench data inspect` (7 classes: the bins of `rule`)."""
-    if num_classes == 3:
-        return MOSI_CLASS_NAMES
-    if num_classes == 7:
-        return MOSEI_BIN_NAMES if rule == "binned" else MOSEI_CLASS_NAMES
-    return tuple(str(k) for k in range(num_classes))
 
 
 def given_classes(values: np.ndarray, num_classes: int | None, where: str) -> tuple[np.ndarray, int]:

@@ -1,23 +1,24 @@
-"""`load_dataset`: a name or a path -> a `Dataset` read from the memory-mapped cache.
+"""`load_dataset`: a name or a path -> a `Dataset` read from the memory-mapped cache, by its declared spec.
 
-Names: the built-in surrogates of bench.data.surrogates ("synth-mosi" / "synth-mosei", bench.data.synth,
-and their aligned / shifted twins, bench.data.twins); "mosi" / "mosei"
-are the MMSA files under $BENCH_DATA_DIR (or `data_dir`): MOSI/Processed/unaligned_50.pkl and
-MOSEI/Processed/unaligned_50.pkl; any other string is the path of an MMSA-schema pickle.
+Every dataset has a `DatasetSpec` (bench.data.registry.spec_for): a surrogate name is generated
+(bench.data.synth, its twins bench.data.twins); a registered name with files ("mosi", "mosei", "sims")
+is the MMSA file under $BENCH_DATA_DIR (or `data_dir`) at the spec's relative path; any other string is
+the path of an MMSA-schema pickle that a spec must declare (a registered file path or SHA-256, or a
+`<stem>.spec.toml` beside it), else a DataError in one line.
 
-Profiles on real files: `full` uses every sample; `quick` and `smoke` take a fixed stratified subset
-of each split (split seed fixed, so every run sees the same rows) of the same sizes as the surrogate
-at that profile (synth.SIZES: MOSI family 500/150/300 and 48/24/24, MOSEI 800/200/400 and 64/32/32).
-
-Labels: the MOSI / MOSEI rules (bench.data.labels) for the named datasets, for the surrogate and for a
-file whose SHA-256 is a published MMSA one; any other file uses its `classification_labels` when it
-has them (K = max + 1, or `num_classes`), else the family rule by path ("mosei" in the path -> 7).
-`label_rule` picks among a family's rules (MOSEI: "binned", the default, or "round"); None = default.
+From the spec: the modalities read, the score range checked, the per-modality scores (CH-SIMS), the
+label rules (`label_rule` picks one, None = the first), the class names, the dev-split size, and the
+profile subset sizes: `full` uses every sample of a file; `quick` and `smoke` take a fixed stratified
+subset of each split (split seed fixed, so every run sees the same rows) of the spec's profile sizes.
+A spec of label kind "classes" uses the file's `classification_labels` (K from the spec's class names,
+else `num_classes`, else max + 1).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +27,13 @@ from typing import Any
 import numpy as np
 
 from bench.data import cache, labels, mmsa, splits, synth, twins
+from bench.data.registry import DATASETS, declared_file, names_text, published_description, spec_for
 from bench.data.safe_pickle import check_readable_file
-from bench.data.surrogates import is_surrogate, names_text
+from bench.data.spec import GIVEN, DatasetSpec
 from bench.data.types import DataError, Dataset, SplitArrays
 
-# Published SHA-256 of the MMSA files (design.md, Data): checked and reported, never enforced.
-PUBLISHED_SHA256 = {
-    "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524": ("mosi", "MOSI unaligned_50.pkl"),
-    "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f": ("mosei", "MOSEI unaligned_50.pkl"),
-}
-REAL_FILES = {"mosi": Path("MOSI/Processed/unaligned_50.pkl"), "mosei": Path("MOSEI/Processed/unaligned_50.pkl")}
 PROFILES = ("smoke", "quick", "full")
+SCORE_PREFIX = "modality_score_"  # cache array name of a per-modality score: modality_score_<m>
 
 
 def clear_memory_cache() -> None:
@@ -47,20 +44,24 @@ def clear_memory_cache() -> None:
 
 def published_match(sha256: str) -> str | None:
     """'matches the published MMSA file (MOSI unaligned_50.pkl)' when the hash is a published one."""
-    known = PUBLISHED_SHA256.get(sha256)
-    return f"matches the published MMSA file ({known[1]})" if known else None
+    known = published_description(sha256)
+    return f"matches the published MMSA file ({known})" if known else None
 
 
 def load_dataset(name: str, profile: str = "quick", data_dir: Path | None = None,
                  label_rule: str | None = None) -> Dataset:
-    """The dataset `name` (a surrogate name, "mosi", "mosei" or a path) at `profile`."""
+    """The dataset `name` (a registered name or a declared file's path) at `profile`."""
     if profile not in PROFILES:
         raise DataError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     key = str(name).strip()
-    if is_surrogate(key):
+    spec = DATASETS.get(key)
+    if spec is not None and spec.synthetic:
         return load_synth(key, profile, label_rule=label_rule)
-    if key in ("mosi", "mosei"):
-        return load_file(real_file_path(key, data_dir), profile, family=key, name=key, label_rule=label_rule)
+    declared = declared_file(key)  # the name of a loaded spec file: the data file it declares
+    if declared is not None:
+        return load_file(declared, profile, name=key, label_rule=label_rule)
+    if spec is not None and spec.files:
+        return load_file(real_file_path(key, data_dir), profile, name=key, label_rule=label_rule, spec=spec)
     return load_file(Path(key).expanduser(), profile, label_rule=label_rule)
 
 
@@ -68,88 +69,111 @@ def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = 
     """The fingerprint `load_dataset(name, profile)` will carry, without loading the arrays.
 
     Surrogate: the hash of the generator's parameters; a file: its SHA-256 (hashed once, then remembered).
+    A path must be declared (spec_for), as for loading.
     """
     key = str(name).strip()
-    if is_surrogate(key):
+    spec = DATASETS.get(key)
+    if spec is not None and spec.synthetic:
         return twins.surrogate_params(key, profile).fingerprint
-    path = real_file_path(key, data_dir) if key in ("mosi", "mosei") else Path(key).expanduser()
+    declared = declared_file(key)
+    if declared is not None:
+        path = declared
+    elif spec is not None and spec.files:
+        path = real_file_path(key, data_dir)
+    else:
+        path = Path(key).expanduser()
+        spec_for(str(path))  # an undeclared file is refused here too, in one line
     if not path.exists():
         raise DataError(f"{path}: no such file (dataset names: {names_text()}, or a path)")
     check_readable_file(path)
     return cache.known_sha256(path)
 
 
-def real_file_path(family: str, data_dir: Path | None = None) -> Path:
-    """Where the real MMSA file of `family` must be; DataError saying how to get it when it is not."""
+def real_file_path(name: str, data_dir: Path | None = None) -> Path:
+    """Where the MMSA file of the registered dataset `name` must be; DataError saying how to get it."""
+    spec = DATASETS[name]
     root = data_dir if data_dir is not None else os.environ.get("BENCH_DATA_DIR")
-    relative = REAL_FILES[family]
+    relative = Path(spec.files.get("unaligned") or next(iter(spec.files.values())))
+    stand_in = next((s.name for s in DATASETS.values() if s.synthetic and s.like == name), "")
+    surrogate = f" '{stand_in}' is the built-in surrogate." if stand_in else ""
     if root is None:
         raise DataError(
-            f"dataset '{family}' needs the MMSA file {relative}: set BENCH_DATA_DIR (or pass data_dir) to the "
+            f"dataset '{name}' needs the MMSA file {relative}: set BENCH_DATA_DIR (or pass data_dir) to the "
             f"folder that holds {relative.parts[0]}/, or give the file's path as the dataset; the files are "
-            f"licensed downloads (MMSA / CMU-MultimodalSDK). 'synth-{family}' is the built-in surrogate."
+            f"licensed downloads (MMSA / CMU-MultimodalSDK).{surrogate}"
         )
     path = Path(root).expanduser() / relative
     if not path.is_file():
         raise DataError(
-            f"dataset '{family}': {path} not found. Put the MMSA file there (BENCH_DATA_DIR={root}), or give "
-            f"the file's path as the dataset; 'synth-{family}' is the built-in surrogate."
+            f"dataset '{name}': {path} not found. Put the MMSA file there (BENCH_DATA_DIR={root}), or give "
+            f"the file's path as the dataset;{surrogate or ' no surrogate imitates it.'}"
         )
     return path
 
 
-# -- real / custom files ----------------------------------------------------------------------------
+# -- real / declared files --------------------------------------------------------------------------
 
 
-def load_file(path: Path, profile: str = "full", family: str | None = None, name: str | None = None,
-              num_classes: int | None = None, label_rule: str | None = None) -> Dataset:
-    """An MMSA-schema pickle, converted to the cache on first use."""
+def load_file(path: Path, profile: str = "full", name: str | None = None, num_classes: int | None = None,
+              label_rule: str | None = None, spec: DatasetSpec | None = None) -> Dataset:
+    """An MMSA-schema pickle read by its spec (default: the one that declares the file), converted to the
+    cache on first use."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file (dataset names: {names_text()}, or a path)")
     check_readable_file(path)
+    if spec is None:
+        spec = spec_for(str(path))
     stat = path.stat()
-    return _load_file_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, profile, family,
+    return _load_file_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, profile, spec,
                              name or path.stem, num_classes, label_rule)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, family: str | None, name: str,
+def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, spec: DatasetSpec, name: str,
                       num_classes: int | None, label_rule: str | None = None) -> Dataset:
     path = Path(resolved)
     digest = cache.known_sha256(path)
-    directory = convert_file(path, digest)
+    directory = convert_file(path, digest, spec)
     meta = cache.read_meta(directory)
-    published = PUBLISHED_SHA256.get(digest)
-    rule_family = family or (published[0] if published else None)
     full = {split: cache.read_arrays(directory, split) for split in mmsa.RAW_SPLITS}
-    labelled, k, label_note, rule = label_splits(full, path, rule_family, num_classes, label_rule)
-    data_family = rule_family or labels.family_for_path(path)
+    labelled, k, label_note, rule = label_splits(full, path, spec, num_classes, label_rule)
     parts = {split: _split_arrays(full[split], labelled[split], meta["modalities"]) for split in mmsa.RAW_SPLITS}
     notes = list(meta.get("notes", [])) + [label_note]
     if profile != "full":
-        parts, subset_note = _profile_subset(parts, data_family, profile)
+        parts, subset_note = _profile_subset(parts, spec, profile)
         notes.append(subset_note)
     return Dataset(
         name=name, num_classes=k, modalities=tuple(meta["modalities"]), train=parts["train"],
         valid=parts["valid"], test=parts["test"],
-        dev_index=splits.dev_index(parts["train"].labels, data_family), fingerprint=digest, synthetic=False,
-        source=str(path), notes=tuple(notes), label_rule=rule,
+        dev_index=splits.dev_index(parts["train"].labels, spec.dev_size), fingerprint=digest, synthetic=False,
+        source=str(path), notes=tuple(notes), label_rule=rule, spec=spec,
     )
 
 
-def convert_file(path: Path, digest: str) -> Path:
-    """The cache directory of `path` (sha256 `digest`), converting the pickle first if needed."""
-    directory = cache.entry_dir("mmsa", digest)
+def cache_key(digest: str, spec: DatasetSpec | None) -> str:
+    """The cache entry of a file: its SHA-256 for MOSI's schema (as always), plus the schema's hash else."""
+    schema = mmsa.Schema.of(spec)
+    if schema == mmsa.Schema():
+        return digest
+    text = json.dumps([list(schema.modalities), list(schema.score_range), [list(p) for p in schema.modality_labels]])
+    return f"{digest}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def convert_file(path: Path, digest: str, spec: DatasetSpec | None = None) -> Path:
+    """The cache directory of `path` (sha256 `digest`) read by `spec`'s schema, converting the pickle first
+    if needed."""
+    schema = mmsa.Schema.of(spec)
+    directory = cache.entry_dir("mmsa", cache_key(digest, spec))
     if cache.is_complete(directory):
         return directory
 
     def fill(save: cache.ArrayWriter, _open: Any) -> dict[str, Any]:
         raw = mmsa.read_raw(path)
         findings = mmsa.Findings(strict=True)
-        modalities = mmsa.split_modalities(path, raw)
+        modalities = mmsa.split_modalities(path, raw, schema)
         sizes = {}
-        for split, clean in mmsa.iter_clean_splits(path, raw, findings):
+        for split, clean in mmsa.iter_clean_splits(path, raw, findings, schema):
             sizes[split] = clean.size
             _save_clean(save, split, clean)
             del clean  # frees this split's arrays before the next split is validated
@@ -169,35 +193,45 @@ def _save_clean(save: cache.ArrayWriter, split: str, clean: mmsa.CleanSplit) -> 
         save(split, "regression", clean.regression)
     if clean.classification is not None:
         save(split, "classification", clean.classification)
+    for modality, scores in clean.modality_scores.items():
+        save(split, f"{SCORE_PREFIX}{modality}", scores)
     save(split, "ids", np.asarray(clean.ids).astype(str))
 
 
-def label_splits(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, family: str | None,
+def label_splits(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, spec: DatasetSpec,
                  num_classes: int | None,
                  label_rule: str | None = None) -> tuple[dict[str, np.ndarray], int, str, str]:
     """Class labels per split, the number of classes, a note saying which rule made them, and the rule."""
-    has_scores = all("regression" in arrays[s] for s in mmsa.RAW_SPLITS)
-    has_given = all("classification" in arrays[s] for s in mmsa.RAW_SPLITS)
-    if has_given and (family is None or not has_scores):
-        # Checked (finite whole numbers >= 0) before the class count is taken from their maximum.
-        given = {s: labels.given_classes(arrays[s]["classification"], None, f"{path}: split '{s}'")[0]
-                 for s in mmsa.RAW_SPLITS}
-        top = max(int(np.max(given[s], initial=0)) for s in mmsa.RAW_SPLITS)
-        k = num_classes if num_classes is not None else top + 1
-        out = {s: labels.given_classes(given[s], k, f"{path}: split '{s}'")[0] for s in mmsa.RAW_SPLITS}
-        return out, k, f"labels: the file's classification_labels ({k} classes)", "given"
-    if not has_scores:
-        raise DataError(f"{path}: no 'regression_labels' in every split and no 'classification_labels' in "
-                        "every split: cannot make class labels")
-    rule = family or labels.family_for_path(path)
-    k = labels.num_classes_for_family(rule)
+    rule = label_rule or spec.labels.default_rule
+    spec.check_rule(rule)
+    if spec.labels.kind == "classes":
+        return _given_labels(arrays, path, spec, num_classes)
+    if not all("regression" in arrays[s] for s in mmsa.RAW_SPLITS):
+        raise DataError(f"{path}: no 'regression_labels' in every split: cannot make class labels (the "
+                        f"{spec.name} spec makes them from scores; a file with only classification_labels needs "
+                        "a spec of kind \"classes\")")
+    k = spec.labels.num_classes(rule) or labels.RULE_CLASSES[rule]
     if num_classes is not None and num_classes != k:
-        raise DataError(f"{path}: the {rule.upper()} rule gives {k} classes, not the {num_classes} asked for "
-                        "(a different number needs classification_labels in the file)")
-    chosen = label_rule or labels.default_rule(rule)
-    labels.check_rule(rule, chosen)
-    out = {s: labels.classes_for_family(arrays[s]["regression"], rule, chosen) for s in mmsa.RAW_SPLITS}
-    return out, k, f"labels: {rule.upper()} rule '{chosen}' on regression_labels ({k} classes)", chosen
+        raise DataError(f"{path}: the {spec.name} rule {rule!r} gives {k} classes, not the {num_classes} asked "
+                        "for (a different number needs classification_labels and a spec of kind \"classes\")")
+    out = {s: labels.classes_by_rule(arrays[s]["regression"], rule) for s in mmsa.RAW_SPLITS}
+    return out, k, f"labels: {spec.display} rule '{rule}' on regression_labels ({k} classes)", rule
+
+
+def _given_labels(arrays: dict[str, dict[str, np.ndarray]], path: Path | str, spec: DatasetSpec,
+                  num_classes: int | None) -> tuple[dict[str, np.ndarray], int, str, str]:
+    """The file's own classification_labels (a spec of kind "classes"): K from the spec, the caller or max + 1."""
+    if not all("classification" in arrays[s] for s in mmsa.RAW_SPLITS):
+        raise DataError(f"{path}: no 'classification_labels' in every split: cannot make class labels (the "
+                        f"{spec.name} spec's labels are the file's classes)")
+    # Checked (finite whole numbers >= 0) before the class count is taken from their maximum.
+    given = {s: labels.given_classes(arrays[s]["classification"], None, f"{path}: split '{s}'")[0]
+             for s in mmsa.RAW_SPLITS}
+    top = max(int(np.max(given[s], initial=0)) for s in mmsa.RAW_SPLITS)
+    declared = spec.labels.num_classes(GIVEN)
+    k = declared or (num_classes if num_classes is not None else top + 1)
+    out = {s: labels.given_classes(given[s], k, f"{path}: split '{s}'")[0] for s in mmsa.RAW_SPLITS}
+    return out, k, f"labels: the file's classification_labels ({k} classes)", GIVEN
 
 
 def _split_arrays(arrays: dict[str, np.ndarray], classes: np.ndarray, modalities: list[str]) -> SplitArrays:
@@ -207,6 +241,7 @@ def _split_arrays(arrays: dict[str, np.ndarray], classes: np.ndarray, modalities
         labels=_read_only(classes),
         regression=arrays.get("regression"),
         ids=arrays["ids"],
+        modality_scores={m: arrays[f"{SCORE_PREFIX}{m}"] for m in modalities if f"{SCORE_PREFIX}{m}" in arrays},
     )
 
 
@@ -216,9 +251,10 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _profile_subset(parts: dict[str, SplitArrays], family: str, profile: str) -> tuple[dict[str, SplitArrays], str]:
-    """Fixed stratified subsets of each split at the profile's sizes (quick / smoke on real data)."""
-    sizes = synth.SIZES["mosei" if family == "mosei" else "mosi"][profile]
+def _profile_subset(parts: dict[str, SplitArrays], spec: DatasetSpec,
+                    profile: str) -> tuple[dict[str, SplitArrays], str]:
+    """Fixed stratified subsets of each split at the spec's profile sizes (quick / smoke on real data)."""
+    sizes = spec.profile_sizes[profile]
     out = {}
     for offset, (split, size) in enumerate(zip(mmsa.RAW_SPLITS, sizes, strict=True)):
         rows = splits.stratified_sample(parts[split].labels, size, seed=splits.SPLIT_SEED + offset)
@@ -230,7 +266,7 @@ def _profile_subset(parts: dict[str, SplitArrays], family: str, profile: str) ->
 def _frozen(split: SplitArrays) -> SplitArrays:
     """The same split with every array read-only (datasets are shared through the in-process cache)."""
     for array in [*split.features.values(), *split.lengths.values(), split.labels, split.ids,
-                  *([] if split.regression is None else [split.regression])]:
+                  *([] if split.regression is None else [split.regression]), *split.modality_scores.values()]:
         array.setflags(write=False)
     return split
 
@@ -289,18 +325,18 @@ def synth_dataset(params: synth.SynthParams, notes: tuple[str, ...] = (), label_
 def _synth_from_arrays(params: synth.SynthParams, arrays: dict[str, dict[str, np.ndarray]],
                        notes: tuple[str, ...], label_rule: str | None = None) -> Dataset:
     modalities = [m.name for m in params.modalities]
-    rule = label_rule or labels.default_rule(params.like)
-    labels.check_rule(params.like, rule)
+    spec = DATASETS.get(params.name) or DATASETS[f"synth-{params.like}"]
+    rule = label_rule or spec.labels.default_rule
+    spec.check_rule(rule)
     parts = {
-        split: _split_arrays(arrays[split], labels.classes_for_family(arrays[split]["regression"], params.like, rule),
-                             modalities)
+        split: _split_arrays(arrays[split], labels.classes_by_rule(arrays[split]["regression"], rule), modalities)
         for split in mmsa.RAW_SPLITS
     }
     return Dataset(
         name=params.name, num_classes=params.num_classes, modalities=tuple(modalities),
         train=parts["train"], valid=parts["valid"], test=parts["test"],
-        dev_index=splits.dev_index(parts["train"].labels, params.like), fingerprint=params.fingerprint,
-        synthetic=True, source=params.source, notes=notes, label_rule=rule,
+        dev_index=splits.dev_index(parts["train"].labels, spec.dev_size), fingerprint=params.fingerprint,
+        synthetic=True, source=params.source, notes=notes, label_rule=rule, spec=spec,
     )
 
 
@@ -314,6 +350,6 @@ class FileSummary:
 
 
 def inspect_file(path: Path, num_classes: int | None = None) -> FileSummary:
-    """Load (converting if needed) a file at full size, for `bench data inspect`."""
+    """Load (converting if needed) a declared file at full size, for `bench data inspect`."""
     dataset = load_file(Path(path), "full", num_classes=num_classes)
     return FileSummary(Path(path), dataset.fingerprint, dataset)

@@ -1,11 +1,12 @@
 """MMSA-format pickles: read through the restricted unpickler, validate, normalise.
 
-Schema (design.md, Data): top-level `train` / `valid` / `test`; per split `text` (N, L, 768), `audio`
-(N, T_a, d_a), `vision` (N, T_v, d_v), `audio_lengths` / `vision_lengths` (unaligned files only),
-`regression_labels` in [-3, 3] and/or `classification_labels`, `id`, `raw_text`. Feature sizes and
-sequence lengths are read from the arrays. Text has no lengths key: its true length is the index of
-the last step that is not all zeros, plus one (at least 1); the same rule gives audio / vision lengths
-when a file (an aligned one) has no lengths key.
+Schema (design.md, Data): top-level `train` / `valid` / `test`; per split one (N, T_m, D_m) array per
+modality the dataset spec declares (MOSI / MOSEI / CH-SIMS: `text`, `audio`, `vision`; any other names a
+spec declares the same way), `<modality>_lengths` (optional), `regression_labels` in the spec's score
+range ([-3, 3] for MOSI) and/or `classification_labels`, the spec's per-modality score keys (CH-SIMS
+`regression_labels_T` / `_A` / `_V`), `id`, `raw_text`. Feature sizes and sequence lengths are read
+from the arrays. A modality without a lengths key (text, or every modality of an aligned file) gets
+the index of its last step that is not all zeros, plus one (at least 1).
 
 What loading changes, and records as notes: -inf feature values are set to 0 (MMSA's own loader does
 this for audio; here for every modality), lengths of 0 become 1 (LSTM packing needs >= 1), a missing
@@ -27,9 +28,31 @@ from bench.data.safe_pickle import safe_load
 from bench.data.types import DataError
 
 RAW_SPLITS = ("train", "valid", "test")
-MODALITIES = ("text", "audio", "vision")
-LENGTH_KEYS = {"audio": "audio_lengths", "vision": "vision_lengths", "text": "text_lengths"}
+MODALITIES = ("text", "audio", "vision")  # MOSI / MOSEI / CH-SIMS: the default when no spec is given
 LABEL_RANGE = 3.0
+DEFAULT_RANGE = (-LABEL_RANGE, LABEL_RANGE)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a file must hold, from its dataset spec: modality names, score range, per-modality score keys."""
+
+    modalities: tuple[str, ...] = MODALITIES
+    score_range: tuple[float, float] = DEFAULT_RANGE
+    modality_labels: tuple[tuple[str, str], ...] = ()  # (modality, key in the file)
+
+    @classmethod
+    def of(cls, spec: Any) -> Schema:
+        """The schema of a bench.data.spec.DatasetSpec (None: MOSI's)."""
+        if spec is None:
+            return cls()
+        score_range = spec.labels.score_range if spec.labels.score_range is not None else DEFAULT_RANGE
+        return cls(tuple(spec.modalities), (float(score_range[0]), float(score_range[1])),
+                   tuple(spec.per_modality_labels.items()))
+
+
+def length_key(modality: str) -> str:
+    return f"{modality}_lengths"
 SCAN_ROWS = 512  # rows per chunk when scanning features, so temporaries stay small
 
 
@@ -56,7 +79,8 @@ class CleanSplit:
 
     features: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (N, T, D) float32
     lengths: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (N,) int64, >= 1
-    regression: np.ndarray | None = None  # (N,) float32 in [-3, 3]
+    regression: np.ndarray | None = None  # (N,) float32 in the schema's score range
+    modality_scores: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> (N,) float32
     classification: np.ndarray | None = None  # (N,) as found (checked later, against all splits)
     ids: np.ndarray | None = None  # (N,) str
 
@@ -86,12 +110,14 @@ def read_raw(path: Path | str) -> dict[str, Any]:
     return raw
 
 
-def split_modalities(path: Path | str, raw: dict[str, Any]) -> tuple[str, ...]:
-    """Modalities present in train (canonical order); every split must have the same ones."""
-    present = tuple(m for m in MODALITIES if m in raw["train"])
+def split_modalities(path: Path | str, raw: dict[str, Any], schema: Schema = Schema()) -> tuple[str, ...]:
+    """The schema's modalities present in train (its order); every split must have the same ones."""
+    present = tuple(m for m in schema.modalities if m in raw["train"])
     if not present:
-        raise DataError(f"{path}: split 'train': missing key 'text' (no feature key at all: expected "
-                        "text, audio and/or vision)")
+        names = schema.modalities
+        expected = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and/or {names[-1]}"
+        raise DataError(f"{path}: split 'train': missing key '{names[0]}' (no feature key at all: expected "
+                        f"{expected})")
     for split in RAW_SPLITS[1:]:
         for modality in present:
             if modality not in raw[split]:
@@ -99,20 +125,23 @@ def split_modalities(path: Path | str, raw: dict[str, Any]) -> tuple[str, ...]:
     return present
 
 
-def iter_clean_splits(path: Path | str, raw: dict[str, Any], findings: Findings) -> Iterator[tuple[str, CleanSplit]]:
+def iter_clean_splits(path: Path | str, raw: dict[str, Any], findings: Findings,
+                      schema: Schema = Schema()) -> Iterator[tuple[str, CleanSplit]]:
     """Validate and normalise split by split, removing each split from `raw` as it goes (frees memory)."""
-    modalities = split_modalities(path, raw)
+    modalities = split_modalities(path, raw, schema)
     for split in RAW_SPLITS:
         part = raw.pop(split)
-        yield split, clean_split(part, modalities, f"{path}: split '{split}'", split, findings)
+        yield split, clean_split(part, modalities, f"{path}: split '{split}'", split, findings, schema)
         del part
 
 
 def clean_split(part: dict[str, Any], modalities: tuple[str, ...], where: str, split: str,
-                findings: Findings) -> CleanSplit:
+                findings: Findings, schema: Schema = Schema()) -> CleanSplit:
     """One split: labels first (they fix N), then each modality; keys are popped from `part`."""
     clean = CleanSplit()
-    n = _labels(part, clean, where, findings)
+    n = _labels(part, clean, where, findings, schema.score_range)
+    if n > 0:
+        _modality_scores(part, clean, n, where, findings, schema)
     if n == 0:
         findings.problem(f"{where}: the split is empty (0 samples)")
         return clean
@@ -149,7 +178,8 @@ def _as_vector(value: Any, where: str, key: str, findings: Findings) -> np.ndarr
     return array
 
 
-def _labels(part: dict[str, Any], clean: CleanSplit, where: str, findings: Findings) -> int:
+def _labels(part: dict[str, Any], clean: CleanSplit, where: str, findings: Findings,
+            score_range: tuple[float, float] = DEFAULT_RANGE) -> int:
     """Read regression / classification labels; returns N (0 if none could be read)."""
     if "regression_labels" not in part and "classification_labels" not in part:
         findings.problem(f"{where}: missing key 'regression_labels' (nor 'classification_labels' found)")
@@ -157,7 +187,7 @@ def _labels(part: dict[str, Any], clean: CleanSplit, where: str, findings: Findi
     if "regression_labels" in part:
         scores = _as_vector(part.pop("regression_labels"), where, "regression_labels", findings)
         if scores is not None:
-            clean.regression = _checked_scores(scores.astype(np.float32), where, findings)
+            clean.regression = _checked_scores(scores.astype(np.float32), where, findings, score_range)
     if "classification_labels" in part:
         given = _as_vector(part.pop("classification_labels"), where, "classification_labels", findings)
         clean.classification = given
@@ -167,19 +197,39 @@ def _labels(part: dict[str, Any], clean: CleanSplit, where: str, findings: Findi
     return clean.size
 
 
-def _checked_scores(scores: np.ndarray, where: str, findings: Findings) -> np.ndarray:
+def _modality_scores(part: dict[str, Any], clean: CleanSplit, n: int, where: str, findings: Findings,
+                     schema: Schema) -> None:
+    """The schema's per-modality score keys (CH-SIMS regression_labels_T/_A/_V): N finite scores in range."""
+    for modality, key in schema.modality_labels:
+        if key not in part:
+            findings.problem(f"{where}: missing key '{key}' (the spec's scores of '{modality}')")
+            continue
+        scores = _as_vector(part.pop(key), where, key, findings)
+        if scores is None:
+            continue
+        if scores.shape[0] != n:
+            findings.problem(f"{where}, key '{key}': expected {n} rows (one per label), found {scores.shape[0]}")
+            continue
+        clean.modality_scores[modality] = _checked_scores(scores.astype(np.float32), where, findings,
+                                                          schema.score_range, key)
+
+
+def _checked_scores(scores: np.ndarray, where: str, findings: Findings,
+                    score_range: tuple[float, float] = DEFAULT_RANGE, key: str = "regression_labels") -> np.ndarray:
+    low, high = score_range
+    shown = f"[{low:g}, {high:g}]"
     bad = ~np.isfinite(scores)
     if bad.any():
-        findings.problem(f"{where}, key 'regression_labels': {int(bad.sum())} NaN/inf values "
-                         f"(expected finite scores in [-3, 3])")
+        findings.problem(f"{where}, key '{key}': {int(bad.sum())} NaN/inf values "
+                         f"(expected finite scores in {shown})")
         return scores
-    outside = np.abs(scores) > LABEL_RANGE + 1e-4
+    outside = (scores < low - 1e-4) | (scores > high + 1e-4)
     if outside.any():
         findings.problem(
-            f"{where}, key 'regression_labels': expected values in [-3, 3], found {int(outside.sum())} outside "
+            f"{where}, key '{key}': expected values in {shown}, found {int(outside.sum())} outside "
             f"(min {scores.min():.4g}, max {scores.max():.4g})"
         )
-    return np.clip(scores, -LABEL_RANGE, LABEL_RANGE)
+    return np.clip(scores, low, high)
 
 
 def _ids(part: dict[str, Any], n: int, where: str, split: str, findings: Findings) -> np.ndarray:
@@ -263,7 +313,7 @@ def derived_lengths(features: np.ndarray) -> np.ndarray:
 def _lengths(part: dict[str, Any], features: np.ndarray, n: int, where: str, modality: str, split: str,
              findings: Findings) -> np.ndarray | None:
     """(N,) int64 true lengths in [1, T]: from the lengths key when there is one, else derived."""
-    key = LENGTH_KEYS[modality]
+    key = length_key(modality)
     steps = features.shape[1]
     if key in part:
         given = _as_vector(part.pop(key), where, key, findings)
@@ -314,20 +364,22 @@ class CheckReport:
         return not self.problems
 
 
-def check(path: Path | str) -> CheckReport:
-    """Validate a file without stopping at the first problem; unreadable files are one problem."""
+def check(path: Path | str, spec: Any = None) -> CheckReport:
+    """Validate a file against its spec's schema (None: MOSI's) without stopping at the first problem;
+    unreadable files are one problem."""
     path = Path(path)
+    schema = Schema.of(spec)
     findings = Findings(strict=False)
     summary: list[str] = []
     try:
         raw = read_raw(path)
-        modalities = split_modalities(path, raw)
+        modalities = split_modalities(path, raw, schema)
     except DataError as err:
         return CheckReport(path, [str(err)], [], [])
     label_keys = {key: all(key in raw[split] for split in RAW_SPLITS)
                   for key in ("regression_labels", "classification_labels")}
     classification_max = -1
-    for split, clean in iter_clean_splits(path, raw, findings):
+    for split, clean in iter_clean_splits(path, raw, findings, schema):
         shapes = ", ".join(f"{m} {tuple(x.shape[1:])}" for m, x in clean.features.items())
         summary.append(f"{split}: {clean.size} samples; {shapes}")
         if clean.classification is not None and clean.classification.size:
@@ -338,7 +390,12 @@ def check(path: Path | str) -> CheckReport:
                 findings.problem(str(err))
                 continue
             classification_max = max(classification_max, int(given.max()))
-    if not any(label_keys.values()):  # every split has labels, but not of one kind: the loader refuses it
+    needed = {"scores": "regression_labels", "classes": "classification_labels"}.get(
+        spec.labels.kind if spec is not None else "", "")
+    if needed and not label_keys[needed]:  # the spec's kind of labels decides which key the loader needs
+        findings.problem(f"{path}: no '{needed}' in every split: cannot make class labels (the "
+                         f"{spec.name} spec's labels need it)")
+    elif not any(label_keys.values()):  # every split has labels, but not of one kind: the loader refuses it
         findings.problem(f"{path}: no 'regression_labels' in every split and no 'classification_labels' in "
                          "every split: cannot make class labels")
     summary.insert(0, f"modalities: {', '.join(modalities)}")

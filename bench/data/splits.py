@@ -3,7 +3,7 @@
 The development split is carved from train with a fixed split seed (SPLIT_SEED, independent of the
 run seed), so every run of every method sees the same dev rows. Its size:
 
-    n_dev = min(base, round(0.1 * N_train)),  base = 200 for the MOSEI family, else 100
+    n_dev = min(base, round(0.1 * N_train)),  base = the spec's dev_size (MOSI 100, MOSEI 200, CH-SIMS 100)
 
 i.e. the thesis's 100 / 200 samples on full-size data, and never more than 10 % of a small (smoke /
 quick) training split. Classes are allocated proportionally by largest remainder; every class with
@@ -15,13 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 SPLIT_SEED = 20250101
-DEV_BASE = {"mosi": 100, "mosei": 200}
 DEV_MAX_FRACTION = 0.1
 
 
-def dev_size(n_train: int, family: str) -> int:
-    """Rows of train that form the development split (see module docstring)."""
-    base = DEV_BASE.get(family, DEV_BASE["mosi"])
+def dev_size(n_train: int, base: int) -> int:
+    """Rows of train that form the development split (see module docstring); `base` is the spec's dev_size."""
     return int(min(base, round(DEV_MAX_FRACTION * n_train)))
 
 
@@ -72,6 +70,6 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int = SPLIT_SEED) -> 
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def dev_index(train_labels: np.ndarray, family: str) -> np.ndarray:
-    """(n_dev,) int64 sorted rows of train that form the fixed development split."""
-    return stratified_sample(train_labels, dev_size(int(np.asarray(train_labels).shape[0]), family))
+def dev_index(train_labels: np.ndarray, base: int) -> np.ndarray:
+    """(n_dev,) int64 sorted rows of train that form the fixed development split (`base`: the spec's dev_size)."""
+    return stratified_sample(train_labels, dev_size(int(np.asarray(train_labels).shape[0]), base))

@@ -1,17 +1,21 @@
-"""The one registry of built-in surrogate dataset names (no numpy: bench.config reads it too).
+"""The built-in surrogates as dataset specs derived from MOSI / MOSEI, and the generator's table of them.
 
-Every place that lists, checks or describes the surrogate names reads `SURROGATES`:
-load_dataset / data_fingerprint (bench.data.loader), the dataset family (bench.config), `bench data`.
-
-- `synth-mosi`, `synth-mosei`: the base surrogate (bench.data.synth), MMSA unaligned_50 shapes.
-- `synth-mosi-aligned`, `synth-mosei-aligned`: word-aligned twins in the aligned_50 shapes (bench.data.twins).
+- `synth-mosi`, `synth-mosei`: the base surrogate (bench.data.synth), MMSA unaligned_50 shapes; specs
+  derived from `mosi` / `mosei` (same labels, dev split, profile sizes and metrics; no files).
+- `synth-mosi-aligned`, `synth-mosei-aligned`: word-aligned twins in the aligned_50 shapes (bench.data.twins),
+  derived from the base surrogate.
 - `synth-mosei-shift`, `synth-mosi-shift`: domain-shifted twins with the *other* dataset's feature
-  sizes, for out-of-distribution tests (bench.data.twins).
+  sizes, for out-of-distribution tests (bench.data.twins); their labels are their `like`'s.
+
+bench.data.registry registers `SURROGATE_SPECS`; everything else asks the registry (`spec.synthetic`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from bench.data.builtin import MOSEI, MOSI
+from bench.data.spec import DatasetSpec
 
 BASE, ALIGNED, SHIFT = "base", "aligned", "shift"
 VARIANTS = (BASE, ALIGNED, SHIFT)
@@ -19,10 +23,10 @@ VARIANTS = (BASE, ALIGNED, SHIFT)
 
 @dataclass(frozen=True)
 class Surrogate:
-    """One built-in surrogate name and what it imitates."""
+    """How the generator makes one surrogate name (bench.data.twins.surrogate_params reads it)."""
 
     name: str  # the dataset name, e.g. "synth-mosei-shift"
-    like: str  # label family, split sizes, class priors: "mosi" or "mosei"
+    like: str  # label rules, split sizes, class priors: "mosi" or "mosei"
     variant: str  # "base", "aligned" or "shift"
     features_like: str  # whose padded shapes / feature sizes the arrays have
 
@@ -45,12 +49,31 @@ SURROGATES: dict[str, Surrogate] = {s.name: s for s in (
     Surrogate("synth-mosi-shift", "mosi", SHIFT, "mosei"),
 )}
 SURROGATE_NAMES: tuple[str, ...] = tuple(SURROGATES)
-REAL_NAMES: tuple[str, ...] = ("mosi", "mosei")
+_ROOTS = {"mosi": MOSI, "mosei": MOSEI}
 
 
-def surrogate(name: str) -> Surrogate | None:
-    """The registry entry of a surrogate name, None for anything else."""
-    return SURROGATES.get(str(name).strip())
+def _spec(entry: Surrogate, parent: DatasetSpec) -> DatasetSpec:
+    """The spec of one surrogate: its parent's labels, sizes and metrics; generated, so no files."""
+    base = entry.name.removeprefix("synth-")
+    display = (f"synthetic {parent.display} surrogate" if entry.variant == BASE
+               else f"synthetic {_ROOTS[entry.like].display} surrogate, {entry.description}")
+    return parent.derive(
+        name=entry.name, display=display, synthetic=True, files={}, published_sha256={},
+        # the report's labels as they always were: 'synth-MOSI (surrogate)', column 'synth-MOSI'
+        table_name=f"synth-{base.upper()} (surrogate)",
+        short=f"synth-{_ROOTS[base].short}" if base in _ROOTS else entry.name,
+    )
+
+
+def _surrogate_specs() -> tuple[DatasetSpec, ...]:
+    made: dict[str, DatasetSpec] = {}
+    for entry in SURROGATES.values():
+        parent = _ROOTS[entry.like] if entry.variant == BASE else made[f"synth-{entry.like}"]
+        made[entry.name] = _spec(entry, parent)
+    return tuple(made.values())
+
+
+SURROGATE_SPECS: tuple[DatasetSpec, ...] = _surrogate_specs()
 
 
 def surrogate_name(like: str, variant: str = BASE) -> str:
@@ -59,12 +82,3 @@ def surrogate_name(like: str, variant: str = BASE) -> str:
         if entry.like == like and entry.variant == variant:
             return entry.name
     raise KeyError((like, variant))
-
-
-def is_surrogate(name: str) -> bool:
-    return surrogate(name) is not None
-
-
-def names_text() -> str:
-    """'synth-mosi, synth-mosei, ..., mosi, mosei' for error messages."""
-    return ", ".join((*SURROGATE_NAMES, *REAL_NAMES))

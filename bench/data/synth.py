@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.labels import classes_for_family, num_classes_for_family
+from bench.data.builtin import MOSEI, MOSI
+from bench.data.labels import classes_by_rule
 from bench.data.splits import allocate
 from bench.data.types import DataError
 
@@ -59,10 +60,14 @@ SHAPES: dict[str, dict[str, tuple[int, int]]] = {
     "mosei": {"text": (50, 768), "audio": (500, 74), "vision": (500, 35)},
 }
 
-# train / valid / test sizes. quick: ~250 runs of the thesis model in well under an hour on 2 cores.
+# The dataset each `like` imitates: its labels (default rule, class count) and split sizes.
+LIKE_SPECS = {"mosi": MOSI, "mosei": MOSEI}
+# train / valid / test sizes: the spec's profile sizes (MOSI smoke 48/24/24, quick 500/150/300, full
+# 1284/229/686; MOSEI 64/32/32, 800/200/400, 16326/1871/4659). quick: ~250 runs of the thesis model in
+# well under an hour on 2 cores.
 SIZES: dict[str, dict[str, tuple[int, int, int]]] = {
-    "mosi": {"smoke": (48, 24, 24), "quick": (500, 150, 300), "full": (1284, 229, 686)},
-    "mosei": {"smoke": (64, 32, 32), "quick": (800, 200, 400), "full": (16326, 1871, 4659)},
+    like: {profile: tuple(sizes) for profile, sizes in spec.profile_sizes.items()}  # type: ignore[misc]
+    for like, spec in LIKE_SPECS.items()
 }
 
 # True-length distributions (min, median, max) per modality. quick / smoke keep audio and vision short.
@@ -160,7 +165,7 @@ class SynthParams:
 
     @property
     def num_classes(self) -> int:
-        return num_classes_for_family(self.like)
+        return int(LIKE_SPECS[self.like].labels.num_classes() or 0)
 
     def modality(self, name: str) -> ModalityParams:
         for spec in self.modalities:
@@ -226,6 +231,11 @@ def synth_params(like: str, profile: str = "quick", seed: int = DATA_SEED,
 # -- labels -------------------------------------------------------------------------------------------
 
 
+def like_classes(scores: np.ndarray, like: str) -> np.ndarray:
+    """Class indices of `scores` by the default rule of the dataset `like` imitates (MOSI sign, MOSEI binned)."""
+    return classes_by_rule(scores, LIKE_SPECS[like].labels.default_rule)
+
+
 def _thirds_within(cls: int) -> np.ndarray:
     """The three scores on the 1/3 grid inside MOSEI class `cls` (0..6, not 3) of the binned rule."""
     if cls < 3:  # left-closed bins below 0: class 2 is [-1, 0) -> -1, -2/3, -1/3
@@ -257,6 +267,9 @@ def _mosi_scores(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return sign * magnitude
 
 
+SCORE_DRAWS = {"mosi": _mosi_scores, "mosei": _mosei_scores}  # how each imitated dataset's scores are drawn
+
+
 def _class_counts(prior: tuple[float, ...], n: int) -> np.ndarray:
     """Exact class counts for a split of n samples (largest remainder over the prior)."""
     weights = np.round(np.asarray(prior) * 1_000_000).astype(np.int64)
@@ -268,9 +281,9 @@ def split_scores(params: SynthParams, split_index: int, rng: np.random.Generator
     n = params.sizes[split_index]
     counts = _class_counts(params.class_priors[split_index], n)
     classes = rng.permutation(np.repeat(np.arange(counts.shape[0]), counts))
-    draw = _mosei_scores if params.like == "mosei" else _mosi_scores
+    draw = SCORE_DRAWS[params.like]
     scores = draw(classes, rng).astype(np.float32)
-    if not np.array_equal(classes_for_family(scores, params.like), classes):  # guards the value tables
+    if not np.array_equal(like_classes(scores, params.like), classes):  # guards the value tables
         raise RuntimeError("generated scores do not bin back to their classes")
     return scores
 
@@ -457,7 +470,7 @@ def oracle_accuracy(params: SynthParams, modality: str, samples: int = 200_000, 
     def sample(split_index: int) -> tuple[np.ndarray, np.ndarray]:
         big = dataclasses.replace(params, sizes=(samples,) * 3)
         scores = split_scores(big, split_index, rng)
-        classes = classes_for_family(scores, params.like)
+        classes = like_classes(scores, params.like)
         seen = scores + spec.label_noise * rng.standard_normal(samples)
         return np.clip(np.digitize(seen, bins), 0, bins.shape[0]), classes
 

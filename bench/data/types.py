@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,10 @@ class SplitArrays:
     features: dict[str, np.ndarray]  # modality -> (N, T_m, D_m) float32, zero-padded
     lengths: dict[str, np.ndarray]  # modality -> (N,) int64 true lengths, 1 <= len <= T_m
     labels: np.ndarray  # (N,) int64 class index in [0, num_classes)
-    regression: np.ndarray | None  # (N,) float32 continuous label in [-3, 3], None if absent
+    regression: np.ndarray | None  # (N,) float32 score in the spec's range ([-3, 3] MOSI), None if absent
     ids: np.ndarray  # (N,) str sample ids
+    # modality -> (N,) float32 per-modality score (CH-SIMS regression_labels_T/_A/_V); empty for MOSI
+    modality_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -35,6 +38,7 @@ class SplitArrays:
             labels=np.asarray(self.labels[index]),
             regression=None if self.regression is None else np.asarray(self.regression[index]),
             ids=np.asarray(self.ids[index]),
+            modality_scores={m: np.asarray(v[index]) for m, v in self.modality_scores.items()},
         )
 
 
@@ -42,7 +46,7 @@ class SplitArrays:
 class Dataset:
     """A loaded dataset: train / valid / test plus the fixed development split carved from train."""
 
-    name: str  # "synth-mosi", "mosi", or the file stem of a custom dataset
+    name: str  # "synth-mosi", "mosi", or the file stem of a dataset given by path
     num_classes: int
     modalities: tuple[str, ...]  # the modalities this data has, canonical order
     train: SplitArrays  # the full training split (dev rows included)
@@ -56,6 +60,7 @@ class Dataset:
     # The rule that made the class labels from the scores ("sign", "binned", "round"); "given" when
     # the labels are the file's own classification_labels.
     label_rule: str = ""
+    spec: Any = None  # the bench.data.spec.DatasetSpec it was loaded by (None: a hand-made Dataset)
 
     @property
     def feature_dims(self) -> dict[str, int]:

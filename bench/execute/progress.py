@@ -78,15 +78,21 @@ def job_line(progress: Progress, job: Job, outcome: str, error: str, result: Any
     total = progress.total
     head = f"[{progress.done:>{len(str(total))}}/{total}] {outcome:<6} {job.run_id} {describe(job.config)}"
     if outcome == "ok" and result is not None:
-        from bench.tasks import task_class
-
         metrics = result.metrics or {}
         shown = "".join(f"  {name} {metrics.get(f'test_{name}', float('nan')):.{3 if name == 'mae' else 2}f}"
-                        for name in task_class(job.config.task).progress_metrics)
+                        for name in progress_metrics(job.config))
         head += f"{shown}  {result.wall_s:.1f}s"
     elif error:
         head += f"  {error}"
     return head
+
+
+def progress_metrics(cfg: RunConfig) -> tuple[str, ...]:
+    """The metrics a finished job's line shows: its task's on its dataset's metric set (SIMS: its own)."""
+    from bench.data.registry import spec_for
+    from bench.tasks import make_task
+
+    return tuple(make_task(cfg.task, dict(cfg.task_params), spec_for(cfg.dataset)).progress_metrics)
 
 
 class LiveReporter(Reporter):

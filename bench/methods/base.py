@@ -271,9 +271,9 @@ class Method:
 
 def dataset_recipe(dataset: str) -> str:
     """The recipe-table name of a run's dataset (bench/recipes.toml), for settings read at train time."""
-    from bench.plan.datasets import recipe_key  # the dataset spec at integration
+    from bench.data.registry import spec_for
 
-    return recipe_key(dataset)
+    return spec_for(dataset).recipe
 
 
 # -- gradient helpers (shared by methods) ---------------------------------------------------------

@@ -1,30 +1,35 @@
-"""What the planning chain asks a dataset: its recipe name and its class-label rules (from its spec)."""
+"""What the planning chain asks a dataset (bench.data.registry.spec_for): its recipe name, its modality
+names and its class-label rules. A name that is neither registered nor a declared file is a ConfigError."""
 
 from __future__ import annotations
 
 from bench.config import ConfigError
+from bench.data import DataError
+from bench.data.registry import spec_for
+from bench.data.spec import DatasetSpec
+
+
+def dataset_spec(dataset: str) -> DatasetSpec:
+    """The dataset's spec; an unknown name or an undeclared file is a ConfigError (one line)."""
+    try:
+        return spec_for(dataset)
+    except DataError as err:
+        raise ConfigError(str(err)) from err
 
 
 def recipe_key(dataset: str) -> str:
     """The recipe-table name of a dataset (a surrogate and its twins: the dataset they imitate)."""
-    from bench.config_compat import dataset_family  # replaced by the dataset spec at integration
-
-    return dataset_family(dataset)
+    return dataset_spec(dataset).recipe
 
 
 def dataset_modalities(dataset: str) -> tuple[str, ...]:
     """The modality names a dataset declares, in its order."""
-    from bench.config import MODALITIES  # the dataset spec's names at integration
-
-    return MODALITIES
+    return tuple(dataset_spec(dataset).modalities)
 
 
 def label_rules(dataset: str) -> tuple[str, ...]:
     """The dataset's class-label rules, the default first."""
-    from bench.config_compat import label_family
-    from bench.data.labels import FAMILY_RULES
-
-    return FAMILY_RULES.get(label_family(dataset), FAMILY_RULES["mosi"])
+    return tuple(dataset_spec(dataset).labels.rules)
 
 
 def default_label_rule(dataset: str) -> str:
@@ -33,7 +38,7 @@ def default_label_rule(dataset: str) -> str:
 
 def check_label_rule(dataset: str, rule: str) -> None:
     """ConfigError when `rule` is not one of the dataset's label rules."""
-    rules = label_rules(dataset)
-    if rule not in rules:
-        raise ConfigError(f"{dataset}: label rule {rule!r} does not apply to its labels; "
-                          f"choose from {', '.join(rules)}")
+    try:
+        dataset_spec(dataset).check_rule(rule)
+    except DataError as err:
+        raise ConfigError(f"{dataset}: {err}") from err

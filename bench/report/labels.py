@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bench.data.registry import DATASETS, display_rank, is_synthetic
+
 # The thesis's order of modality blocks across its tables. Method names and order are each method's own
 # declarations (`Method.display_name`, `Method.table_order`; see method_name / method_order).
 BLOCK_ORDER: tuple[str, ...] = (
@@ -28,7 +30,6 @@ CONFIG_NAMES: dict[str, str] = {
     "lr_8e-5_long_patience": "lr 8e-5, long patience",
     "100_epochs_no_early_stop_dev_set": "100 epochs, no early stop, dev set",
 }
-DATASET_NAMES: dict[str, str] = {"mosi": "CMU-MOSI", "mosei": "CMU-MOSEI"}
 
 
 def method_name(method: str) -> str:
@@ -83,23 +84,26 @@ def config_name(config_label: str, optimizer: str) -> str:
 
 
 def dataset_name(dataset: str) -> str:
-    """'mosi' -> 'CMU-MOSI'; 'synth-mosi' -> 'synth-MOSI (surrogate)'; custom names unchanged."""
-    if dataset.startswith("synth-"):
-        base = dataset.removeprefix("synth-")
-        return f"synth-{base.upper()} (surrogate)"
-    return DATASET_NAMES.get(dataset, dataset)
+    """The spec's caption name: 'mosi' -> 'CMU-MOSI'; 'synth-mosi' -> 'synth-MOSI (surrogate)';
+    'sims' -> 'CH-SIMS'; an unregistered name (a path) unchanged."""
+    spec = DATASETS.get(dataset)
+    return spec.caption_name if spec is not None else dataset
 
 
 def dataset_short(dataset: str) -> str:
-    """Compact column label: 'synth-mosi' -> 'synth-MOSI', 'mosi' -> 'MOSI'."""
-    base = dataset.removeprefix("synth-")
-    name = base.upper() if base in DATASET_NAMES else base
-    return f"synth-{name}" if dataset.startswith("synth-") else name
+    """The spec's compact column label: 'synth-mosi' -> 'synth-MOSI', 'mosi' -> 'MOSI'; else the name."""
+    spec = DATASETS.get(dataset)
+    return spec.column_label if spec is not None else dataset
+
+
+def dataset_rank(dataset: str) -> int:
+    """Sort key of a dataset in tables: its root spec's registration order (MOSI, MOSEI, SIMS, then others)."""
+    return display_rank(dataset)
 
 
 def is_synthetic_name(dataset: str) -> bool:
-    """Whether a dataset name denotes the generated surrogate."""
-    return dataset.startswith("synth-")
+    """Whether a dataset name is a generated dataset (its spec says so)."""
+    return is_synthetic(dataset)
 
 
 def order_index(value: str, order: Sequence[str]) -> int:

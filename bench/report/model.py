@@ -434,12 +434,12 @@ def _tables_in_order(cells: Sequence[Any]) -> list[str]:
 
 
 def _datasets_in_order(members: Sequence[CellResult]) -> list[str]:
-    """MOSI before MOSEI (as the thesis prints them), then any other dataset in preset order."""
+    """In the registry's order of their root specs (MOSI before MOSEI, as the thesis prints them), then
+    in preset order."""
     seen: dict[str, None] = {}
     for result in members:
         seen.setdefault(result.cell.dataset, None)
-    family_rank = {"mosi": 0, "mosei": 1}
-    return sorted(seen, key=lambda d: (family_rank.get(d.removeprefix("synth-"), 2), list(seen).index(d)))
+    return sorted(seen, key=lambda d: (labels.dataset_rank(d), list(seen).index(d)))
 
 
 def _rows(table: str, members: Sequence[CellResult]) -> list[Row]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from bench.data.registry import display_rank
+
 PUBLISHED_FILE = "msa_published.csv"
 METRIC_KEYS = ("acc2_has0", "acc2_non0", "f1_has0", "f1_non0", "acc7", "acc5", "mae", "corr")
 ENCODER_NOTE = "fine-tuned text encoder"
@@ -80,8 +82,8 @@ def load_published() -> tuple[PublishedRow, ...]:
 
 
 def published_rows(families: Iterable[str]) -> list[PublishedRow]:
-    """The published rows of these dataset families ('mosi', 'mosei'), MOSI first, then file order."""
+    """The published rows of these datasets ('mosi', 'mosei'), in the registry's order (MOSI first), then
+    file order."""
     wanted = list(dict.fromkeys(families))
-    order = {"mosi": 0, "mosei": 1}
     rows = [r for r in load_published() if r.dataset in wanted]
-    return sorted(rows, key=lambda r: order.get(r.dataset, 2))
+    return sorted(rows, key=lambda r: display_rank(r.dataset))

@@ -61,9 +61,18 @@ class Task:
     valid_metrics: ClassVar[tuple[str, ...]] = ()
     # Metrics that are also drawn per epoch as trajectory series (values as `epoch_series` makes them).
     epoch_metrics: ClassVar[tuple[str, ...]] = ()
+    # The run's bench.data.spec.DatasetSpec once `use_dataset` is called (None: a hand-made Dataset).
+    dataset_spec: Any = None
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
+
+    def use_dataset(self, spec: Any) -> None:
+        """Score the run's data as its spec says (metric set, score range); None keeps the defaults.
+
+        Called by the trainer before training; a task whose metrics do not depend on the dataset keeps this.
+        """
+        self.dataset_spec = spec
 
     # -- shapes and targets ---------------------------------------------------------------------
     def output_size(self, num_classes: int) -> int:
@@ -109,6 +118,11 @@ class Task:
         """The fixed result columns this task fills."""
         return (*(f"test_{k}" for k in cls.metric_directions), *(f"val_{k}" for k in cls.valid_metrics))
 
+    @classmethod
+    def metric_set_columns(cls, metric_set: str = "mmsa") -> tuple[str, ...]:
+        """The result columns this task fills on a dataset of `metric_set` (default: `columns()`)."""
+        return cls.columns()
+
 
 # -- registry ---------------------------------------------------------------------------------------
 
@@ -126,8 +140,10 @@ def task_class(name: str) -> type[Task]:
     return registry.lookup(REGISTRY, name, "task")
 
 
-def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
-    """A task instance with its Params; unknown or bad options are ConfigErrors naming the known ones."""
+def make_task(name: str, params: Mapping[str, Any] | None = None, spec: Any = None) -> Task:
+    """A task instance with its Params, scoring data of dataset `spec` (a bench.data.spec.DatasetSpec; None:
+    the task's defaults, MOSI / MOSEI's); unknown or bad options are ConfigErrors naming the known ones.
+    Its `summary_metrics` / `progress_metrics` / `headline` are then those of the spec's metric set."""
     cls = task_class(name)
     known = {f.name for f in dataclasses.fields(cls.Params)}
     given = dict(params or {})
@@ -136,9 +152,12 @@ def make_task(name: str, params: Mapping[str, Any] | None = None) -> Task:
         listed = ", ".join(sorted(known)) or "none"
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} for task {name!r}; it takes: {listed}")
     try:
-        return cls(cls.Params(**given))
+        task = cls(cls.Params(**given))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad options for task {name!r}: {err}") from err
+    if spec is not None:
+        task.use_dataset(spec)
+    return task
 
 
 def default_task_params(name: str) -> dict[str, Any]:
@@ -158,9 +177,10 @@ def metric_direction(metric: str) -> str:
     return "max"
 
 
-def all_result_columns() -> tuple[str, ...]:
-    """The union of every registered task's result columns, in registry order (the store's fixed schema)."""
+def all_result_columns(metric_set: str = "mmsa") -> tuple[str, ...]:
+    """The union of every registered task's result columns on a dataset of `metric_set`, in registry order
+    ("mmsa", the default: the store's fixed schema of MOSI / MOSEI runs; "mmsa-sims": CH-SIMS's)."""
     seen: dict[str, None] = {}
     for cls in REGISTRY.values():
-        seen.update(dict.fromkeys(cls.columns()))
+        seen.update(dict.fromkeys(cls.metric_set_columns(metric_set)))
     return tuple(seen)

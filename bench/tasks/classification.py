@@ -44,14 +44,17 @@ class Classification(Task):
     def metrics(self, outputs: Tensor, targets: Tensor, modality_outputs: Mapping[str, Tensor],
                 split: SplitArrays) -> dict[str, float]:
         regression = None if split.regression is None else np.asarray(split.regression)
-        return classification_metrics(outputs, targets, modality_outputs, regression)
+        # MAE / Corr of the expected class value only mean something for unit-step classes on [-3, 3]
+        spec = self.dataset_spec
+        expected_value = spec is None or spec.metric_set == "mmsa"
+        return classification_metrics(outputs, targets, modality_outputs, regression, expected_value)
 
     def epoch_series(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        """acc (%) and raw CE, fused and per modality (the thesis's curves)."""
+        """acc (%) and raw CE, fused and per modality (the thesis's curves), whatever the modality names."""
         logs = {}
         for key, value in metrics.items():
             name, _, modality = key.partition("_")
-            if name in ("acc", "loss") and (modality == "" or modality in MODALITIES):
+            if name in ("acc", "loss"):  # acc_<m> / loss_<m>: every modality the data declares
                 series_key = f"{name}/{modality}" if modality else name
                 logs[series_key] = value / 100.0 if name == "loss" else value
         return logs

@@ -1,27 +1,32 @@
-"""Regression (the MSA field's protocol, as MMSA runs it): predict the score in [-3, 3].
+"""Regression (the MSA field's protocol, as MMSA runs it): predict the score in the dataset's range.
 
-Loss: L1 (MMSA's default) or MSE. Metrics: bench.metrics.regression_metrics, MMSA's definitions.
-The checkpoint is the best validation loss (MMSA's KeyEval "Loss") or, as an option,
-the best of any MMSA metric (e.g. MAE, has0 Acc-2).
+Loss: L1 (MMSA's default) or MSE. Metrics: the run's dataset spec names the set (`metric_set`,
+bench.metrics.METRIC_SETS): "mmsa" (MOSI / MOSEI, [-3, 3]: Acc-2 has0/non0, F1, Acc-7, Acc-5, MAE,
+Corr; the store's columns of always) or "mmsa-sims" (CH-SIMS, [-1, 1]: Acc-2/3/5, F1, MAE, Corr, in
+their own columns). The checkpoint is the best validation loss (MMSA's KeyEval "Loss") or, as an
+option, the best of any metric of the set (e.g. MAE, has0 Acc-2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from bench.config import ConfigError
 from bench.data.types import DataError, SplitArrays
-from bench.metrics import REGRESSION_METRICS, regression_metrics
+from bench.metrics import METRIC_SETS, REGRESSION_METRICS, SIMS_REGRESSION_METRICS, MetricSet
 from bench.tasks.base import Selection, Task, register
 
 LOSSES = ("l1", "mse")
-CHECKPOINTS = ("loss", *REGRESSION_METRICS)  # any MMSA metric may pick the checkpoint (SATI: acc2_has0)
+# any metric of a set may pick the checkpoint (SATI: acc2_has0); use_dataset checks it is the run's set's
+CHECKPOINTS = ("loss", *dict.fromkeys((*REGRESSION_METRICS, *SIMS_REGRESSION_METRICS)))
+DEFAULT_BOUND = 3.0  # MOSI / MOSEI scores lie in [-3, 3]
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,39 @@ class Regression(Task):
     valid_metrics = tuple(metric_directions)
     epoch_metrics = ("loss", "mae", "corr", "acc2_non0", "acc7")
 
+    metric_set: MetricSet = METRIC_SETS["mmsa"]  # until use_dataset says otherwise: MOSI / MOSEI
+    bound: float = DEFAULT_BOUND
+
+    def use_dataset(self, spec: Any) -> None:
+        """Take the spec's metric set and score range; a set other than "mmsa" brings its own metric
+        keys (and so its own result columns, directions and headline)."""
+        super().use_dataset(spec)
+        if spec is None:
+            return
+        self.metric_set = METRIC_SETS[spec.metric_set]
+        self.bound = spec.labels.bound if spec.labels.score_range is not None else DEFAULT_BOUND
+        if spec.metric_set == "mmsa":
+            return
+        keys = self.metric_set.keys
+        if self.params.checkpoint not in ("loss", *keys):
+            raise ConfigError(f"checkpoint {self.params.checkpoint!r} is not a metric of {spec.name}'s set "
+                              f"{spec.metric_set!r}; choose from loss, {', '.join(keys)}")
+        # instance attributes over the class's MOSI / MOSEI ones (the class keeps the store's pinned columns)
+        self.metric_directions = {**self.metric_set.directions, "loss": "min"}  # type: ignore[misc]
+        self.headline = keys[0]  # type: ignore[misc]
+        self.summary_metrics = keys  # type: ignore[misc]
+        self.progress_metrics = (keys[0], "mae")  # type: ignore[misc]
+        self.valid_metrics = tuple(self.metric_directions)  # type: ignore[misc]
+        self.epoch_metrics = ("loss", "mae", "corr", keys[0])  # type: ignore[misc]
+
+    @classmethod
+    def metric_set_columns(cls, metric_set: str = "mmsa") -> tuple[str, ...]:
+        """Today's columns for "mmsa"; test_<k> then val_<k> of the set's metrics and loss for another set."""
+        if metric_set == "mmsa":
+            return cls.columns()
+        keys = (*METRIC_SETS[metric_set].keys, "loss")
+        return (*(f"test_{k}" for k in keys), *(f"val_{k}" for k in keys))
+
     def output_size(self, num_classes: int) -> int:
         return 1
 
@@ -74,9 +112,9 @@ class Regression(Task):
                 split: SplitArrays) -> dict[str, float]:
         prediction = outputs.squeeze(1).double()  # (N,)
         truth = targets.double().cpu()
-        metrics = regression_metrics(prediction.numpy(), truth.numpy())
+        metrics = self.metric_set.compute(prediction.numpy(), truth.numpy(), self.bound)
         metrics["loss"] = float(self.loss(outputs.double(), truth))
-        return {k: metrics[k] for k in (*REGRESSION_METRICS, "loss")}
+        return {k: metrics[k] for k in (*self.metric_set.keys, "loss")}
 
     def prediction_columns(self, outputs: Tensor, targets: Tensor, modality_outputs: Mapping[str, Tensor],
                            split: SplitArrays) -> dict[str, np.ndarray]:
