@@ -28,8 +28,22 @@ from typing import Any
 
 import pandas as pd
 
+from bench import execute, store
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
-from bench.data.registry import is_synthetic
+from bench.data import load_dataset
+from bench.data.loader import real_file_path
+from bench.data.registry import DATASETS, declared_file, is_synthetic, names_text, spec_for
+from bench.execute import default_executor, merge_options, resolve_options
+from bench.params import check_params
+from bench.plan.deps import job_graph
+from bench.plan.resolve import explain, plan, planned_for
+from bench.presets import jobs_with_dependencies, resolve_dataset
+from bench.presets import preset_names as names
+from bench.report import evaluations as report_evaluations
+from bench.report import labels, sources
+from bench.report import ranking as rank
+from bench.report import tune as tuning
+from bench.report.sources import print_warnings
 from bench.selection import (
     DEFAULT_SEEDS,
     EmptySelection,
@@ -40,7 +54,7 @@ from bench.selection import (
     print_note,
     resolve,
 )
-from bench.store import PREDICTION_COLUMNS, PREDICTIONS  # noqa: F401  (re-exported for notebooks)
+from bench.store import PREDICTION_COLUMNS, PREDICTIONS, read_evaluations, read_predictions  # noqa: F401  (re-exported for notebooks)
 
 Echo = Callable[[str], None] | None
 
@@ -52,7 +66,6 @@ __all__ = ["EmptySelection", "Execution", "all_ok", "cells", "evaluations", "gri
 
 def preset_names() -> list[str]:
     """The names of the built-in presets (`bench grid NAME`)."""
-    from bench.presets import preset_names as names
 
     return names()
 
@@ -83,7 +96,6 @@ class Execution:
                        exec_opts: Mapping[str, Any] | None = None) -> Execution:
         """From run/grid's keyword arguments: `workers`, `workers_per_gpu` and the `slurm` mapping are aliases
         of options; the same option given there and in `exec_opts` with different values is a ConfigError."""
-        from bench.execute import merge_options
 
         named = {_SLURM_KEYS.get(k, k): v for k, v in (slurm or {}).items()}
         named.update(workers=workers, workers_per_gpu=workers_per_gpu)
@@ -93,7 +105,6 @@ class Execution:
     def resolved(self) -> tuple[str, Any]:
         """The executor's name and its options dataclass; ConfigError for anything wrong, before anything is
         built."""
-        from bench.execute import default_executor, resolve_options
 
         executor = self.executor or default_executor(self.options)
         return executor, resolve_options(executor, self.options, self.exec_opt_names)
@@ -101,8 +112,6 @@ class Execution:
 
 def _train(jobs: Sequence[RunConfig], runs_dir: Path, execution: Execution) -> Any:
     """bench.execute.run_jobs on the job graph of `jobs` with these options; the Summary."""
-    from bench import execute
-    from bench.plan.deps import job_graph
     from bench.tasks import all_result_columns
 
     executor, options = execution.resolved()
@@ -117,8 +126,6 @@ def _say(echo: Echo, text: str) -> None:
 
 def announce_synthetic(echo: Echo, datasets: Iterable[str]) -> None:
     """Say when the runs use the surrogate."""
-    from bench.data.registry import is_synthetic
-
     synth = sorted({d for d in datasets if is_synthetic(d)})
     if synth:
         _say(echo, f"note: using the synthetic surrogate ({', '.join(synth)}): real MOSI/MOSEI files were "
@@ -135,7 +142,6 @@ def _print_failures(echo: Echo, summary: Any, limit: int = 20) -> None:
 def stored_rows(runs_dir: str | Path, configs: Sequence[RunConfig]) -> pd.DataFrame:
     """The stored result row of each config, in order; status "missing" (and the config's fields) where the
     store has no readable row."""
-    from bench import store
 
     rows = []
     for cfg in dict.fromkeys(configs):
@@ -157,7 +163,6 @@ def run_configs(method: str, modalities: str | Sequence[str], dataset: str = "mo
 
 def explain_run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", **options: Any) -> str:
     """`bench run --explain`: every field of the run's config (first seed), its value and the layer that set it."""
-    from bench.plan.resolve import explain
 
     return explain(run_plans(method, modalities, dataset, **options)[0])
 
@@ -175,9 +180,6 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
     test_noise / test_dataset: the test-time evaluations (RunConfig fields; a test dataset must fit the
     run's modalities, feature sizes and classes, checked here, before anything trains)."""
     from bench.methods import validate_config
-    from bench.params import check_params
-    from bench.plan.resolve import plan
-    from bench.presets import resolve_dataset
 
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
@@ -215,7 +217,6 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
 
 def _check_dataset_name(given: str, name: str) -> None:
     """FileNotFoundError unless `name` is a built-in dataset (bench.data.surrogates) or an existing file."""
-    from bench.data.registry import DATASETS, names_text
 
     if name not in DATASETS and not Path(name).expanduser().is_file():
         raise FileNotFoundError(f"dataset {given!r} is neither {names_text()} nor an existing file")
@@ -224,7 +225,6 @@ def _check_dataset_name(given: str, name: str) -> None:
 def check_test_datasets(configs: Iterable[RunConfig]) -> None:
     """ConfigError when a run's test_dataset does not fit it (modalities, feature sizes, classes): one line
     naming each mismatch, before anything trains. Each dataset is loaded once."""
-    from bench.data import load_dataset
     from bench.train import check_transfer, ood_label_rule
 
     loaded: dict[tuple[str, str, str | None], Any] = {}
@@ -250,9 +250,6 @@ def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
     A file given by path is loaded (and validated: a bad file is a DataError, exit 2, not a failed run);
     a named real dataset must exist. The surrogate has every modality.
     """
-    from bench.data import load_dataset
-    from bench.data.loader import real_file_path
-    from bench.data.registry import DATASETS, declared_file
 
     spec = DATASETS.get(name)
     if spec is not None and spec.synthetic:
@@ -328,7 +325,6 @@ def _mean_std(values: Sequence[float], digits: int = 2) -> str:
 
 def seed_lines(configs: Sequence[RunConfig], rows: pd.DataFrame) -> list[str]:
     """One line per seed, then mean ± std (ddof=1) over the ok seeds."""
-    from bench.data.registry import spec_for
     from bench.tasks import make_task
 
     by_id = {row["run_id"]: row for row in rows.to_dict("records")} if len(rows) else {}
@@ -387,7 +383,6 @@ def check_data(grid_cells: Sequence[Any], profile: str) -> None:
 
 def explain_cells(grid_cells: Sequence[Any]) -> str:
     """`bench grid --explain`: per cell, the first seed's fields, values and the layer that set each."""
-    from bench.plan.resolve import explain, planned_for
 
     blocks = []
     for cell in grid_cells:
@@ -400,8 +395,6 @@ def explain_cells(grid_cells: Sequence[Any]) -> str:
 
 def job_table(grid_cells: Sequence[Any], runs_dir: str | Path = "runs") -> pd.DataFrame:
     """Every run of these cells plus their dependencies (first), with the stored status ('-': none)."""
-    from bench import store
-    from bench.presets import jobs_with_dependencies
 
     stored = store.stored_status(runs_dir)
     labels: dict[str, list[str]] = {}
@@ -433,7 +426,6 @@ def grid(preset_or_file: str, *, runs_dir: str | Path = "runs", executor: str | 
     Returns the result rows of every run of the grid (dependencies included); `selection` as for `cells`;
     the execution arguments as for `run`.
     """
-    from bench.presets import jobs_with_dependencies
 
     execution = Execution.from_arguments(executor, workers, workers_per_gpu, retry_failed, progress, slurm, exec_opts)
     execution.resolved()
@@ -456,7 +448,6 @@ def results(runs_dir: str | Path = "runs") -> pd.DataFrame:
     """Every valid result row: run_id, every RunConfig field (modalities as 'text+vision', method_params as
     JSON and one param_<name> column per parameter), config_json, status, error, metrics (test_acc, test_loss,
     val_acc, val_loss, per-modality test accuracy), provenance. Skipped files are warnings on stderr."""
-    from bench.report import sources
 
     rows, problems = sources.read_results(Path(runs_dir))
     sources.print_warnings(problems)
@@ -477,7 +468,6 @@ class Selected:
 def select(preset_or_file: str, runs_dir: str | Path = "runs", **selection: Any) -> Selected:
     """Resolve a selection against the store: profile and seeds left open are taken from the store where it
     holds exactly one; EmptySelection when nothing of it is stored, a note on stderr when only some is."""
-    from bench.report import sources
 
     results_frame, problems = sources.read_results(Path(runs_dir))
     sources.print_warnings(problems)
@@ -504,7 +494,6 @@ def table_models(preset_or_file: str, runs_dir: str | Path = "runs", *, tune: bo
     tune: per method and cell, show the parameter setting with the best mean validation metric
     (`tune_metric`: val_acc or val_loss) over seeds, with its test metrics (bench.report.tune).
     """
-    from bench.report import tune as tuning
     from bench.report.tables import baseline_pool, models_from
 
     chosen = select(preset_or_file, runs_dir, **selection)
@@ -541,8 +530,6 @@ def _check_format(fmt: str) -> None:
 def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = "", **selection: Any) -> str:
     """`bench table --rank`: every method's mean rank over the selection's cells and its probability of
     improvement over the reference baseline (late concatenation), with a bootstrap interval, as markdown."""
-    from bench.report import labels
-    from bench.report import ranking as rank
     from bench.tasks import metric_direction, task_class
 
     chosen = select(preset_or_file, runs_dir, **selection)
@@ -572,8 +559,6 @@ EVALUATION_FORMATS = ("md", "csv")
 def evaluations(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Stored test-time evaluations (`<runs_dir>/evaluations/`): run_id, kind ("noise" / "ood"), sigma,
     test_dataset and every task's test_<metric> column; empty (with those columns) when none is stored."""
-    from bench.report.sources import print_warnings
-    from bench.store import read_evaluations
 
     frame, problems = read_evaluations(runs_dir, run_ids)
     print_warnings(problems)
@@ -583,14 +568,14 @@ def evaluations(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = N
 def evaluations_frame(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = "",
                       **selection: Any) -> tuple[pd.DataFrame, Any, Selected]:
     """The tidy evaluations table of a selection (bench.report.evaluations), its metric and the selection."""
-    from bench.report import evaluations as evals
     from bench.report.tables import baseline_pool
 
     chosen = select(preset_or_file, runs_dir, **selection)
-    shown = evals.table_metric(chosen.cells, metric)
+    shown = report_evaluations.table_metric(chosen.cells, metric)
     baselines = baseline_pool(chosen.query.name, chosen.cells, _baseline_kwargs(chosen.query))
     ids = [cfg.run_id for cell in [*chosen.cells, *baselines] for cfg in cell.configs]
-    frame = evals.evaluations_frame(chosen.cells, chosen.results, evaluations(runs_dir, ids), shown, baselines)
+    frame = report_evaluations.evaluations_frame(chosen.cells, chosen.results, evaluations(runs_dir, ids), shown,
+                                                 baselines)
     return frame, shown, chosen
 
 
@@ -598,7 +583,6 @@ def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: 
                        **selection: Any) -> str:
     """`bench table --evaluations`: per cell, the clean test metric beside its noisy and out-of-domain
     values (mean ± std over seeds, † / ‡ against late concatenation), as md or csv."""
-    from bench.report import evaluations as evals
 
     if fmt not in EVALUATION_FORMATS:
         raise ConfigError(f"--evaluations renders {' or '.join(EVALUATION_FORMATS)}, not {fmt!r}")
@@ -606,7 +590,7 @@ def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: 
     if fmt == "csv":
         return frame.to_csv(index=False)
     synthetic = any(is_synthetic(cell.dataset) for cell in chosen.cells)
-    return evals.markdown(frame, chosen.query.name, shown, synthetic)
+    return report_evaluations.markdown(frame, chosen.query.name, shown, synthetic)
 
 
 def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,
@@ -664,7 +648,6 @@ def trajectories(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = 
     """The trajectories of the selected ok runs (long: run_id, epoch, step, split, series, modality, value)
     joined with their dataset, modalities, method, optimizer, dev_set, seed, profile and method_params.
     An empty frame when nothing matches."""
-    from bench.report import sources
     from bench.report.plots import filter_runs
 
     rows = filter_runs(results(runs_dir), _run_selection(run_ids, methods, dataset, modalities, optimizer,
@@ -685,8 +668,6 @@ def predictions(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = N
     reads that layout. Without the folder (every store so far) the frame is empty, with those columns.
     Files without the five columns, or unreadable, are skipped with a warning on stderr.
     """
-    from bench.report.sources import print_warnings
-    from bench.store import read_predictions
 
     frame, problems = read_predictions(runs_dir, run_ids)
     print_warnings(problems)

@@ -19,9 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import typer
 
+from bench.config import canonical_modalities
 from bench.data import synth
 from bench.data.calibrate import TARGETS, TOLERANCE
+from bench.data.cli import _parse_like, data_app
+from bench.data.loader import synth_dataset
 from bench.data.types import DataError
+from bench.plan.resolve import make_config
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,6 @@ class CalibrationRow:
 
 @functools.lru_cache(maxsize=4)
 def _dataset_with_knobs(like: str, profile: str, knobs: tuple[tuple[str, tuple[float, float]], ...]):
-    from bench.data.loader import synth_dataset
 
     return synth_dataset(synth.synth_params(like, profile, knobs=dict(knobs)))
 
@@ -64,7 +67,6 @@ def _one_run(like: str, profile: str, modality: str, seed: int,
     """(test accuracy in %, wall seconds) of one unimodal run; NaN accuracy when the run failed."""
     import torch
 
-    from bench.plan.resolve import make_config
     from bench.train import train_run
 
     torch.set_num_threads(1)  # one core per run; parallelism comes from the workers
@@ -131,8 +133,6 @@ def calibrate_command(
                                    help="Try other knobs: MODALITY=SIGNAL,LABEL_NOISE (repeatable)."),
 ) -> None:
     """Train unimodal models on the surrogate and print achieved vs thesis accuracy per modality."""
-    from bench.config import canonical_modalities
-    from bench.data.cli import _parse_like
 
     family = _parse_like(like)
     if profile not in synth.PROFILE_NAMES:
@@ -171,6 +171,5 @@ def _parse_knobs(items: list[str]) -> dict[str, tuple[float, float]]:
 
 def register(app: typer.Typer) -> None:
     """Add `calibrate` to the `bench data` sub-app."""
-    from bench.data.cli import data_app
 
     data_app.command("calibrate")(calibrate_command)

@@ -11,7 +11,9 @@ import sys
 
 import typer
 
-from bench import __version__
+from bench import __version__, plugins
+from bench.config import ConfigError
+from bench.data.types import DataError
 
 app = typer.Typer(
     name="bench",
@@ -40,8 +42,6 @@ def _root(
 ) -> None:
     _DEBUG["on"] = debug
     if plugin or dataset_spec:
-        from bench import plugins
-
         plugins.activate([*(plugin or []), *(dataset_spec or [])])
     if version:
         typer.echo(f"bench {__version__}")
@@ -68,8 +68,6 @@ def _register_commands() -> None:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug."""
-    from bench.config import ConfigError
-    from bench.data.types import DataError
 
     return (ConfigError, DataError, FileNotFoundError, IsADirectoryError, PermissionError)
 

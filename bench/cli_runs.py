@@ -18,7 +18,13 @@ from typing import Annotated, Any
 
 import typer
 
-from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
+from bench import api, execute, gridfile, store
+from bench.api import all_ok
+from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key, noise_levels
+from bench.data import data_fingerprint
+from bench.execute import default_device
+from bench.params import check_value
+from bench.presets import dependencies, jobs_with_dependencies
 from bench.selection import EmptySelection, GridQuery
 
 # Options several commands share, each defined once (flag and help text); defaults stay in the signatures.
@@ -73,7 +79,6 @@ def parse_window(value: str) -> tuple[int, int]:
 
 def parse_noise(value: str | None) -> tuple[float, ...]:
     """--test-noise '0.1,0.5,1.0' -> (0.1, 0.5, 1.0); ConfigError for anything but numbers >= 0."""
-    from bench.config import noise_levels
 
     if value is not None and not value.strip():
         raise ConfigError("--test-noise needs one or more standard deviations, e.g. 0.1,0.5,1.0")
@@ -104,7 +109,6 @@ def parse_pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
 
 def parse_params(items: Sequence[str] | None, method: str) -> dict[str, Any]:
     """--param name=value pairs, checked against the method's parameters (bench.params: alpha=1 is 1.0)."""
-    from bench.params import check_value
 
     return {name: check_value(method, name, value) for name, value in parse_pairs(items, "--param").items()}
 
@@ -196,7 +200,6 @@ def _interruptible() -> Iterator[None]:
 
 def _exit_unless_all_ok(rows: Any) -> None:
     """Exit 1 unless every run is stored ok."""
-    from bench.api import all_ok
 
     if not all_ok(rows):
         sys.exit(1)  # typer.Exit would be swallowed by cli.main's standalone_mode=False
@@ -238,7 +241,6 @@ def run_command(
     execution: dict[str, Any] | None = None,
 ) -> None:
     """Train one configuration over seeds (thesis defaults, flags on top); print per-seed results."""
-    from bench import api
 
     if explain:
         typer.echo(api.explain_run(
@@ -287,7 +289,6 @@ def grid_command(
     execution: dict[str, Any] | None = None,
 ) -> None:
     """Train every run of a preset or grid file that is not stored yet (resumable), dependencies first."""
-    from bench import api
 
     if preset is None:
         raise ConfigError("bench grid needs a preset (e.g. table-6.10) or a grid file (my-grid.toml)")
@@ -318,7 +319,6 @@ def grid_command(
 
 def show_grid(target: str, selection: dict[str, Any]) -> str:
     """`bench grid --show`: a preset (or a grid file, normalised) as grid-file text."""
-    from bench import gridfile
 
     query = GridQuery(target, **selection)
     filters = [flag for flag, value in (("--method", query.methods), ("--optimizer", query.optimizers),
@@ -337,7 +337,6 @@ def show_grid(target: str, selection: dict[str, Any]) -> str:
 
 def print_dry_run(cells: Sequence[Any], runs_dir: Path) -> None:
     """The job list with what is stored; trains nothing."""
-    from bench import api
 
     jobs = api.job_table(cells, runs_dir)
     typer.echo(f"{'run_id':<16}  {'dataset':<12} {'modalities':<18} {'method':<11} {'optimizer':<9} "
@@ -364,7 +363,6 @@ def ls_command(
     label_rule: LabelRuleOpt = None,
 ) -> None:
     """What is stored (counts by dataset / method / status), corrupt files, what a preset lacks."""
-    from bench import api, store
 
     if preset is not None:
         chosen = api.select(preset, runs_dir, profile=profile, datasets=parse_list(dataset), source=source,
@@ -399,7 +397,6 @@ def print_mixed_data(results: Any) -> None:
 
 def print_preset_status(query: Any, cells: Sequence[Any], results: Any) -> None:
     """How much of a preset or grid file is stored; the cells that still lack runs."""
-    from bench.presets import jobs_with_dependencies
 
     jobs = jobs_with_dependencies(cells)
     status = dict(zip(results["run_id"], results["status"], strict=True)) if len(results) else {}
@@ -437,8 +434,6 @@ def rerun_command(
     device: str | None = typer.Option(None, "--device", help="Device (default: cpu, or cuda if stored on a GPU)."),
 ) -> None:
     """Retrain a stored run from its config_json and check that every metric matches exactly."""
-    from bench import execute, store
-    from bench.presets import dependencies
 
     try:
         row = store.read_row(runs_dir, run_id)
@@ -477,7 +472,6 @@ def evaluation_key(row: dict[str, Any]) -> str:
 
 def evaluation_differences(runs_dir: Path, run_id: str, fresh: list[dict[str, Any]]) -> list[str]:
     """metric_differences of each stored test-time evaluation against the rerun's (prefixed by which)."""
-    from bench import store
 
     stored_rows, _ = store.read_evaluations(runs_dir, [run_id])
     stored = {evaluation_key(r): r for r in stored_rows.to_dict("records")}
@@ -496,7 +490,6 @@ def evaluation_differences(runs_dir: Path, run_id: str, fresh: list[dict[str, An
 
 def check_same_data(run_id: str, cfg: RunConfig) -> None:
     """ConfigError when the data a run was pinned to (data_version) is not what its dataset holds now."""
-    from bench.data import data_fingerprint
 
     if not cfg.data_version:
         return
@@ -532,7 +525,6 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _rerun_device(stored: str) -> str:
-    from bench.execute import default_device
 
     return "cuda" if stored.startswith("cuda") and default_device() == "cuda" else "cpu"
 

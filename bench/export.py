@@ -24,6 +24,7 @@ import typer
 
 from bench.config import ConfigError
 from bench.data.registry import root_name
+from bench.store import TRAJECTORY_COLUMNS, read_results, read_trajectories
 
 # Columns of a result row that name a run's configuration; the CSV joins them into every trajectory row.
 RUN_COLUMNS = ("dataset", "method", "modalities", "optimizer", "dev_set", "seed")
@@ -68,7 +69,6 @@ def _warn(problems: list[str]) -> None:
 
 def selected_results(runs_dir: Path, selection: Selection) -> pd.DataFrame:
     """The selected result rows, ordered by configuration; ConfigError when none match."""
-    from bench.store import read_results
 
     results, problems = read_results(runs_dir)
     _warn(problems)
@@ -81,7 +81,6 @@ def selected_results(runs_dir: Path, selection: Selection) -> pd.DataFrame:
 
 def run_trajectory(runs_dir: Path, run_id: str) -> pd.DataFrame:
     """One run's trajectory rows (none when it has no readable file)."""
-    from bench.store import read_trajectories
 
     rows, problems = read_trajectories(runs_dir, [run_id])
     _warn(problems)
@@ -283,7 +282,6 @@ def export_csv(runs_dir: Path, out: Path, selection: Selection, progress: bool =
 
 def write_trajectories_csv(runs_dir: Path, results: pd.DataFrame, path: Path, progress: bool) -> int:
     """Every trajectory row of the runs in `results`, one run at a time, with RUN_COLUMNS joined in."""
-    from bench.store import TRAJECTORY_COLUMNS
 
     columns = ["run_id", *RUN_COLUMNS, *TRAJECTORY_COLUMNS[1:]]
     pd.DataFrame(columns=columns).to_csv(path, index=False, lineterminator="\n")

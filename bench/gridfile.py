@@ -38,9 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import OPTIMIZERS, PROFILES, ConfigError, canonical_modalities, modality_key
+from bench import presets
+from bench.config import OPTIMIZERS, PROFILES, ConfigError, canonical_modalities, modality_key, noise_levels
+from bench.params import check_value
 from bench.plan.datasets import recipe_key
-from bench.presets import SOURCES, Cell
+from bench.plan.resolve import resolved_method_params
+from bench.presets import (
+    SOURCES,
+    Cell,
+    check_label_rule,
+    label_rule_fields,
+    method_params,
+    resolve_dataset,
+    thesis_config,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -154,7 +165,6 @@ def parse(data: Mapping[str, Any], where: str, default_name: str = "grid") -> Gr
 
 def _noise(where: str, value: Any) -> tuple[float, ...]:
     """test_noise: a list of standard deviations (numbers >= 0)."""
-    from bench.config import noise_levels
 
     items = _listed(where, "test_noise", value, "a list of numbers >= 0")
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
@@ -259,7 +269,6 @@ def check_datasets(where: str, names: Sequence[str]) -> tuple[str, ...]:
 
 def _params(where: str, value: Any, methods: Sequence[str]) -> tuple[tuple[str, Any], ...]:
     """[params.<method>] tables: each parameter a value or a list of values, checked against the method."""
-    from bench.params import check_value
 
     if not isinstance(value, dict):
         raise _wrong(where, "params", "a table of [params.<method>] tables", value)
@@ -318,7 +327,6 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
     `label_rule` (MOSEI: binned or round) applies to the datasets whose family has it.
     """
     from bench.methods import validate_config
-    from bench.presets import check_label_rule, label_rule_fields, resolve_dataset, thesis_config
 
     check_label_rule(label_rule, list(spec.datasets))
     cells = []
@@ -421,10 +429,8 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
     Rows outside it (a configuration with no file key, such as step_every_4; modalities only some
     methods use; per-row parameters) are listed in the comments.
     """
-    from bench.presets import expand
-
-    cells = expand(preset, profile=profile or "quick", datasets=tuple(datasets or DEFAULT_DATASETS), source=source,
-                   seeds=(0,))
+    cells = presets.expand(preset, profile=profile or "quick", datasets=tuple(datasets or DEFAULT_DATASETS),
+                           source=source, seeds=(0,))
     other_tasks = sorted({cfg.task for cell in cells for cfg in cell.configs} - set(TASKS))
     if other_tasks:
         raise ConfigError(f"preset {preset} trains the {', '.join(other_tasks)} task, which a grid file cannot "
@@ -460,8 +466,6 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
 
 def _extra_params(cell: Cell) -> Setting:
     """The parameters a preset cell sets beyond the thesis's defaults (and the method's own) for its method."""
-    from bench.plan.resolve import resolved_method_params
-    from bench.presets import method_params
 
     cfg = cell.configs[0]
     defaults = resolved_method_params(cell.method, method_params(cell.method, cfg.modalities))
@@ -470,7 +474,6 @@ def _extra_params(cell: Cell) -> Setting:
 
 def _variants(cells: Sequence[Cell]) -> tuple[list[_Variant], dict[int, str]]:
     """The expressible rows grouped by (method, extra parameters); why each other cell is not expressible."""
-    from bench.presets import thesis_config
 
     contexts: dict[tuple[str, Setting], dict[tuple[str, tuple[str, ...], str, bool], None]] = {}
     reasons: dict[int, str] = {}

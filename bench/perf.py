@@ -22,8 +22,12 @@ import torch
 import typer
 from torch import nn
 
-from bench.config import RunConfig
+from bench.config import ConfigError, RunConfig
+from bench.data import load_dataset
+from bench.execute import run_jobs
+from bench.plan.deps import job_graph
 from bench.plan.resolve import make_config
+from bench.presets import thesis_config
 
 SECTIONS = ("overhead", "speedups", "methods", "own-models", "seeds", "seed-stacking", "workers", "memory",
             "worker-memory", "own-models-memory")
@@ -59,7 +63,6 @@ def plain_loop(cfg: RunConfig, epochs: int) -> float:
     nothing else: cross-entropy, or L1 on the score for a regression config. Returns the number of
     training samples processed per second.
     """
-    from bench.data import load_dataset
     from bench.models import LateFusionModel, model_spec
     from bench.tasks import make_task
     from bench.train import SplitTensors, seed_everything
@@ -99,7 +102,6 @@ def _forward_all(model: nn.Module, split: Any) -> None:
 
 def harness_throughput(cfg: RunConfig) -> float:
     """Training samples per second of `train_run` (validation, checkpointing and test included)."""
-    from bench.data import load_dataset
     from bench.train import train_run
 
     data = load_dataset(cfg.dataset, cfg.profile)
@@ -160,7 +162,6 @@ def _agm_without_shortcuts() -> contextlib.ExitStack:
 def measure_speedups(dataset: str, profile: str, epochs: int, repeats: int) -> dict[str, Any]:
     """Each optimisation against the code it replaced, same process and data: time ratio and result drift."""
     import bench.train as train_module
-    from bench.data import load_dataset
     from bench.models import SequenceEncoder
     from bench.train import train_run
 
@@ -203,7 +204,6 @@ def measure_speedups(dataset: str, profile: str, epochs: int, repeats: int) -> d
 def measure_methods(dataset: str, profile: str, epochs: int, modalities: tuple[str, ...],
                     repeats: int = 2) -> dict[str, Any]:
     """Seconds per epoch of each trainable method relative to concat (same data, seed, epochs)."""
-    from bench.data import load_dataset
     from bench.methods import REGISTRY, get_method
     from bench.train import train_run
 
@@ -241,7 +241,6 @@ def own_model_methods() -> list[str]:
 def own_model_config(dataset: str, profile: str, method: str, epochs: int, **fields: Any) -> RunConfig:
     """The preset config of `method` on all three modalities, regression (its paper's settings from
     `paper_fields`), for `epochs` epochs with early stopping off; `fields` on top (e.g. model=...)."""
-    from bench.presets import thesis_config
 
     return thesis_config(dataset, method, ALL_THREE, profile=profile, task="regression", max_epochs=epochs,
                          early_stopping=False, window_end=-1, **fields)
@@ -250,7 +249,6 @@ def own_model_config(dataset: str, profile: str, method: str, epochs: int, **fie
 def measure_own_models(dataset: str, profile: str, epochs: int, repeats: int = 2) -> dict[str, Any]:
     """Seconds per epoch of each own-model method against concat on late_fusion and concat on the
     method's own model, all on the same data and seed, regression, text+audio+vision."""
-    from bench.data import load_dataset
     from bench.methods import get_method
     from bench.train import train_run
 
@@ -277,7 +275,6 @@ def measure_own_models(dataset: str, profile: str, epochs: int, repeats: int = 2
 
 def measure_seeds(dataset: str, profile: str, epochs: int, n_seeds: int) -> dict[str, Any]:
     """Wall time of an n-seed job against one seed (the seeds run one after another)."""
-    from bench.data import load_dataset
     from bench.train import train_run
 
     data = load_dataset(dataset, profile)
@@ -372,7 +369,6 @@ def measure_seed_stacking(dataset: str, profile: str, n_seeds: int) -> dict[str,
       those matmuls alone for n seeds, against a whole one-seed epoch of the harness.
     - prototype: an epoch of n seeds stacked, the LSTM stepped over batched matmuls, against the same.
     """
-    from bench.data import load_dataset
     from bench.train import build_trainer
 
     data = load_dataset(dataset, profile)
@@ -408,8 +404,6 @@ def measure_seed_stacking(dataset: str, profile: str, n_seeds: int) -> dict[str,
 
 def measure_workers(dataset: str, profile: str, epochs: int, jobs: int) -> dict[str, Any]:
     """A small grid through the local executor with 1 and 2 workers (fresh runs directories)."""
-    from bench.execute import run_jobs
-    from bench.plan.deps import job_graph
 
     cfgs = [make_config(dataset, profile, method="concat", modalities=("text", "vision"), seed=s,
                         max_epochs=epochs, early_stopping=False) for s in range(jobs)]
@@ -501,8 +495,6 @@ def perf(
     chosen = [s.strip() for s in sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
-        from bench.config import ConfigError
-
         raise ConfigError(f"unknown perf section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
     report: dict[str, Any] = {"machine": machine_info(), "dataset": dataset, "profile": profile, "epochs": epochs}
     typer.echo(json.dumps(report["machine"]))

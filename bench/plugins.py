@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from bench.config import ConfigError
+from bench.data import DataError
+from bench.data.registry import load_spec_file
 
 ENV_VAR = "BENCH_PLUGINS"
 _LOADED: dict[str, list[str]] = {}  # resolved path -> the names it registered
@@ -79,8 +81,6 @@ def load(path: str | os.PathLike[str]) -> list[str]:
 
 def _load_dataset_spec(file: Path) -> str:
     """Register a dataset spec file (bench.data.registry.load_spec_file); its name."""
-    from bench.data import DataError
-    from bench.data.registry import load_spec_file
 
     try:
         return load_spec_file(file).name

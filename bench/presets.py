@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +51,8 @@ from bench.plan.resolve import (  # noqa: F401  (re-exported: the shared recipe 
     optimizer_lr,
     plan,
 )
-
-AV: tuple[str, ...] = ("audio", "vision")
-TV: tuple[str, ...] = ("text", "vision")
-AVT: tuple[str, ...] = ("text", "audio", "vision")
+from bench.plan.rows import AV, AVT, TV, Row
+from bench.presets_msa import msa_regression_rows, ood_rows, seed_system_rows
 
 TABLE_10_METHODS = ("ensemble", "unipre", "concat", "ogm", "ogm_ge", "acc", "agm", "pmr", "reconboost")
 TABLE_10_TRIMODAL = ("ensemble", "unipre", "concat", "reconboost")
@@ -85,17 +83,7 @@ class Cell:
         return tuple(cfg.run_id for cfg in self.configs)
 
 
-@dataclass(frozen=True)
-class _Row:
-    """A table row before it meets a dataset, profile and seeds."""
-
-    table: str
-    modalities: tuple[str, ...]
-    method: str
-    config_label: str = "standard"
-    optimizer: str = "adam"
-    families: tuple[str, ...] = ("mosi", "mosei")
-    fields: tuple[tuple[str, Any], ...] = field(default=())  # per-row RunConfig fields on top
+_Row = Row  # the rows of every preset (bench.plan.rows)
 
 
 # -- data sources -----------------------------------------------------------------------------------
@@ -254,20 +242,14 @@ def _rows_all() -> list[_Row]:
 
 
 def _rows_msa() -> list[_Row]:
-    from bench.presets_msa import msa_regression_rows  # the MSA regression protocol (its own module)
-
     return msa_regression_rows()
 
 
 def _rows_msa_seeds() -> list[_Row]:
-    from bench.presets_msa import seed_system_rows
-
     return seed_system_rows()
 
 
 def _rows_ood() -> list[_Row]:
-    from bench.presets_msa import ood_rows
-
     return ood_rows()
 
 

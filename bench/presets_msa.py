@@ -13,12 +13,12 @@ CGGM and G-Blend; a method that gains a regression form joins the preset without
 training settings are the thesis's standard configuration (Adam, lr 5e-4, the profile's epochs), the
 seeds the expansion's default (five).
 
-`bench.presets` lists the preset in PRESETS; this module only builds its rows.
+`bench.presets` lists the presets in PRESETS; this module only builds their rows.
 """
 
 from __future__ import annotations
 
-from bench.presets import AV, AVT, TV, _Row
+from bench.plan.rows import AV, AVT, TV, Row
 
 MSA_PRESET = "msa-regression"
 MSA_TASK = "regression"
@@ -36,12 +36,12 @@ def regression_methods(n_modalities: int) -> list[str]:
             and REGISTRY[name].min_modalities <= n_modalities <= REGISTRY[name].max_modalities]
 
 
-def msa_regression_rows() -> list[_Row]:
+def msa_regression_rows() -> list[Row]:
     """The rows of `msa-regression`: every (modality combination, regression method), Adam, standard."""
     rows = []
     for mods in (*SINGLE_MODALITIES, *COMBINATIONS):
         for method in regression_methods(len(mods)):
-            rows.append(_Row(MSA_PRESET, mods, method, "standard", "adam", FAMILIES, (("task", MSA_TASK),)))
+            rows.append(Row(MSA_PRESET, mods, method, "standard", "adam", FAMILIES, (("task", MSA_TASK),)))
     return rows
 
 
@@ -51,18 +51,18 @@ SEEDS_PRESET = "msa-seeds"
 SEED_SYSTEMS = ("feada", "sati")  # the seed papers' published systems with public code
 
 
-def seed_system_rows() -> list[_Row]:
+def seed_system_rows() -> list[Row]:
     """`msa-seeds`: MOSI and MOSEI, regression, text+audio+vision: concat on late_fusion and on each seed
     system's own model (configuration label on_<model>), each system and each of its declared variants."""
     from bench.methods import REGISTRY
 
     task = (("task", MSA_TASK),)
-    rows = [_Row(SEEDS_PRESET, AVT, "concat", "standard", "adam", FAMILIES, task)]
+    rows = [Row(SEEDS_PRESET, AVT, "concat", "standard", "adam", FAMILIES, task)]
     for name in SEED_SYSTEMS:
         system = REGISTRY[name]
-        rows.append(_Row(SEEDS_PRESET, AVT, "concat", f"on_{system.default_model}", "adam", FAMILIES, task))
+        rows.append(Row(SEEDS_PRESET, AVT, "concat", f"on_{system.default_model}", "adam", FAMILIES, task))
         for label in ("standard", *system.variants):
-            rows.append(_Row(SEEDS_PRESET, AVT, name, label, "adam", FAMILIES, task))
+            rows.append(Row(SEEDS_PRESET, AVT, name, label, "adam", FAMILIES, task))
     return rows
 
 
@@ -87,10 +87,10 @@ def ood_methods() -> list[str]:
     return [*OOD_BASELINES, *others, *seeds]
 
 
-def ood_rows() -> list[_Row]:
+def ood_rows() -> list[Row]:
     """`ood`: MOSI -> MOSEI and MOSEI -> MOSI, single source, regression, text+audio+vision."""
     rows = []
     for source, target in OOD_TARGET.items():
         fields = (("task", MSA_TASK), ("test_dataset", target))
-        rows += [_Row(OOD_PRESET, AVT, method, "standard", "adam", (source,), fields) for method in ood_methods()]
+        rows += [Row(OOD_PRESET, AVT, method, "standard", "adam", (source,), fields) for method in ood_methods()]
     return rows

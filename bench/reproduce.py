@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from bench import api
 from bench.cli_runs import with_execution_options
 from bench.config import PROFILES, ConfigError
 
@@ -31,7 +32,6 @@ def reproduce(
     execution: dict[str, Any] | None = None,
 ) -> None:
     """Train every run of PRESET that is not stored yet, then write <out-dir>/<preset>.{md,tex,csv,html}."""
-    from bench import api
 
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")

@@ -20,7 +20,10 @@ from typing import Any
 
 import pandas as pd
 
+from bench import gridfile
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
+from bench.gridfile import is_grid_file, load
+from bench.presets import expand, preset_names
 
 DEFAULT_PROFILE = "quick"
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -92,8 +95,6 @@ class GridQuery:
     # -- the target ------------------------------------------------------------------------------
     @property
     def is_file(self) -> bool:
-        from bench.gridfile import is_grid_file
-        from bench.presets import preset_names
 
         return self.target not in preset_names() and is_grid_file(self.target)
 
@@ -141,7 +142,6 @@ class GridQuery:
         spec = self.spec()
         if spec is None:
             return expand_preset(self.target, **self.expand_kwargs())
-        from bench import gridfile
 
         if self.datasets is not None:
             spec = spec.replace(datasets=gridfile.check_datasets("--dataset", self.datasets))
@@ -178,7 +178,6 @@ class GridQuery:
 
 @functools.lru_cache(maxsize=16)
 def _load_spec(path: str, mtime_ns: int) -> Any:
-    from bench.gridfile import load
 
     return load(path)
 
@@ -340,6 +339,5 @@ def print_note(note: str) -> None:
 
 def expand_preset(preset: str, **expand_kwargs: Any) -> list[Any]:
     """The preset's cells (bench.presets.expand), with the CLI's filters and overrides (tests swap it)."""
-    from bench.presets import expand
 
     return list(expand(preset, **expand_kwargs))

@@ -3,8 +3,10 @@
     core < data < tasks, models < methods < train < plan < store, execute < report, export < api < cli
 
 A module may import its own layer and the layers below it. The only imports that point up are the entry
-points listed in UPWARD (a worker process imports the trainer), each with the reason. Every other
-in-function import of a bench module is listed in LAZY with why it is lazy, so a new one is a decision.
+points listed in UPWARD (a worker process imports the trainer), each with the reason. An import inside a
+function is for a heavy module only: one whose import loads torch, scikit-learn, scipy, matplotlib or
+submitit (found from the top-level imports), so reading results, listing presets and `bench --version`
+stay fast; anything else is imported at the top.
 """
 
 from __future__ import annotations
@@ -99,6 +101,63 @@ def test_imports_point_down(module: str) -> None:
               if LEVEL[layer_of(name)] > own and not any(module == m and (name == p or name.startswith(f"{p}."))
                                                           for m, p in UPWARD)]
     assert upward == [], f"{module} ({layer_of(module)}) imports {upward} from above"
+
+
+HEAVY_PACKAGES = ("torch", "sklearn", "scipy", "matplotlib", "seaborn", "submitit", "tensorboard")
+
+
+def _top_level_imports(module: str) -> set[str]:
+    """The modules `module` imports when it is imported (module level, `if`/`try` blocks included)."""
+    path = PACKAGE.parent / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = {".".join(module.split(".")[:i]) for i in range(1, len(module.split(".")))}  # parent packages
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for inner in ([node] if isinstance(node, ast.Import | ast.ImportFrom) else
+                      list(ast.walk(node)) if isinstance(node, ast.If | ast.Try) else []):
+            if isinstance(inner, ast.Import):
+                found.update(alias.name for alias in inner.names)
+            elif isinstance(inner, ast.ImportFrom):
+                base = inner.module or ""
+                if inner.level:
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - inner.level + 1], base]).strip(".")
+                found.update([base, *(f"{base}.{alias.name}" for alias in inner.names)])
+    return found
+
+
+def _as_module(name: str) -> str:
+    """The bench module a dotted name lives in ('bench.data.registry.spec_for' -> 'bench.data.registry')."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def heavy_modules() -> set[str]:
+    """Bench modules whose import loads a heavy package, following top-level imports."""
+    graph = {m: _top_level_imports(m) for m in MODULES}
+    heavy: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for module, names in graph.items():
+            if module in heavy:
+                continue
+            if any(n.split(".")[0] in HEAVY_PACKAGES or _as_module(n) in heavy for n in names if n):
+                heavy.add(module)
+                changed = True
+    return heavy
+
+
+def test_in_function_imports_are_for_heavy_modules_only() -> None:
+    heavy = heavy_modules()
+    assert {"bench.train", "bench.methods", "bench.models.late_fusion"} <= heavy  # torch
+    assert not {"bench.config", "bench.store", "bench.plan.deps"} & heavy
+    light = sorted({(m, _as_module(name)) for m in MODULES for name, lazy in imports_of(m)
+                    if lazy and name.startswith("bench") and _as_module(name) not in heavy
+                    and not any(m == u and name.startswith(p) for u, p in UPWARD)})
+    assert light == [], f"in-function imports of light modules (import them at the top): {light}"
 
 
 GROUND = ("bench.config", "bench.store", "bench.recipes")

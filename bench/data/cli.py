@@ -12,6 +12,8 @@ import numpy as np
 import typer
 
 from bench.data import synth, twins
+from bench.data.loader import load_dataset, load_file, published_match
+from bench.data.mmsa import check
 from bench.data.registry import DATASETS, dataset_names, spec_file_beside, spec_for, write_spec_file
 from bench.data.surrogates import SURROGATE_NAMES, SURROGATES
 from bench.data.types import DataError
@@ -93,7 +95,6 @@ def _write_pickle(out: Path, data: dict) -> None:
 @data_app.command("check")
 def check_command(path: Path = typer.Argument(..., help="An MMSA-schema pickle.")) -> None:
     """Validate a file: exit 0 with a summary, or exit 2 naming the first problem."""
-    from bench.data.mmsa import check
 
     spec = spec_for(str(path))  # an undeclared file: one line naming the spec to write
     typer.echo(f"dataset spec: {spec.name} ({spec.display}), modalities {', '.join(spec.modalities)}")
@@ -120,7 +121,6 @@ def inspect_command(
                                         "CH-SIMS: sims3 or sims5); default: its first."),
 ) -> None:
     """Print splits, shapes, length statistics, label histogram, SHA-256 and the published-file check."""
-    from bench.data.loader import load_dataset, load_file, published_match
 
     if path in dataset_names():
         dataset = load_dataset(path, profile, label_rule=label_rule)

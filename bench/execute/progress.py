@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.config import RunConfig, modality_key
+from bench.data.registry import spec_for
 from bench.execute.backend import Job
 
 
@@ -89,7 +90,6 @@ def job_line(progress: Progress, job: Job, outcome: str, error: str, result: Any
 
 def progress_metrics(cfg: RunConfig) -> tuple[str, ...]:
     """The metrics a finished job's line shows: its task's on its dataset's metric set (SIMS: its own)."""
-    from bench.data.registry import spec_for
     from bench.tasks import make_task
 
     return tuple(make_task(cfg.task, dict(cfg.task_params), spec_for(cfg.dataset)).progress_metrics)

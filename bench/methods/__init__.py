@@ -27,6 +27,7 @@ from bench.methods.base import (
     scale_gradient,
     validate_config,
 )
+from bench.plugins import load
 
 for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_"):
@@ -34,7 +35,6 @@ for _info in pkgutil.iter_modules(__path__):
 
 def load_plugin(path: str | Path) -> list[str]:
     """Import a user's method file (bench.plugins.load) and return the names of the methods it registered."""
-    from bench.plugins import load
 
     return [part.removeprefix("method ") for part in load(path) if part.startswith("method ")]
 

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from bench.batch import Batch, ModelOutput  # re-exported: methods import both from here
 from bench.config import ConfigError, RunConfig
+from bench.data.registry import spec_for
 from bench.models import ModelSpec, check_model_params, model_class
 from bench.tasks import Task, make_task, task_class
 
@@ -271,7 +272,6 @@ class Method:
 
 def dataset_recipe(dataset: str) -> str:
     """The recipe-table name of a run's dataset (bench/recipes.toml), for settings read at train time."""
-    from bench.data.registry import spec_for
 
     return spec_for(dataset).recipe
 

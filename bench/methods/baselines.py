@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, BuildContext, Method, ModelOutput, dataset_recipe, register
+from bench.recipes import recipe
 
 BOTH_TASKS = ("classification", "regression")
 
@@ -19,7 +20,6 @@ def tuned_modality_lrs(recipe_name: str) -> dict[str, float]:
     """Per-modality learning rates the thesis tuned for unimodal models (table 6.2, step every 4 iterations;
     bench/recipes.toml `unimodal_lrs`): the presets' unimodal step_every-4 rows use them, and `concat_lr`
     unless the run gives its own group_lrs."""
-    from bench.recipes import recipe
 
     return dict(recipe(recipe_name).get("unimodal_lrs"))
 

@@ -35,6 +35,8 @@ from bench.config import (
     as_pairs,
     canonical_modalities,
 )
+from bench.data import DataError, data_fingerprint
+from bench.params import as_stored
 from bench.plan.datasets import check_label_rule, dataset_modalities, default_label_rule, recipe_key
 from bench.recipes import Recipe, recipe
 
@@ -261,7 +263,6 @@ def _user_layer(chain: Chain, overrides: dict[str, Any]) -> None:
 def data_version(dataset: str, profile: str) -> str:
     """The data fingerprint a config pins ("" when the data cannot be found yet: training then fails with the
     data layer's own message)."""
-    from bench.data import DataError, data_fingerprint
 
     try:
         return data_fingerprint(dataset, profile)
@@ -365,7 +366,6 @@ def resolved_method_params(method: str, given: Mapping[str, Any]) -> dict[str, A
     names are kept (validation reports them); an unregistered method keeps `given` as it is.
     """
     from bench.methods.base import REGISTRY
-    from bench.params import as_stored
 
     cls = REGISTRY.get(method)
     if cls is None:
@@ -391,7 +391,6 @@ def default_model(method: str) -> str:
 def resolved_model_params(model: str, block: Recipe, given: Mapping[str, Any]) -> dict[str, Any]:
     """`given` over the recipe's values over the model's Params defaults (ints as floats for float fields)."""
     from bench.models import REGISTRY
-    from bench.params import as_stored
 
     cls = REGISTRY.get(model)
     if cls is None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from bench import api
 from bench.config import PROFILES, ConfigError
 
 PROFILE_HELP = (f"Profile the grid was run with: {', '.join(PROFILES)} (default: the grid file's, or the only "
@@ -73,7 +74,6 @@ def table(
                                     "headline, acc for classification), e.g. loss or mae."),
 ) -> None:
     """Print (or write) a preset's or grid file's table from the store: mean ± std over seeds, ranks, significance."""
-    from bench import api
 
     kwargs = selection_options(profile, dataset, source, seeds, method, optimizer, modalities, label_rule)
     if rank and evaluations:
@@ -109,7 +109,6 @@ def plot(
     pdf: bool = typer.Option(False, "--pdf", help="Also write a PDF next to the PNG."),
 ) -> None:
     """Draw a trend figure (seeds as a mean ± std band) from stored trajectories."""
-    from bench import api
     from bench.report.plots import PLOT_KINDS
 
     if kind not in PLOT_KINDS:
@@ -131,7 +130,6 @@ def report(
     label_rule: str | None = LabelRule,
 ) -> None:
     """Write one standalone HTML page: the preset's tables (vs the thesis) and its figures."""
-    from bench import api
 
     path = api.report(preset, runs_dir, out_dir,
                       **selection_options(profile, dataset, source, seeds, label_rule=label_rule))

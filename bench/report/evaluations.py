@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.config import ConfigError
 from bench.report import labels, stats
 from bench.report.metricsets import Metric, cell_task, metric_for
 
@@ -42,7 +43,6 @@ def ood_column(test_dataset: str) -> str:
 
 def table_metric(cells: Sequence[Any], metric: str = "") -> Metric:
     """The metric the table shows: `metric` (a key such as 'acc' or 'mae'), else the cells' task's headline."""
-    from bench.config import ConfigError
     from bench.tasks import task_class
 
     tasks = sorted({cell_task(c) for c in cells})

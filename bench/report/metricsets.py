@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from bench.data.types import DataError
+
 THESIS_TASK = "classification"  # the protocol of bench/reference/thesis_tables.csv
 
 
@@ -113,8 +115,6 @@ def cell_task(cell: Any) -> str:
     configs = getattr(cell, "configs", ()) or ()
     tasks = {getattr(cfg, "task", THESIS_TASK) for cfg in configs}
     if len(tasks) > 1:
-        from bench.data.types import DataError
-
         raise DataError(f"cell {cell.method}/{cell.modalities}/{cell.dataset} mixes tasks {sorted(tasks)}")
     return tasks.pop() if tasks else THESIS_TASK
 

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.config import ConfigError, RunConfig, canonical_modalities, modality_key
 from bench.report import labels, sources
-from bench.selection import print_note
+from bench.selection import holdings, print_note
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,6 @@ SELECT_FLAGS = "--method, --dataset, --modalities, --optimizer, --dev-set/--no-d
 
 def select_runs(results: pd.DataFrame, kind: str, selection: Selection) -> pd.DataFrame:
     """The ok runs of the selection; one dataset and one modality set, or a ConfigError naming them."""
-    from bench.selection import holdings
 
     if not len(results) or "status" not in results:
         raise ConfigError("no stored results to plot (the store is empty)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.config import ConfigError
 from bench.report import labels, stats
 from bench.report.model import METRICS, CellResult, MetricCell, Row, TableModel
 from bench.report.published import ENCODER_NOTE, PublishedRow
@@ -550,6 +551,5 @@ def render(models: Sequence[TableModel], fmt: str, vs_thesis: bool = False) -> s
         return to_csv(models)
     if fmt == "html":
         return to_html(models, vs_thesis)
-    from bench.config import ConfigError
 
     raise ConfigError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")

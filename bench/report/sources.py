@@ -12,17 +12,20 @@ from typing import Any
 
 import pandas as pd
 
+from bench import selection
+from bench.presets import preset_names as names
+from bench.store import read_results as store_read_results
+from bench.store import read_trajectories as store_read_trajectories
+
 
 def read_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """Valid result rows and 'path: problem' lines for files that were skipped."""
-    from bench.store import read_results as store_read_results
 
     return store_read_results(Path(runs_dir))
 
 
 def read_trajectories(runs_dir: Path, run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Trajectory rows of `run_ids` (all runs when None) and problems with skipped files."""
-    from bench.store import read_trajectories as store_read_trajectories
 
     ids = None if run_ids is None else list(run_ids)
     return store_read_trajectories(Path(runs_dir), ids)
@@ -30,14 +33,12 @@ def read_trajectories(runs_dir: Path, run_ids: Iterable[str] | None = None) -> t
 
 def expand_preset(preset: str, **expand_kwargs: Any) -> list[Any]:
     """The preset's cells (bench.selection.expand_preset)."""
-    from bench.selection import expand_preset as expand
 
-    return expand(preset, **expand_kwargs)
+    return selection.expand_preset(preset, **expand_kwargs)  # looked up now: tests swap it
 
 
 def preset_names() -> list[str]:
     """Names of the known presets."""
-    from bench.presets import preset_names as names
 
     return list(names())
 

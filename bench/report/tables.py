@@ -10,6 +10,8 @@ import pandas as pd
 
 from bench.config import ConfigError
 from bench.report import sources
+from bench.report.labels import baseline_method
+from bench.report.metricsets import THESIS_TASK, cell_task, result_columns
 from bench.report.model import TableModel, build_models
 from bench.report.render import FORMATS, render
 
@@ -61,8 +63,6 @@ def baseline_pool(preset: str, cells: Sequence[Any], expand_kwargs: dict[str, An
     The whole grid is 'all' (the thesis's classification protocol); for another task's cells it is the
     preset itself without its method filter (a baseline is only ever of the same task).
     """
-    from bench.report.labels import baseline_method
-    from bench.report.metricsets import THESIS_TASK, cell_task
 
     baseline = baseline_method()
     covered = {(c.dataset, c.modalities, c.optimizer) for c in cells if c.method == baseline}
@@ -88,7 +88,6 @@ RESULT_COLUMNS = ("run_id", "dataset", "status", "test_acc", "test_loss", "data_
 def _ensure_columns(results: pd.DataFrame) -> pd.DataFrame:
     """Only the columns the join reads (the rows are wide): these and every task's table metrics; an empty
     store still has them all."""
-    from bench.report.metricsets import result_columns
 
     wanted = list(dict.fromkeys((*RESULT_COLUMNS, *result_columns())))
     missing = [c for c in wanted if c not in results.columns]

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bench.config import ConfigError
+from bench.gridfile import setting_text
 
 TUNE_METRICS: dict[str, bool] = {"val_acc": True, "val_loss": False}  # metric -> higher is better
 TUNED = "tuned on validation"
@@ -35,7 +36,6 @@ class Choice:
     @property
     def note(self) -> str:
         """What the table prints beside the chosen cell ("" when there was nothing to choose)."""
-        from bench.gridfile import setting_text
 
         if len(self.tried) < 2:
             return ""
