@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import SIMS_SCORE_KEYS, SIMS_SHAPES, declare, sims_record
+from tiny import SIMS_SCORE_KEYS, SIMS_SHAPES, declare, physio_record, sims_record
 
 from bench.data import load_dataset, loader, mmsa, splits, synth
 from bench.data.registry import (
@@ -138,15 +138,8 @@ def test_check_reads_the_spec_and_wants_its_per_modality_scores(tmp_path: Path) 
 # -- spec files and any modality names -----------------------------------------------------------------
 
 
-def _physio_record(n: tuple[int, int, int] = (12, 6, 6)) -> dict:
-    rng = np.random.default_rng(3)
-    record = {}
-    for split, size in zip(("train", "valid", "test"), n, strict=True):
-        record[split] = {"regression_labels": rng.choice(np.arange(-6, 7) / 2, size=size).astype(np.float32),
-                         "text": rng.normal(size=(size, 4, 6)).astype(np.float32) + 0.5,
-                         "physio": rng.normal(size=(size, 9, 2)).astype(np.float32) + 0.5,
-                         "physio_lengths": rng.integers(1, 10, size=size)}
-    return record
+def _physio_record() -> dict:
+    return physio_record()
 
 
 def test_a_full_spec_file_declares_any_modality_name(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from clitools import bench
-from tiny import sims_record
+from tiny import physio_record, sims_record
 
 SIMS_METRICS = ("test_acc2", "test_acc3", "test_acc5", "test_f1", "test_mae", "test_corr")
 
@@ -29,16 +29,6 @@ def _write(path: Path, record: dict) -> Path:
     return path
 
 
-def _physio_record(sizes: tuple[int, int, int] = (24, 8, 8)) -> dict:
-    """Scores in [-3, 3]; text 4 x 6 (no lengths key) and physio 9 x 2 with lengths."""
-    rng = np.random.default_rng(5)
-    record = {}
-    for split, n in zip(("train", "valid", "test"), sizes, strict=True):
-        record[split] = {"regression_labels": rng.choice(np.arange(-6, 7) / 2, size=n).astype(np.float32),
-                         "text": rng.normal(size=(n, 4, 6)).astype(np.float32) + 0.5,
-                         "physio": rng.normal(size=(n, 9, 2)).astype(np.float32) + 0.5,
-                         "physio_lengths": rng.integers(1, 10, size=n)}
-    return record
 
 
 def test_an_undeclared_sims_file_exits_2_in_one_line(tmp_path: Path, capsys) -> None:
@@ -69,7 +59,7 @@ def test_a_sims_file_trains_concat_on_regression_and_stores_sims_metrics(tmp_pat
 @pytest.mark.slow
 def test_a_declared_physio_modality_trains_and_keys_its_rows_physio_text(tmp_path: Path) -> None:
     data = tmp_path / "wear"
-    path = _write(data / "wearables.pkl", _physio_record())
+    path = _write(data / "wearables.pkl", physio_record((24, 8, 8), seed=5))
     spec = tmp_path / "specs" / "wearables.toml"  # not beside the file: given with --dataset-spec
     spec.parent.mkdir()
     spec.write_text(f'name = "wearables"\nlike = "mosi"\ndata = "{path}"\nmodalities = ["physio", "text"]\n'

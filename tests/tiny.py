@@ -109,3 +109,16 @@ def sims_record(sizes: tuple[int, int, int] = (20, 8, 8), seed: int = 0) -> dict
                 part[f"{m}_lengths"] = lengths.astype(np.int64)
         record[split] = part
     return record
+
+
+def physio_record(sizes: tuple[int, int, int] = (12, 6, 6), seed: int = 3) -> dict[str, Any]:
+    """An MMSA-schema record with a modality of its own: scores in [-3, 3] on a 0.5 grid, text 4 x 6 (no
+    lengths key) and physio 9 x 2 with lengths."""
+    rng = np.random.default_rng(seed)
+    record = {}
+    for split, size in zip(("train", "valid", "test"), sizes, strict=True):
+        record[split] = {"regression_labels": rng.choice(np.arange(-6, 7) / 2, size=size).astype(np.float32),
+                         "text": rng.normal(size=(size, 4, 6)).astype(np.float32) + 0.5,  # (N, T, D)
+                         "physio": rng.normal(size=(size, 9, 2)).astype(np.float32) + 0.5,
+                         "physio_lengths": rng.integers(1, 10, size=size)}
+    return record
