@@ -20,7 +20,15 @@ import typer
 
 from bench import api, execute, gridfile, store
 from bench.api import all_ok
-from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key, noise_levels
+from bench.config import (
+    PROFILES,
+    SEED_LIMIT,
+    ConfigError,
+    RunConfig,
+    canonical_modalities,
+    modality_key,
+    noise_levels,
+)
 from bench.data import data_fingerprint
 from bench.execute import default_device
 from bench.params import check_value
@@ -52,8 +60,8 @@ def parse_seeds(value: str) -> tuple[int, ...]:
         seeds = tuple(dict.fromkeys(int(s) for s in value.split(",") if s.strip()))
     except ValueError as err:
         raise ConfigError(f"--seeds must be comma-separated integers, got {value!r}") from err
-    if not seeds or min(seeds) < 0:
-        raise ConfigError(f"--seeds needs one or more integers >= 0, got {value!r}")
+    if not seeds or min(seeds) < 0 or max(seeds) >= SEED_LIMIT:
+        raise ConfigError(f"--seeds needs one or more integers in [0, 2**32) = [0, {SEED_LIMIT - 1}], got {value!r}")
     return seeds
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -246,8 +247,47 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+# Seeds must fit the generators: torch's CPU generator and numpy use 32 bits, so seed 2**32 would repeat
+# seed 0 under another run id (and 2**63 does not fit the store's int64 column).
+SEED_LIMIT = 2**32
+
+
+def non_finite(value: Any) -> float | None:
+    """The first NaN or +-Infinity inside `value` (a number, or lists, tuples and dicts of them), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            found = non_finite(item)
+            if found is not None:
+                return found
+    return None
+
+
+def check_seed(seed: Any) -> int:
+    """`seed` when it is an integer in [0, 2**32); else a ConfigError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"seed must be an integer in [0, 2**32) = [0, {SEED_LIMIT - 1}], got {seed!r}")
+    return seed
+
+
+def _check_finite(cfg: RunConfig) -> None:
+    """No NaN or +-Infinity in any field (range checks such as `x < 0` are False for NaN)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        named = [(f"{f.name}.{key}", item) for key, item in value] if f.name in PAIR_FIELDS else [(f.name, value)]
+        for name, item in named:
+            bad = non_finite(item)
+            if bad is not None:
+                raise ConfigError(f"{name} must be a finite number, got {bad}")
+
+
 def _check_basic(cfg: RunConfig) -> None:
     """Field-level checks that need no registry or data (the planner checks the rest: bench.plan.resolve)."""
+    _check_finite(cfg)
+    check_seed(cfg.seed)
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if cfg.profile not in PROFILES:
@@ -261,7 +301,7 @@ def _check_basic(cfg: RunConfig) -> None:
     for name, value in positive.items():
         if int(value) < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
-    if cfg.lr <= 0 or any(lr <= 0 for _, lr in cfg.group_lrs):
+    if not cfg.lr > 0 or any(not lr > 0 for _, lr in cfg.group_lrs):
         raise ConfigError("learning rates must be > 0")
     groups = {g for g, _ in cfg.group_lrs}
     bad_groups = groups - set(cfg.modalities) - {"head"}

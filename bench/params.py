@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.config import ConfigError
+from bench.values import TYPE_NAMES, as_stored, check_typed
 
-TYPE_NAMES = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}
-
+__all__ = ["TYPE_NAMES", "as_stored", "check_params", "check_value", "param_kinds"]
 
 def param_kinds(method: str) -> dict[str, str]:
     """Parameter name -> type name ('float', 'int', 'bool', 'str', or another annotation) of `method`."""
@@ -23,26 +23,14 @@ def param_kinds(method: str) -> dict[str, str]:
     return {f.name: str(f.type) for f in dataclasses.fields(get_method(method).Params)}
 
 
-def as_stored(kind: str, value: Any) -> Any:
-    """An integer given for a float field, as the float it is stored as (alpha=1 is alpha=1.0); else `value`."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if kind == "float" and number else value
-
-
 def check_value(method: str, name: str, value: Any) -> Any:
-    """`value` for parameter `name` of `method`, as stored; ConfigError for an unknown name or a wrong type."""
+    """`value` for parameter `name` of `method`, as stored; ConfigError for an unknown name, a wrong type or
+    a non-finite number (bench.values.check_typed)."""
     kinds = param_kinds(method)
     if name not in kinds:
         listed = ", ".join(sorted(kinds)) or "none"
         raise ConfigError(f"unknown parameter(s) {name} for method {method!r}; it takes: {listed}")
-    kind = kinds[name]
-    if kind == "float" and isinstance(as_stored(kind, value), float):
-        return as_stored(kind, value)
-    fits = {"int": isinstance(value, int) and not isinstance(value, bool), "bool": isinstance(value, bool),
-            "str": isinstance(value, str)}.get(kind, kind not in TYPE_NAMES)
-    if not fits:
-        raise ConfigError(f"parameter {name} of method {method!r} takes {TYPE_NAMES[kind]}, got {value!r}")
-    return value
+    return check_typed(f"method {method!r}", name, kinds[name], value)
 
 
 def check_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from bench import registry
 from bench.config import ConfigError, RunConfig
+from bench.values import check_typed
 
 # What a model can offer. A method that uses a part of a model's interface declares it by name.
 CAPABILITIES: dict[str, str] = {
@@ -136,8 +137,11 @@ def check_model_params(name: str, params: Mapping[str, Any]) -> Any:
     if unknown:
         listed = ", ".join(sorted(known)) or "none"
         raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for model {name!r}; it takes: {listed}")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls.Params)}
+    # typed like a method's parameters: text_hidden=64.5 or =true is refused, not truncated to 64 or 1
+    values = {key: check_typed(f"model {name!r}", key, kinds[key], value) for key, value in params.items()}
     try:
-        return cls.Params(**dict(params))
+        return cls.Params(**values)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad parameters for model {name!r}: {err}") from err
 
