@@ -57,8 +57,9 @@ def execute_one(cfg: RunConfig, dep_ids: Sequence[str], runs_dir: str | Path, jo
         plugins.load_from_environment()  # a spawned worker or a Slurm job: the user's --plugin files
         deps = {rid: store.load_checkpoint(runs_dir, rid) for rid in dep_ids}
     except Exception as err:  # a missing or unreadable checkpoint fails this job only
+        # retried by a plain rerun, whose scheduler retrains a dependency that lost its checkpoint
         return store.failed_record(cfg, f"dependency checkpoint unavailable: {error_text(err)}", device=device,
-                                   metric_columns=columns)
+                                   metric_columns=columns, error_kind=store.DEPENDENCY)
     try:
         result = job_fn(cfg, deps, device=device)
     except Exception as err:  # the job's own error: recorded, the grid goes on

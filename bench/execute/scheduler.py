@@ -83,21 +83,49 @@ class Scheduler:
 
     # -- setup --
     def start(self) -> None:
-        """Sort jobs into already stored / to train, from one read of the store."""
+        """Sort jobs into already stored / to train, from one read of the store.
+
+        A stored failure is retried without retry_failed when its kind says a rerun may succeed (a worker
+        death or a cluster's end of the job: bench.store.TRANSIENT; a dependency that failed or lost its
+        checkpoint: DEPENDENCY, unless that dependency is itself a stored failure not retried). An ok
+        dependency whose checkpoint is gone is retrained when a job that needs it is to run.
+        """
         leftovers = store.remove_leftovers(self.runs_dir, self.claim_ttl_s)  # what a kill -9 left behind
         if leftovers:
             self.reporter.note(f"removed {len(leftovers)} leftover temp/claim file(s) of interrupted runs")
-        stored = store.stored_status(self.runs_dir)
+        states = store.stored_states(self.runs_dir)
+        lost = self._lost_checkpoints(states)
+        if lost:
+            self.reporter.note(f"retraining {len(lost)} stored run(s) whose checkpoint is missing, needed by "
+                               f"other runs: {', '.join(sorted(lost))}")
         for rid, job in self.jobs.items():
-            status = stored.get(rid)
-            if status == "ok":
+            status, kind = states.get(rid, (None, None))
+            if status == "ok" and rid not in lost:
                 self._finish(job, "skipped")
-            elif status == "failed" and not self.retry_failed:
+            elif status == "failed" and not self.retry_failed and not self._retried(job, kind):
                 self._stored_failure(job)
             else:
                 self.pending.append(rid)
         self.reporter.begin(self.snapshot())
         self._keeper.start()
+
+    def _retried(self, job: Job, kind: str | None) -> bool:
+        """Whether a stored failure of this kind is trained again by a plain rerun."""
+        if kind == store.TRANSIENT:
+            return True
+        return kind == store.DEPENDENCY and not any(self.outcome.get(d) == "stored_failed" for d in job.needs)
+
+    def _lost_checkpoints(self, states: dict[str, tuple[str, str | None]]) -> set[str]:
+        """Stored-ok jobs without a checkpoint that some job to be trained needs (dependants first, so a
+        retrained dependency's own lost dependencies are found too)."""
+        lost: set[str] = set()
+        for rid, job in reversed(self.jobs.items()):
+            if states.get(rid, (None, None))[0] == "ok" and rid not in lost:
+                continue  # stored ok and not retrained: it loads nothing
+            for dep in job.needs:
+                if states.get(dep, (None, None))[0] == "ok" and not store.has_checkpoint(self.runs_dir, dep):
+                    lost.add(dep)
+        return lost
 
     def _stored_failure(self, job: Job) -> None:
         error = "stored failure"
@@ -129,7 +157,8 @@ class Scheduler:
                 continue
             if failed_dep is not None:  # recorded under the claim, like any other outcome
                 self.record(job, store.failed_record(job.config, f"dependency {failed_dep} failed",
-                                                     metric_columns=self.metric_columns))
+                                                     metric_columns=self.metric_columns,
+                                                     error_kind=store.DEPENDENCY))
                 continue
             job.started = time.monotonic()
             self.running[rid] = job
@@ -151,13 +180,15 @@ class Scheduler:
 
     def _settled_elsewhere(self, job: Job) -> bool:
         """After claiming: another invocation may have stored the run meanwhile; take its outcome."""
-        status = store.read_status(self.runs_dir, job.run_id)
+        status, kind = store.read_state(self.runs_dir, job.run_id) or (None, None)
         was_held = bool(job.held_until)
-        if status == "ok":
+        if status == "ok" and (was_held or store.has_checkpoint(self.runs_dir, job.run_id)
+                               or not any(job.run_id in j.needs for j in self.jobs.values())):
             self._release(job)
             self._finish(job, "skipped")
             return True
-        if status == "failed" and (was_held or not self.retry_failed):
+        retried = not was_held and (self.retry_failed or kind in store.ERROR_KINDS)
+        if status == "failed" and not retried:
             self._release(job)
             self._stored_failure(job)
             return True

@@ -75,6 +75,7 @@ from bench.store.provenance import git_commit
 from bench.store.read import (
     OLD_SCHEME_MARK,
     completed_ids,
+    identity_problem,
     is_old_scheme_problem,
     old_scheme_mask,
     old_scheme_problem,
@@ -82,20 +83,25 @@ from bench.store.read import (
     read_predictions,
     read_results,
     read_row,
+    read_state,
     read_status,
     read_trajectories,
     stored_config,
     stored_metrics,
+    stored_states,
     stored_status,
 )
 from bench.store.record import ResultLike, RunRecord, failed_record
 from bench.store.schema import (
+    DEPENDENCY,
     EPOCH_COLUMNS,
+    ERROR_KINDS,
     EVALUATION_COLUMNS,
     EVALUATION_KINDS,
     PREDICTION_COLUMNS,
     STATUSES,
     TRAJECTORY_COLUMNS,
+    TRANSIENT,
     config_columns,
     evaluation_schema,
     param_columns,
@@ -108,6 +114,7 @@ from bench.store.write import save_result
 _host = host  # the name tests and older callers use
 
 __all__ = [
+    "DEPENDENCY", "ERROR_KINDS", "TRANSIENT", "identity_problem", "read_state", "stored_states",
     "ASIDE_MAX_AGE_S", "CHECKPOINTS", "CLAIMS", "DEFAULT_CLAIM_TTL_S", "EPOCH_COLUMNS", "EVALUATIONS",
     "EVALUATION_COLUMNS", "EVALUATION_KINDS", "OLD_SCHEME_MARK", "PREDICTIONS", "PREDICTION_COLUMNS", "RESULTS",
     "STATUSES", "TEMP_MAX_AGE_S", "TRAJECTORIES", "TRAJECTORY_COLUMNS", "Claim", "ResultLike", "RunRecord",

@@ -64,7 +64,27 @@ def _read_result_file(path: Path) -> tuple[pd.DataFrame | None, str | None]:
         return None, f"{path}: run_id {frame['run_id'].iloc[0]!r} does not match the file name"
     if str(frame["status"].iloc[0]) not in STATUSES:
         return None, f"{path}: unknown status {frame['status'].iloc[0]!r}"
+    problem = identity_problem(path, frame.iloc[0].to_dict())
+    if problem:
+        return None, problem
     return frame, None
+
+
+def identity_problem(path: Path, row: Mapping[str, Any]) -> str | None:
+    """Why a current-scheme row's stored config does not belong to its run id (a copied, hand-merged or
+    edited row), or None. Rows of an older scheme are left to the old-scheme note (their ids differ anyway)."""
+    scheme = pd.to_numeric(pd.Series([row.get("id_scheme")]), errors="coerce").iloc[0]
+    if pd.isna(scheme) or scheme < RUN_ID_SCHEME:
+        return None
+    run_id = str(row.get("run_id"))
+    try:
+        config_id = RunConfig.from_dict(json.loads(str(row.get("config_json")))).run_id
+    except (ValueError, TypeError) as err:  # ConfigError and JSON errors are ValueErrors
+        return f"{path}: left out: its stored config does not decode ({type(err).__name__}: {_one_line(err)})"
+    if config_id != run_id:
+        return (f"{path}: left out: its stored config hashes to run id {config_id}, not {run_id} "
+                "(a copied or edited row); delete the file to retrain the run")
+    return None
 
 
 def read_results(runs_dir: PathLike) -> tuple[pd.DataFrame, list[str]]:
@@ -109,26 +129,41 @@ def old_scheme_problem(runs_dir: Path, count: int) -> str:
 
 
 def stored_status(runs_dir: PathLike) -> dict[str, str]:
-    """run_id -> "ok" | "failed" for every readable result file (corrupt ones are absent)."""
-    statuses: dict[str, str] = {}
+    """run_id -> "ok" | "failed" for every valid result file (corrupt and foreign ones are absent)."""
+    return {rid: state[0] for rid, state in stored_states(runs_dir).items()}
+
+
+def stored_states(runs_dir: PathLike) -> dict[str, tuple[str, str | None]]:
+    """run_id -> (status, error_kind) for every valid result file (read_state)."""
+    states: dict[str, tuple[str, str | None]] = {}
     for path in parquet_files(Path(runs_dir) / RESULTS):
-        status = read_status(runs_dir, path.stem)
-        if status is not None:
-            statuses[path.stem] = status
-    return statuses
+        state = read_state(runs_dir, path.stem)
+        if state is not None:
+            states[path.stem] = state
+    return states
 
 
 def read_status(runs_dir: PathLike, run_id: str) -> str | None:
-    """The stored status of one run, or None when it has no readable result."""
+    """The stored status of one run, or None when it has no valid result."""
+    state = read_state(runs_dir, run_id)
+    return None if state is None else state[0]
+
+
+def read_state(runs_dir: PathLike, run_id: str) -> tuple[str, str | None] | None:
+    """(status, error_kind) of one run's valid result (error_kind: bench.store.ERROR_KINDS, None for an ok
+    run or a deterministic failure), or None when it has no valid result (absent, unreadable, or a row whose
+    config does not hash to its run id)."""
     path = result_path(runs_dir, run_id)
     try:
-        table = pq.read_table(path, columns=["run_id", "status"])
+        row = pq.read_table(path).to_pylist()
     except Exception:  # absent or unreadable: not stored
         return None
-    if table.num_rows != 1 or table.column("run_id")[0].as_py() != run_id:
+    if len(row) != 1 or row[0].get("run_id") != run_id or row[0].get("status") not in STATUSES:
         return None
-    status = table.column("status")[0].as_py()
-    return status if status in STATUSES else None
+    if identity_problem(path, row[0]):
+        return None
+    kind = row[0].get("error_kind")
+    return str(row[0]["status"]), (str(kind) if kind else None)
 
 
 def completed_ids(runs_dir: PathLike) -> set[str]:

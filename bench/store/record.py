@@ -48,6 +48,8 @@ class RunRecord:
     synthetic: bool | None = None
     torch_version: str = ""
     torch_threads: int | None = None
+    # Why it failed, when a plain rerun retries it (bench.store.schema.ERROR_KINDS); None: deterministic.
+    error_kind: str | None = None
     # The result row's metric columns (bench.tasks.all_result_columns() of the caller); () = those held.
     metric_columns: tuple[str, ...] = ()
 
@@ -62,7 +64,8 @@ class RunRecord:
 
 
 def failed_record(cfg: RunConfig, error: str, wall_s: float = 0.0, device: str = "",
-                  metric_columns: tuple[str, ...] = ()) -> RunRecord:
-    """A failed outcome for `cfg` with this error message (its row gets `metric_columns`, all NaN)."""
+                  metric_columns: tuple[str, ...] = (), error_kind: str | None = None) -> RunRecord:
+    """A failed outcome for `cfg` with this error message (its row gets `metric_columns`, all NaN);
+    `error_kind` says when a plain rerun retries it (bench.store.schema.ERROR_KINDS)."""
     return RunRecord(config=cfg, status="failed", error=error, wall_s=wall_s, device=device,
-                     metric_columns=tuple(metric_columns))
+                     metric_columns=tuple(metric_columns), error_kind=error_kind)

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
     from bench.store.record import ResultLike
 
 STATUSES = ("ok", "failed")
+# Why a failed run failed, when a plain rerun should retrain it (the `error_kind` column; null for an ok run
+# and for a deterministic failure such as a NaN loss, which only --retry-failed retrains):
+# "transient": its process died or the cluster ended it (SIGKILL, OOM kill, a Slurm cancel, time limit,
+# node failure, preemption); "dependency": a run it needs failed or lost its checkpoint.
+TRANSIENT = "transient"
+DEPENDENCY = "dependency"
+ERROR_KINDS = (TRANSIENT, DEPENDENCY)
 EPOCH_COLUMNS = ("best_epoch", "epochs")
 # Metric columns follow the tasks' naming (bench.tasks.Task.columns): test_<metric> and val_<metric>.
 METRIC_PREFIXES = ("test_", "val_")
@@ -166,6 +173,8 @@ def result_columns(result: ResultLike) -> Columns:
     columns["config_json"] = (json.dumps(cfg.to_dict(), sort_keys=True), pa.string())
     columns["status"] = (str(result.status), pa.string())
     columns["error"] = (None if result.error is None else str(result.error), pa.string())
+    kind = getattr(result, "error_kind", None) if result.status != "ok" else None
+    columns["error_kind"] = (str(kind) if kind else None, pa.string())
     for name in metric_columns_of(result):
         columns[name] = (metric_value(metrics, name), pa.float64())
     for name in EPOCH_COLUMNS:

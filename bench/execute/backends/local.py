@@ -117,10 +117,13 @@ class LocalPool:
         if code is not None and code < 0:
             reason += f" (killed by {signal.Signals(-code).name})"
         wall = time.monotonic() - job.started if job.started else 0.0
-        return [(job, self._failed(job, reason, wall, slot.device))]
+        # a death (SIGKILL, the OOM killer) says nothing about the run: a plain rerun trains it again
+        return [(job, self._failed(job, reason, wall, slot.device, store.TRANSIENT))]
 
-    def _failed(self, job: Job, reason: str, wall: float = 0.0, device: str = "") -> Outcome:
-        return store.failed_record(job.config, reason, wall, device, metric_columns=self.context.metric_columns)
+    def _failed(self, job: Job, reason: str, wall: float = 0.0, device: str = "",
+                error_kind: str | None = None) -> Outcome:
+        return store.failed_record(job.config, reason, wall, device, metric_columns=self.context.metric_columns,
+                                   error_kind=error_kind)
 
     def cancel(self, job: Job | None = None) -> None:
         """Stop the worker running `job` (every busy worker when None) and forget the job; the next poll
