@@ -294,9 +294,20 @@ def grid_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and what is stored; train nothing."),
     runs_dir: RunsDir = Path("runs"),
     explain: ExplainOpt = False,
+    yes: bool = typer.Option(False, "--yes", help=f"Build a grid file of more than {gridfile.MAX_RUNS:,} runs."),
     execution: dict[str, Any] | None = None,
 ) -> None:
     """Train every run of a preset or grid file that is not stored yet (resumable), dependencies first."""
+    with gridfile.confirmed(yes):
+        _grid(preset, show, profile, dataset, source, method, optimizer, modalities, dev_set, seeds, label_rule,
+              dry_run, runs_dir, explain, execution)
+
+
+def _grid(preset: str | None, show: bool, profile: str | None, dataset: str | None, source: str | None,
+          method: str | None, optimizer: str | None, modalities: str | None, dev_set: bool | None,
+          seeds: str | None, label_rule: str | None, dry_run: bool, runs_dir: Path, explain: bool,
+          execution: dict[str, Any] | None) -> None:
+    """bench grid, after --yes is taken."""
 
     if preset is None:
         raise ConfigError("bench grid needs a preset (e.g. table-6.10) or a grid file (my-grid.toml)")

@@ -29,17 +29,21 @@ cannot express are listed in its comments.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import itertools
 import json
+import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import presets
 from bench.config import OPTIMIZERS, PROFILES, ConfigError, canonical_modalities, modality_key, noise_levels
+from bench.data import DataError
 from bench.params import check_value
 from bench.plan.datasets import recipe_key
 from bench.plan.resolve import resolved_method_params
@@ -68,6 +72,23 @@ DEFAULT_DATASETS = ("mosi", "mosei")
 
 Setting = tuple[tuple[str, Any], ...]  # (name, value) pairs of one cell's file parameters
 
+# A grid past this many runs is refused unless confirmed (`bench grid --yes`, or `with confirmed():`):
+# building and validating every config takes time and memory (a 10**6-run file ran out of both before a
+# line was printed). From ANNOUNCE_RUNS on, the count is printed (stderr) before the configs are built.
+MAX_RUNS = 10_000
+ANNOUNCE_RUNS = 1_000
+_CONFIRMED: contextvars.ContextVar[bool] = contextvars.ContextVar("bench_grid_confirmed", default=False)
+
+
+@contextlib.contextmanager
+def confirmed(yes: bool = True) -> Iterator[None]:
+    """Within this block, grids larger than MAX_RUNS are built (the CLI's --yes)."""
+    token = _CONFIRMED.set(bool(yes) or _CONFIRMED.get())
+    try:
+        yield
+    finally:
+        _CONFIRMED.reset(token)
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -80,8 +101,8 @@ class GridSpec:
     datasets: tuple[str, ...] = DEFAULT_DATASETS
     profile: str | None = None
     source: str = "auto"
-    task: str = TASKS[0]
-    model: str = MODELS[0]
+    task: str | None = None  # None: the task the methods default to (classification)
+    model: str | None = None  # None: each method's own default model; set: every method runs on it
     optimizers: tuple[str, ...] = ("adam",)
     dev_set: tuple[bool, ...] = (False,)
     seeds: tuple[int, ...] | None = None
@@ -145,22 +166,34 @@ def parse(data: Mapping[str, Any], where: str, default_name: str = "grid") -> Gr
         raise ConfigError(f"{where}: missing key {missing[0]!r} (a grid file needs {' and '.join(REQUIRED)})")
     methods = _methods(where, _strings(where, "methods", data["methods"]))
     fields: dict[str, Any] = {
-        "where": where, "name": _string(where, "name", data.get("name", default_name)), "methods": methods,
+        "where": where, "name": _name(where, data.get("name", default_name)), "methods": methods,
         "modalities": _modality_lists(where, data["modalities"]),
         "datasets": check_datasets(where, _strings(where, "datasets", data.get("datasets", list(DEFAULT_DATASETS)))),
         "profile": _choice(where, "profile", data["profile"], PROFILES) if "profile" in data else None,
         "source": _choice(where, "source", data.get("source", "auto"), SOURCES),
-        "task": _only(where, "task", data.get("task", TASKS[0]), TASKS),
-        "model": _only(where, "model", data.get("model", MODELS[0]), MODELS),
+        "task": _only(where, "task", data["task"], TASKS) if "task" in data else None,
+        "model": _only(where, "model", data["model"], MODELS) if "model" in data else None,
         "optimizers": tuple(_choice(where, "optimizers", v, OPTIMIZERS)
                             for v in _strings(where, "optimizers", data.get("optimizers", ["adam"]))),
         "dev_set": _bools(where, data.get("dev_set", False)),
         "seeds": _seeds(where, data["seeds"]) if "seeds" in data else None,
         "params": _params(where, data.get("params", {}), methods),
         "test_noise": _noise(where, data["test_noise"]) if "test_noise" in data else (),
-        "test_dataset": _string(where, "test_dataset", data["test_dataset"]) if "test_dataset" in data else "",
+        "test_dataset": check_datasets(where, [_string(where, "test_dataset", data["test_dataset"])],
+                                       "test_dataset")[0] if "test_dataset" in data else "",
     }
+    _check_tasks(where, methods, fields["task"] or TASKS[0])
     return GridSpec(**fields)
+
+
+def _check_tasks(where: str, methods: Sequence[str], task: str) -> None:
+    """Every method has a form for the grid's task (else the planner's message names the task's options)."""
+    from bench.methods import get_method
+
+    for name in methods:
+        supported = tuple(get_method(name).tasks)
+        if task not in supported:
+            raise ConfigError(f"{where}: methods: {name} has no {task} form (it supports: {', '.join(supported)})")
 
 
 def _noise(where: str, value: Any) -> tuple[float, ...]:
@@ -191,6 +224,17 @@ def _string(where: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _wrong(where, key, "a string", value)
     return value.strip()
+
+
+def _name(where: str, value: Any) -> str:
+    """The grid's name, which names its report files: a plain file name part (no path separator, no '..',
+    no control character), so `bench report` never writes outside --out-dir."""
+    name = _string(where, "name", value)
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if bad or name in (".", "..") or name.startswith("."):
+        raise ConfigError(f"{where}: name: {name!r} is not a plain name (it names the report's files: no path "
+                          "separator, no leading '.', no control character)")
+    return name
 
 
 def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
@@ -256,14 +300,15 @@ def _modality_lists(where: str, value: Any) -> tuple[tuple[str, ...], ...]:
     return tuple(combos)
 
 
-def check_datasets(where: str, names: Sequence[str]) -> tuple[str, ...]:
-    """The dataset names of a grid (registered names or declared files), or a ConfigError naming `where`."""
+def check_datasets(where: str, names: Sequence[str], key: str = "datasets") -> tuple[str, ...]:
+    """The dataset names of a grid (registered names or declared files), or a ConfigError naming `where`
+    and `key`."""
     names = tuple(names)
     for name in names:
         try:
             recipe_key(name)
-        except ConfigError as err:
-            raise ConfigError(f"{where}: datasets: {err}") from err
+        except (ConfigError, DataError) as err:
+            raise ConfigError(f"{where}: {key}: {err}") from err
     return names
 
 
@@ -289,6 +334,8 @@ def _params(where: str, value: Any, methods: Sequence[str]) -> tuple[tuple[str, 
                 checked = tuple(check_value(method, name, v) for v in items)
             except ConfigError as err:
                 raise ConfigError(f"{where}: {key}.{name}: {err}") from err
+            if len({json.dumps(v, sort_keys=True) for v in checked}) != len(checked):  # 1 and 1.0 are one value
+                raise ConfigError(f"{where}: {key}.{name}: a value is listed twice in {values!r}")
             sweep.append((name, checked))
         found.append((method, tuple(sweep)))
     return tuple(found)
@@ -328,13 +375,18 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
     """
     from bench.methods import validate_config
 
+    check_run_count(spec, seeds)
     check_label_rule(label_rule, list(spec.datasets))
     cells = []
     evaluations: dict[str, Any] = {}
     if spec.test_noise:
         evaluations["test_noise"] = spec.test_noise
     if spec.test_dataset:
-        evaluations["test_dataset"] = resolve_dataset(spec.test_dataset, spec.source)
+        try:
+            evaluations["test_dataset"] = resolve_dataset(spec.test_dataset, spec.source)
+        except ConfigError as err:
+            raise ConfigError(f"{spec.where}: test_dataset: {err}") from err
+    evaluations.update({key: value for key, value in (("task", spec.task), ("model", spec.model)) if value})
     for dataset in dict.fromkeys(resolve_dataset(name, spec.source) for name in spec.datasets):
         rule = label_rule_fields(label_rule, dataset)
         for mods, optimizer, dev, method in itertools.product(spec.modalities, spec.optimizers, spec.dev_set,
@@ -360,6 +412,24 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
     return cells
 
 
+def run_count(spec: GridSpec, seeds: Sequence[int]) -> int:
+    """How many runs the grid names (without the runs they depend on), from the lengths of its lists."""
+    settings = sum(math.prod(len(values) for _, values in dict(spec.params).get(m, ())) for m in spec.methods)
+    return (len(dict.fromkeys(spec.datasets)) * len(spec.modalities) * len(spec.optimizers) * len(spec.dev_set)
+            * settings * len(seeds))
+
+
+def check_run_count(spec: GridSpec, seeds: Sequence[int]) -> int:
+    """The run count; a ConfigError naming it past MAX_RUNS unless confirmed; printed from ANNOUNCE_RUNS on."""
+    count = run_count(spec, seeds)
+    if count > MAX_RUNS and not _CONFIRMED.get():
+        raise ConfigError(f"{spec.where}: {count:,} runs, more than {MAX_RUNS:,}; check the lists (every list "
+                          "is crossed), or pass --yes to build them")
+    if count >= ANNOUNCE_RUNS:
+        print(f"{spec.where}: {count:,} runs; building their configs ...", file=sys.stderr, flush=True)
+    return count
+
+
 def cell_label(base: str, setting: Setting) -> str:
     """'standard' / 'standard [alpha=0.1]': the configuration a table row shows."""
     return f"{base} [{setting_text(setting)}]" if setting else base
@@ -383,8 +453,8 @@ def to_toml(spec: GridSpec, comments: Sequence[str] = ()) -> str:
         lines.append("")
     if spec.profile is not None:
         lines.append(f"profile = {_toml(spec.profile)}")
-    lines += [f"task = {_toml(spec.task)}", f"model = {_toml(spec.model)}",
-              f"datasets = {_toml(list(spec.datasets))}"]
+    lines += [f"{key} = {_toml(value)}" for key, value in (("task", spec.task), ("model", spec.model)) if value]
+    lines.append(f"datasets = {_toml(list(spec.datasets))}")
     if spec.source != "auto":
         lines.append(f"source = {_toml(spec.source)}")
     lines += [f"methods = {_toml(list(spec.methods))}",

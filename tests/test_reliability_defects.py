@@ -118,3 +118,103 @@ def test_model_param_of_the_right_type_is_kept() -> None:
                       model_params={"text_hidden": 64})
     assert dict(cfg.model_params)["text_hidden"] == 64
     assert dict(RunConfig.from_dict(cfg.to_dict()).model_params)["text_hidden"] == 64
+
+
+# -- D4: a grid file states its run count and refuses past a limit ----------------------------------
+
+def _grid_file(tmp_path: Path, body: str, methods: str = '["concat"]') -> Path:
+    path = tmp_path / "g.toml"
+    path.write_text(f'datasets=["synth-mosi"]\nprofile="smoke"\nmethods={methods}\nmodalities=[["text","vision"]]\n'
+                    + body)
+    return path
+
+
+def test_a_million_run_grid_is_refused_at_once_naming_the_count(tmp_path: Path, capsys) -> None:
+    seeds = list(range(1000))
+    alphas = [round(0.001 * (i + 1), 3) for i in range(1000)]
+    grid = _grid_file(tmp_path, f"seeds={seeds}\n[params.ogm]\nalpha={alphas}\n", '["ogm"]')
+    code, err = _bench(["grid", str(grid), "--dry-run", "--runs-dir", str(tmp_path / "runs")], capsys)
+    _one_line(code, err, "1,000,000 runs", "--yes")
+
+
+def test_run_count_is_the_product_of_the_lists() -> None:
+    from bench import gridfile
+
+    spec = gridfile.parse({"datasets": ["synth-mosi"], "methods": ["concat", "ogm"],
+                           "modalities": [["text", "vision"], ["audio", "vision"]], "optimizers": ["adam", "sgd"],
+                           "params": {"ogm": {"alpha": [0.1, 0.2, 0.3], "form": "shifted"}}}, "test")
+    # 2 modality pairs x 2 optimizers x (1 concat + 3 ogm settings) x 5 seeds
+    assert gridfile.run_count(spec, range(5)) == 2 * 2 * 4 * 5
+    gridfile.MAX_RUNS, old = 50, gridfile.MAX_RUNS
+    try:
+        with pytest.raises(ConfigError, match="80 runs, more than 50"):
+            gridfile.check_run_count(spec, range(5))
+        with gridfile.confirmed():
+            assert gridfile.check_run_count(spec, range(5)) == 80
+    finally:
+        gridfile.MAX_RUNS = old
+
+
+def test_yes_builds_a_large_grid(tmp_path: Path, capsys, monkeypatch) -> None:
+    from bench import gridfile
+
+    monkeypatch.setattr(gridfile, "MAX_RUNS", 3)
+    monkeypatch.setattr(gridfile, "ANNOUNCE_RUNS", 3)
+    grid = _grid_file(tmp_path, "seeds=[0, 1, 2, 3]\n")
+    code, err = _bench(["grid", str(grid), "--dry-run", "--runs-dir", str(tmp_path / "runs")], capsys)
+    _one_line(code, err, "4 runs, more than 3")
+    code, err = _bench(["grid", str(grid), "--dry-run", "--yes", "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 0 and "4 runs; building" in err
+
+
+# -- D8: the grid's name names files: no path, no control character ----------------------------------
+
+@pytest.mark.parametrize("name", ["../../../escaped", "a/b", "a\\\\b", "a\\u0000b", "..", ".hidden"])
+def test_unsafe_grid_names_are_refused(name: str, tmp_path: Path, capsys) -> None:
+    grid = _grid_file(tmp_path, f'seeds=[0]\nname="{name}"\n')
+    code, err = _bench(["report", str(grid), "--runs-dir", str(tmp_path / "runs"), "--out-dir",
+                        str(tmp_path / "reports" / "a")], capsys)
+    _one_line(code, err, "name", "not a plain name")
+    assert not list(tmp_path.rglob("*-report.html"))
+
+
+def test_a_plain_grid_name_is_kept() -> None:
+    from bench import gridfile
+
+    spec = gridfile.parse({"name": "my sweep-1", "methods": ["concat"], "modalities": [["text", "vision"]]}, "t")
+    assert spec.name == "my sweep-1"
+
+
+# -- D9: grid-file keys applied, duplicates seen ----------------------------------------------------------
+
+def test_one_and_one_point_zero_are_one_value(tmp_path: Path, capsys) -> None:
+    grid = _grid_file(tmp_path, "seeds=[0]\n[params.ogm]\nalpha=[1, 1.0]\n", '["ogm"]')
+    code, err = _bench(["grid", str(grid), "--dry-run", "--runs-dir", str(tmp_path / "runs")], capsys)
+    _one_line(code, err, "params.ogm.alpha", "listed twice")
+
+
+def test_the_model_key_is_applied(tmp_path: Path) -> None:
+    from bench import gridfile
+
+    spec = gridfile.parse({"methods": ["concat", "cpsl"], "modalities": [["text", "vision"]],
+                           "datasets": ["synth-mosi"]}, "t")
+    cells = gridfile.expand(spec, "smoke", (0,))
+    assert {c.method: c.configs[0].model for c in cells} == {"concat": "late_fusion", "cpsl": "cpsl"}
+    forced = spec.replace(model="late_fusion", methods=("cpsl",))
+    with pytest.raises(ConfigError, match="cpsl_parts.*late_fusion"):
+        gridfile.expand(forced, "smoke", (0,))
+
+
+# -- D14: messages of grid files ---------------------------------------------------------------------
+
+def test_a_method_without_the_grid_task_says_so(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text('datasets=["synth-mosi"]\nmethods=["sati"]\nmodalities=[["text","vision","audio"]]\n')
+    code, err = _bench(["grid", str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs")], capsys)
+    _one_line(code, err, "g.toml", "sati has no classification form")
+
+
+def test_an_unknown_test_dataset_names_the_file_and_key(tmp_path: Path, capsys) -> None:
+    grid = _grid_file(tmp_path, 'seeds=[0]\ntest_dataset="nonexistent"\n')
+    code, err = _bench(["grid", str(grid), "--dry-run", "--runs-dir", str(tmp_path / "runs")], capsys)
+    _one_line(code, err, "g.toml: test_dataset: nonexistent")
