@@ -616,7 +616,7 @@ def write_tables(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: st
     paths = {}
     for fmt, suffix in FILE_SUFFIXES.items():
         paths[fmt] = out / f"{name}.{suffix}"
-        paths[fmt].write_text(render(models, fmt, vs_thesis), encoding="utf-8")
+        store.write_output(paths[fmt], render(models, fmt, vs_thesis))
     return paths
 
 

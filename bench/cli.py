@@ -6,6 +6,7 @@ Bad input (ConfigError, DataError, a missing file) exits with code 2 and one lin
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -69,7 +70,19 @@ def _register_commands() -> None:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug."""
 
-    return (ConfigError, DataError, FileNotFoundError, IsADirectoryError, PermissionError)
+    return (ConfigError, DataError, FileNotFoundError, IsADirectoryError, PermissionError, FileExistsError,
+            NotADirectoryError)
+
+
+# OSErrors about the path the user gave (exit 2, like a missing file): a read-only filesystem, a name too
+# long. Any other OSError on the store or an output path (a full disk, an I/O error) is the machine's, not
+# the input's: one line too, but exit 1.
+USER_ERRNOS = frozenset({errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM})
+
+
+def os_error_code(err: OSError) -> int:
+    """The exit code of an OSError that reached the command line: 2 for the user's path, else 1."""
+    return 2 if isinstance(err, user_errors()) or err.errno in USER_ERRNOS else 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,6 +98,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except OSError as err:  # a full disk, a read-only store, an I/O error: one line, never a traceback
+        if debug:
+            raise
+        typer.echo(f"error: {' '.join(str(err).split())}", err=True)
+        sys.exit(os_error_code(err))
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)

@@ -218,3 +218,71 @@ def test_an_unknown_test_dataset_names_the_file_and_key(tmp_path: Path, capsys) 
     grid = _grid_file(tmp_path, 'seeds=[0]\ntest_dataset="nonexistent"\n')
     code, err = _bench(["grid", str(grid), "--dry-run", "--runs-dir", str(tmp_path / "runs")], capsys)
     _one_line(code, err, "g.toml: test_dataset: nonexistent")
+
+
+# -- D10: OSErrors on the store or an output path: one line ------------------------------------------
+
+def _concat_run(runs: Path) -> list[str]:
+    return [*RUN, "--method", "concat", "--seeds", "0", "--runs-dir", str(runs)]
+
+
+def test_runs_dir_that_is_a_file_is_one_line(tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, err = _bench(_concat_run(afile), capsys)
+    _one_line(code, err, "afile")
+    code, err = _bench(_concat_run(afile / "below"), capsys)
+    _one_line(code, err, "afile")
+
+
+@pytest.mark.parametrize("errno_name, exit_code", [("ENOSPC", 1), ("EIO", 1), ("EROFS", 2)])
+def test_an_oserror_while_claiming_is_one_line(errno_name: str, exit_code: int, tmp_path: Path, capsys,
+                                               monkeypatch) -> None:
+    import errno
+    import os
+
+    from bench import store
+
+    def refuse(*args, **kwargs):
+        number = getattr(errno, errno_name)
+        raise OSError(number, os.strerror(number), str(tmp_path / "claims"))
+
+    monkeypatch.setattr(store, "try_claim", refuse)
+    code, err = _bench(_concat_run(tmp_path / "runs"), capsys)
+    lines = err.strip().splitlines()
+    assert code == exit_code and len(lines) == 1 and lines[0].startswith("error: [Errno"), err
+
+
+def test_report_out_dir_that_is_a_file_is_one_line(tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    grid = _grid_file(tmp_path, "seeds=[0]\n")
+    assert _bench(["grid", str(grid), "--runs-dir", str(tmp_path / "runs")], capsys)[0] == 0
+    code, err = _bench(["report", str(grid), "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(afile)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "afile" in err, err
+
+
+def test_an_output_file_survives_a_full_disk(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from bench import store
+    from bench.store import atomic
+
+    out = tmp_path / "t.md"
+    store.write_output(out, "old table\n")
+
+    def full(path: Path, data: bytes) -> None:
+        path.write_bytes(data[:3])  # the disk fills up part-way through
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "write_synced", full)
+    with pytest.raises(OSError, match="No space"):
+        store.write_output(out, "new table\n")
+    assert out.read_text() == "old table\n" and [p.name for p in tmp_path.iterdir()] == ["t.md"]
+
+
+def test_an_output_path_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    from bench import store
+
+    with pytest.raises(IsADirectoryError, match="give a file name"):
+        store.write_output(tmp_path, b"x")

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from bench import api
+from bench import api, store
 from bench.config import PROFILES, ConfigError
 
 PROFILE_HELP = (f"Profile the grid was run with: {', '.join(PROFILES)} (default: the grid file's, or the only "
@@ -90,7 +90,7 @@ def table(
         typer.echo(text, nl=False)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    store.write_output(out, text)  # atomic: a full disk never leaves a truncated file
     typer.echo(f"written: {out}")
 
 

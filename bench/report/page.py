@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench import __version__
+from bench import __version__, store
 from bench.config import ConfigError
 from bench.report import labels, sources
 from bench.report.model import TableModel
@@ -74,7 +74,7 @@ def write_page(name: str, cells: Sequence[Any], results: pd.DataFrame, problems:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-report.html"
-    path.write_text(page_html(name, Path(runs_dir), models, figures), encoding="utf-8")
+    store.write_output(path, page_html(name, Path(runs_dir), models, figures))
     return path
 
 

@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bench import store
 from bench.config import ConfigError, RunConfig, canonical_modalities, modality_key
 from bench.report import labels, sources
 from bench.selection import holdings, print_note
@@ -395,15 +396,24 @@ def plot(kind: str, runs_dir: Path, selection: Selection | None = None, out: Pat
     """Draw `kind` for the selected runs; write a PNG (and a PDF); return the written paths."""
     fig, rows = figure_for(kind, runs_dir, selection or Selection())
     png = Path(out) if out is not None else default_path(kind, rows, out_dir)
+    if png.is_dir():
+        raise IsADirectoryError(f"{png} is a directory; give a file name such as {png / (kind + '.png')}")
     if png.suffix.lower() != ".png":
         png = png.with_suffix(".png")
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=DPI)
+    store.write_output(png, figure_bytes(fig, "png", dpi=DPI))  # atomic: never a 0-byte plot
     paths = [png]
     if pdf:
-        fig.savefig(png.with_suffix(".pdf"))
+        store.write_output(png.with_suffix(".pdf"), figure_bytes(fig, "pdf"))
         paths.append(png.with_suffix(".pdf"))
     return paths
+
+
+def figure_bytes(fig: Figure, fmt: str, **kwargs: Any) -> bytes:
+    """The figure as the bytes of a `fmt` file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
 
 
 def png_bytes(fig: Figure) -> bytes:

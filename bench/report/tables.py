@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench import store
 from bench.config import ConfigError
 from bench.report import sources
 from bench.report.labels import baseline_method
@@ -52,7 +53,7 @@ def write_table_files(preset: str, runs_dir: Path, out_dir: Path, vs_thesis: boo
     paths = {}
     for fmt, suffix in FILE_SUFFIXES.items():
         path = out_dir / f"{preset}.{suffix}"
-        path.write_text(render(models, fmt, vs_thesis), encoding="utf-8")
+        store.write_output(path, render(models, fmt, vs_thesis))
         paths[fmt] = path
     return paths
 

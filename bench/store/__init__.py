@@ -43,6 +43,7 @@ from bench.store.atomic import (
     host,
     pid_alive,
     temp_path,
+    write_output,
 )
 from bench.store.checkpoints import has_checkpoint, load_checkpoint
 from bench.store.claims import (
@@ -114,7 +115,7 @@ from bench.store.write import save_result
 _host = host  # the name tests and older callers use
 
 __all__ = [
-    "DEPENDENCY", "ERROR_KINDS", "TRANSIENT", "identity_problem", "read_state", "stored_states",
+    "DEPENDENCY", "ERROR_KINDS", "TRANSIENT", "write_output", "identity_problem", "read_state", "stored_states",
     "ASIDE_MAX_AGE_S", "CHECKPOINTS", "CLAIMS", "DEFAULT_CLAIM_TTL_S", "EPOCH_COLUMNS", "EVALUATIONS",
     "EVALUATION_COLUMNS", "EVALUATION_KINDS", "OLD_SCHEME_MARK", "PREDICTIONS", "PREDICTION_COLUMNS", "RESULTS",
     "STATUSES", "TEMP_MAX_AGE_S", "TRAJECTORIES", "TRAJECTORY_COLUMNS", "Claim", "ResultLike", "RunRecord",

@@ -73,6 +73,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def write_output(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """An output file (a table, a plot, a report, an export) written atomically: a full disk or a kill leaves
+    the old file or none, never a truncated one. IsADirectoryError when `path` is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name")
+    atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
 def fsync_dir(folder: Path) -> None:
     """Persist the rename itself (best effort: not every filesystem allows it)."""
     try:
