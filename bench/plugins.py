@@ -66,7 +66,7 @@ def load(path: str | os.PathLike[str]) -> list[str]:
     except ValueError as err:  # a registry refuses a name that is taken
         undo()
         raise ConfigError(f"plugin {file}: {err}") from err
-    except Exception as err:
+    except (Exception, SystemExit, KeyboardInterrupt) as err:  # a plugin's sys.exit(0) must not end bench with 0
         undo()
         raise ConfigError(f"plugin {file}: import failed: {type(err).__name__}: {err}") from err
     added = [f"{kind} {name}" for kind, registry in registries.items() for name in registry

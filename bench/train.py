@@ -5,6 +5,7 @@ The loop knows no method: everything method-specific happens in the method's hoo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -22,8 +23,17 @@ from torch import Tensor, nn
 from bench.config import ConfigError, RunConfig
 from bench.data import Dataset, SplitArrays, load_dataset
 from bench.data.registry import spec_for
-from bench.methods import Batch, BuildContext, Method, OptimizerPlan, TrainState, get_method, validate_config
-from bench.models import model_spec
+from bench.methods import (
+    Batch,
+    BuildContext,
+    Method,
+    ModelOutput,
+    OptimizerPlan,
+    TrainState,
+    get_method,
+    validate_config,
+)
+from bench.models import model_class, model_spec
 from bench.tasks import Task, all_result_columns, make_task
 
 EVAL_BATCH = 512
@@ -266,6 +276,60 @@ def check_finite_gradients(model: nn.Module, epoch: int = -1, step: int | None =
         raise TrainingFailure(epoch, f"non-finite gradient (exploding){where}")
 
 
+# -- the first batch's checks: a model's output width and the capabilities it and the method declare ------
+
+# ModelOutput fields that only a model offering the capability fills (empty otherwise).
+CAPABILITY_FIELDS = {"modality_outputs": "modality_logits", "features": "features"}
+
+
+class UndeclaredCapability(dict):
+    """An empty ModelOutput field that the model does not fill: reading it is an error naming what the method
+    should declare (else the method's term would silently be an empty sum)."""
+
+    def __init__(self, method: str, model: str, capability: str, name: str) -> None:
+        super().__init__()
+        self.message = (f"method {method!r} reads ModelOutput.{name}, which model {model!r} does not fill: "
+                        f"declare requires = {{{capability!r}}} in the method (then runs on models without it "
+                        "are refused before training)")
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError(self.message)
+
+    __getitem__ = get = items = keys = values = __iter__ = __len__ = __contains__ = _refuse
+
+
+def check_first_output(output: Any, batch_size: int, output_size: int, cfg: RunConfig, method: Method) -> Any:
+    """One forward pass's output on the first training batch: the logits' width is the task's, and a field
+    of a capability that neither the model offers nor the method declares refuses to be read."""
+    if not isinstance(output, ModelOutput):
+        return output
+    logits = output.logits
+    width = int(logits.shape[-1]) if logits.dim() == 2 else (1 if logits.dim() == 1 else -1)
+    if width != output_size:  # the batch dimension may differ (a method may stack or split batches)
+        raise ConfigError(f"model {cfg.model!r} returned logits of shape {tuple(logits.shape)} for a batch of "
+                          f"{batch_size}; the {cfg.task} task needs {output_size} output(s) per sample")
+    offered = model_class(cfg.model).capabilities
+    for capability, name in CAPABILITY_FIELDS.items():
+        if capability not in offered and capability not in method.requires and not getattr(output, name):
+            setattr(output, name, UndeclaredCapability(method.name, cfg.model, capability, name))
+    return output
+
+
+@contextlib.contextmanager
+def first_batch_checks(model: nn.Module, batch_size: int, output_size: int, cfg: RunConfig,
+                       method: Method) -> Iterator[None]:
+    """check_first_output on every forward pass of `model` inside the block (a forward hook: no extra pass)."""
+
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        return check_first_output(output, batch_size, output_size, cfg, method)
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class Trainer:
     """Runs one RunConfig; small methods so each stage of the loop reads on its own."""
 
@@ -369,7 +433,8 @@ class Trainer:
         for i, batch in enumerate(self.train_split.iterate(self.cfg.batch_size, self.shuffle)):
             group_start = (i // every) * every
             group_size = min(every, n_batches - group_start)  # the last group may be short
-            loss, logs = self.method.loss(self.model, batch, self.state)
+            with self.checked(epoch, i, batch):
+                loss, logs = self.method.loss(self.model, batch, self.state)
             if not torch.isfinite(loss):
                 raise TrainingFailure(epoch, f"non-finite loss ({float(loss.detach())}) at step {self.state.step}")
             (loss / group_size).backward()
@@ -390,9 +455,10 @@ class Trainer:
     def train_epoch_owned(self, epoch: int) -> float:
         """One pass for a method that steps its own optimizers (owns_step): the loop keeps the checks."""
         total, count = 0.0, 0
-        for batch in self.train_split.iterate(self.cfg.batch_size, self.shuffle):
+        for i, batch in enumerate(self.train_split.iterate(self.cfg.batch_size, self.shuffle)):
             try:
-                loss, logs = self.method.train_step(self.model, batch, self.state)
+                with self.checked(epoch, i, batch):
+                    loss, logs = self.method.train_step(self.model, batch, self.state)
             except TrainingFailure as failure:  # raised by state.check_gradients(), which knows no epoch
                 raise TrainingFailure(epoch, f"{failure.reason} at step {self.state.step}") from None
             if not torch.isfinite(loss):
@@ -403,6 +469,12 @@ class Trainer:
             if logs:
                 self.log(epoch, "train", logs)
         return total / max(count, 1)
+
+    def checked(self, epoch: int, index: int, batch: Batch) -> contextlib.AbstractContextManager[None]:
+        """The first batch's output checks (first_batch_checks) on batch 0 of epoch 0; nothing afterwards."""
+        if epoch or index:
+            return contextlib.nullcontext()
+        return first_batch_checks(self.model, batch.size, self.state.num_classes, self.cfg, self.method)
 
     def check_gradients(self, epoch: int) -> None:
         """Fail on a non-finite gradient: the total norm is finite only when every element is."""

@@ -286,3 +286,155 @@ def test_an_output_path_that_is_a_folder_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(IsADirectoryError, match="give a file name"):
         store.write_output(tmp_path, b"x")
+
+
+# -- D7: a plugin model's output width and undeclared capabilities, on the first batch --------------------
+
+CONTRACT_PLUGIN = '''
+import dataclasses
+
+import torch
+from torch import nn
+
+from bench.methods.base import Method, register as register_method
+from bench.models import register
+from bench.models.late_fusion import LateFusion
+
+
+class Padded(nn.Module):
+    """Late fusion with `extra` zero logits appended (a wrong output width), and no per-modality outputs."""
+
+    def __init__(self, inner, extra):
+        super().__init__()
+        self.inner, self.extra = inner, extra
+
+    def forward(self, batch):
+        out = self.inner(batch)
+        pad = out.logits.new_zeros(out.logits.shape[0], self.extra)
+        return dataclasses.replace(out, logits=torch.cat([out.logits, pad], dim=1), modality_logits={})
+
+
+@register
+class WideTest(LateFusion):
+    name = "wide_test"
+    capabilities = frozenset({"encoders", "features", "linear_head", "single_modality"})
+
+    @classmethod
+    def defaults(cls, recipe):
+        return {f"{m}_{part}": 8 for m in ("text", "audio", "vision") for part in ("hidden", "out")}
+
+    @classmethod
+    def build(cls, spec):
+        return Padded(LateFusion.build(spec), 5)
+
+
+@register
+class NarrowTest(WideTest):
+    name = "narrow_test"
+
+    @classmethod
+    def build(cls, spec):
+        return Padded(LateFusion.build(spec), 0)
+
+
+@register_method
+class ReadsModalityLogits(Method):
+    name = "reads_modality_logits_test"
+
+    def loss(self, model, batch, state):
+        out = model(batch)
+        extra = sum(logits.sum() * 0 for logits in out.modality_logits.values())
+        return state.task.loss(out.logits, batch.labels) + extra, {}
+'''
+
+
+@pytest.fixture()
+def contract_plugin(tmp_path: Path):
+    from plugintools import plugin_loaded
+
+    path = tmp_path / "contract_plugin.py"
+    path.write_text(CONTRACT_PLUGIN)
+    with plugin_loaded(path):
+        yield
+
+
+def _train(method: str, model: str):
+    from bench.train import train_run
+
+    cfg = make_config("synth-mosi", "smoke", method=method, modalities=("text", "vision"), model=model,
+                      max_epochs=1)
+    return train_run(cfg)
+
+
+@pytest.mark.slow
+def test_a_model_with_the_wrong_output_width_fails_on_the_first_batch(contract_plugin) -> None:
+    with pytest.raises(ConfigError, match=r"wide_test.*\(\d+, 8\).*needs 3 output"):
+        _train("concat", "wide_test")
+
+
+@pytest.mark.slow
+def test_reading_an_undeclared_capability_fails_naming_it(contract_plugin) -> None:
+    with pytest.raises(ConfigError, match="reads ModelOutput.modality_logits.*declare requires = {'modality_outputs'}"):
+        _train("reads_modality_logits_test", "narrow_test")
+
+
+@pytest.mark.slow
+def test_a_method_that_reads_nothing_undeclared_trains_on_the_narrow_model(contract_plugin) -> None:
+    result = _train("concat", "narrow_test")
+    assert result.status == "ok" and len(result.predictions["test"]["probs"][0]) == 3
+
+
+# -- D11: a plugin's SystemExit or KeyboardInterrupt --------------------------------------------------------
+
+@pytest.mark.parametrize("body, shown", [("import sys\nsys.exit(0)\n", "SystemExit: 0"),
+                                         ("raise SystemExit('msg')\n", "SystemExit: msg"),
+                                         ("raise KeyboardInterrupt\n", "KeyboardInterrupt")])
+def test_a_plugin_that_exits_at_import_is_refused(body: str, shown: str, tmp_path: Path, capsys) -> None:
+    import bench.methods
+
+    plugin = tmp_path / "exits.py"
+    plugin.write_text(body)
+    before = dict(bench.methods.REGISTRY)
+    code, err = _bench(["--plugin", str(plugin), *_concat_run(tmp_path / "runs")], capsys)
+    _one_line(code, err, "exits.py", "import failed", shown)
+    assert dict(bench.methods.REGISTRY) == before and not (tmp_path / "runs").exists()
+
+
+# -- D13: a test split of another feature width, duplicate sample ids ---------------------------------------
+
+def _data_file(tmp_path: Path, change) -> Path:
+    import pickle
+
+    import numpy as np
+    from conftest import tiny_split
+    from tiny import declare
+
+    record = {split: {k: v for k, v in tiny_split(n, seed).items() if not k.startswith("_true_")}
+              for seed, (split, n) in enumerate((("train", 12), ("valid", 6), ("test", 6)))}
+    change(record, np)
+    path = tmp_path / "data" / "bad.pkl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(pickle.dumps(record, protocol=4))
+    declare(path)
+    return path
+
+
+def _wider_test_vision(record, np) -> None:
+    vision = record["test"]["vision"]
+    record["test"]["vision"] = np.concatenate([vision, np.ones_like(vision[:, :, :1])], axis=2)
+
+
+def _duplicate_ids(record, np) -> None:
+    record["train"]["id"][3] = record["train"]["id"][0]
+
+
+@pytest.mark.parametrize("change, words", [(_wider_test_vision, "split 'test', key 'vision': feature width"),
+                                           (_duplicate_ids, "split 'train', key 'id': 1 id(s) used more than once")])
+def test_data_check_refuses_inconsistent_splits(change, words: str, tmp_path: Path, capsys) -> None:
+    path = _data_file(tmp_path, change)
+    code, err = _bench(["data", "check", str(path)], capsys)
+    _one_line(code, err, words)
+    code, err = _bench(["run", "--method", "concat", "--modalities", "text,vision", "--dataset", str(path),
+                        "--profile", "smoke", "--seeds", "0", "--runs-dir", str(tmp_path / "runs")], capsys)
+    _one_line(code, err, words)
+    assert not (tmp_path / "runs" / "results").exists()

@@ -129,10 +129,22 @@ def iter_clean_splits(path: Path | str, raw: dict[str, Any], findings: Findings,
                       schema: Schema = Schema()) -> Iterator[tuple[str, CleanSplit]]:
     """Validate and normalise split by split, removing each split from `raw` as it goes (frees memory)."""
     modalities = split_modalities(path, raw, schema)
+    widths: dict[str, int] = {}  # the train split's feature width per modality
     for split in RAW_SPLITS:
         part = raw.pop(split)
-        yield split, clean_split(part, modalities, f"{path}: split '{split}'", split, findings, schema)
+        clean = clean_split(part, modalities, f"{path}: split '{split}'", split, findings, schema)
+        _check_widths(clean, widths, f"{path}: split '{split}'", findings)
+        yield split, clean
         del part
+
+
+def _check_widths(clean: CleanSplit, widths: dict[str, int], where: str, findings: Findings) -> None:
+    """Every split's features have the first split's width per modality (a model is built for one width)."""
+    for modality, features in clean.features.items():
+        width = int(features.shape[-1])
+        first = widths.setdefault(modality, width)
+        if width != first:
+            findings.problem(f"{where}, key '{modality}': feature width {width}, but train has {first}")
 
 
 def clean_split(part: dict[str, Any], modalities: tuple[str, ...], where: str, split: str,
@@ -239,6 +251,10 @@ def _ids(part: dict[str, Any], n: int, where: str, split: str, findings: Finding
     ids = np.asarray(part.pop("id")).astype(str).reshape(-1)
     if ids.shape[0] != n:
         findings.problem(f"{where}, key 'id': expected {n} ids (one per label), found {ids.shape[0]}")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():  # the predictions' `sample` column is the key of a split's rows
+        twice = unique[counts > 1]
+        findings.problem(f"{where}, key 'id': {len(twice)} id(s) used more than once, e.g. {str(twice[0])!r}")
     return ids
 
 
