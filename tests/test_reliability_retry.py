@@ -170,3 +170,26 @@ def test_a_stored_missing_checkpoint_failure_is_repaired_by_a_plain_rerun(tmp_pa
     again = _run([ensemble], tmp_path)
     assert (again.ok, again.failed, again.exit_code) == (2, 0, 0)
     assert store.read_state(tmp_path, ensemble.run_id) == ("ok", None)
+
+
+# -- D12: a worker whose parent died while it was starting trains nothing -----------------------------------
+
+def test_a_worker_started_for_a_dead_parent_trains_nothing(tmp_path: Path, monkeypatch) -> None:
+    import multiprocessing as mp
+
+    from bench.execute.backends.local import _worker_main
+
+    log = tmp_path / "log"
+    monkeypatch.setenv("BENCH_FAKE_LOG", str(log))
+    ctx = mp.get_context("spawn")
+    parent_end, child_end = ctx.Pipe()
+    parent_end.send((_cfg(), ()))  # a job already waiting in the pipe, as the dead parent left it
+    dead_parent = ctx.Process(target=int)
+    dead_parent.start()
+    dead_parent.join()
+    worker = ctx.Process(target=_worker_main, args=(child_end, fakes.fake_job, str(tmp_path), "cpu", 1, (),
+                                                    dead_parent.pid))
+    worker.start()
+    worker.join(timeout=60)
+    assert worker.exitcode == 0 and not log.exists()
+    assert not parent_end.poll()  # no result was sent back

@@ -60,7 +60,7 @@ class LocalPool:
         ctx = self.context
         process = self.ctx.Process(target=_worker_main, name=f"bench-worker-{slot.index}", daemon=True,
                                    args=(child_end, ctx.job_fn, str(ctx.runs_dir), slot.device, self.threads,
-                                         ctx.metric_columns))
+                                         ctx.metric_columns, os.getpid()))
         process.start()
         child_end.close()
         slot.process, slot.conn, slot.job = process, parent_end, None
@@ -157,17 +157,23 @@ def open_local(options: LocalOptions, context: BackendContext) -> LocalPool:
 
 
 def _worker_main(conn: Connection, job_fn: JobFn, runs_dir: str, device: str, threads: int,
-                 metric_columns: tuple[str, ...] = ()) -> None:
-    """A pool worker: train the jobs the parent sends, send back each pickled result."""
+                 metric_columns: tuple[str, ...] = (), parent: int | None = None) -> None:
+    """A pool worker: train the jobs the parent sends, send back each pickled result.
+
+    `parent` is the pid of the process that started it, passed in (not read here: the spawn bootstrap
+    imports torch first, and a parent killed meanwhile would leave this worker adopted, training)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop on Ctrl-C
-    _exit_with_parent()
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:
+        return  # the parent died while this worker was starting: train nothing
+    _exit_with_parent(parent)
     _limit_threads(threads)
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return
-        if message is None:
+        if message is None or os.getppid() != parent:  # a job left in the pipe by a dead parent: not trained
             return
         cfg, dep_ids = message
         result = execute_one(cfg, dep_ids, runs_dir, job_fn, device, metric_columns)
@@ -182,9 +188,8 @@ def _worker_main(conn: Connection, job_fn: JobFn, runs_dir: str, device: str, th
             return
 
 
-def _exit_with_parent() -> None:
+def _exit_with_parent(parent: int) -> None:
     """Stop this worker when the parent dies (even by kill -9), so no orphan keeps training."""
-    parent = os.getppid()
 
     def watch() -> None:
         while True:
