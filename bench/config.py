@@ -213,6 +213,8 @@ def noise_levels(value: Iterable[float] | str | float | None) -> tuple[float, ..
         return ()
     if isinstance(value, str):
         parts: list[Any] = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts and value.strip():  # "," is a typo, not "no noise"
+            raise ConfigError(f"test noise levels must be numbers, got {value!r}")
     elif isinstance(value, (int, float)):
         parts = [value]
     else:

@@ -438,3 +438,39 @@ def test_data_check_refuses_inconsistent_splits(change, words: str, tmp_path: Pa
                         "--profile", "smoke", "--seeds", "0", "--runs-dir", str(tmp_path / "runs")], capsys)
     _one_line(code, err, words)
     assert not (tmp_path / "runs" / "results").exists()
+
+
+# -- D14: small things ----------------------------------------------------------------------------------------
+
+def test_a_lone_comma_is_not_no_noise(tmp_path: Path, capsys) -> None:
+    code, err = _bench([*_concat_run(tmp_path / "runs"), "--test-noise", ","], capsys)
+    _one_line(code, err, "test noise")
+
+
+def test_a_parameter_whose_name_has_another_type_elsewhere_keeps_its_value(tmp_path: Path) -> None:
+    from plugintools import plugin_loaded
+
+    from bench import store
+    from bench.store.record import RunRecord
+
+    plugin = tmp_path / "text_alpha.py"
+    plugin.write_text('''
+from dataclasses import dataclass
+
+from bench.methods.base import Method, register
+
+
+@register
+class TextAlpha(Method):
+    name = "text_alpha_test"
+
+    @dataclass(frozen=True)
+    class Params:
+        alpha: str = "low"
+''')
+    with plugin_loaded(plugin):
+        cfg = make_config("synth-mosi", "smoke", method="text_alpha_test", modalities=("text", "vision"),
+                          method_params={"alpha": "high"})
+        columns = store.result_columns(RunRecord(config=cfg, status="ok"))
+    assert columns["param_alpha"][0] is None  # the typed column (a float: ogm's alpha) cannot hold it
+    assert columns["param_alpha_text"][0] == "high"

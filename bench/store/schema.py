@@ -126,9 +126,13 @@ def param_columns(cfg: RunConfig) -> Columns:
     known = param_types()
     columns = {f"param_{name}": (cast(given.get(name), kind), kind) for name, kind in known.items()}
     for name, value in given.items():
+        text = value if isinstance(value, str) else json.dumps(value)
         if name not in known:
-            text = value if isinstance(value, str) else json.dumps(value)
             columns[f"param_{name}"] = (text, pa.string())
+        elif value is not None and columns[f"param_{name}"][0] is None:
+            # another method's parameter of this name has another type (a plugin's `alpha: str`): the typed
+            # column cannot hold it, so it gets a text column of its own rather than a silent null
+            columns[f"param_{name}_text"] = (text, pa.string())
     return columns
 
 
