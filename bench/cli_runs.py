@@ -200,10 +200,10 @@ def _interruptible() -> Iterator[None]:
     """Ctrl-C during training exits 130 (finished runs are stored; rerunning resumes)."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         # Exit here: typer turns KeyboardInterrupt into a return value that cli.main does not pass on.
         typer.echo("interrupted: finished runs are stored; rerun the same command to resume", err=True)
-        sys.exit(130)
+        sys.exit(128 + getattr(err, "signum", 2))  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 def _exit_unless_all_ok(rows: Any) -> None:

@@ -24,9 +24,12 @@ re-exports the public names.
 
 from __future__ import annotations
 
+import contextlib
 import shutil  # noqa: F401  (tests patch execute.shutil.which: the Slurm backend's "is sbatch here")
+import signal
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from bench.execute.backend import (
     Backend,
     BackendContext,
     BackendOptions,
+    ExecutorError,
     Job,
     backend_spec,
     merge_options,
@@ -51,7 +55,8 @@ from bench.execute.job import JobFn, default_device, default_job_fn, error_text,
 from bench.execute.progress import Progress, Reporter, describe, job_line, make_reporter
 from bench.execute.scheduler import Scheduler, Summary
 
-__all__ = ["EXECUTORS", "POLL_S", "Backend", "BackendContext", "BackendOptions", "Job", "JobFn", "Progress",
+__all__ = ["ExecutorError", "Terminated",
+           "EXECUTORS", "POLL_S", "Backend", "BackendContext", "BackendOptions", "Job", "JobFn", "Progress",
            "Summary", "backend_spec", "cpu_count", "default_device", "default_executor", "default_job_fn",
            "describe", "error_text", "execute_one", "gpu_count", "job_line", "local_devices", "merge_options",
            "option", "register_backend", "resolve_options", "run_jobs", "slurm_parameters"]
@@ -59,6 +64,33 @@ __all__ = ["EXECUTORS", "POLL_S", "Backend", "BackendContext", "BackendOptions",
 POLL_S = 0.5  # how often the scheduler looks at held claims and worker state
 # run_jobs looks up POLL_S and default_job_fn in this module, so a test patches them here (bench.execute);
 # HELD_RETRY_S is read in bench.execute.scheduler and patched there.
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) during run_jobs: handled like Ctrl-C, so the backend cancels what it submitted
+    (a Slurm array) and the claims are released; `signum` gives the exit code (128 + signum)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise Terminated in the main thread (elsewhere: no change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def default_executor(options: Mapping[str, Any]) -> str:
@@ -117,11 +149,12 @@ def run_jobs(jobs: Iterable[Any], runs_dir: str | Path, executor: str = "inline"
     sched = Scheduler(graph, runs, retry_failed, claim_ttl_s, reporter, context.metric_columns)
     backend: Backend | None = None
     try:
-        sched.start()
-        if sched.pending:
-            backend = spec.open(opts, context)
-            _drive(sched, backend, reporter)
-    except KeyboardInterrupt:
+        with _terminate_as_interrupt():
+            sched.start()
+            if sched.pending:
+                backend = spec.open(opts, context)
+                _drive(sched, backend, reporter)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP (Terminated): cancel what was submitted
         sched.summary.interrupted = True
         if backend is not None:
             backend.cancel()

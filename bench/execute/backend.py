@@ -34,6 +34,11 @@ from bench.execute.job import JobFn
 Outcome = Any  # a RunResult-like object (bench.store.ResultLike): what execute_one returns
 
 
+class ExecutorError(ConnectionError):
+    """The executor itself failed (a Slurm controller that cannot be reached), not the input. An OSError, so
+    the CLI shows it as one line with exit 1 (bench.cli.os_error_code)."""
+
+
 @dataclass(eq=False)
 class Job:
     """One run handed to a backend: its config and the run ids whose checkpoints it loads.

@@ -6,7 +6,14 @@ jobs submitted between two polls go out as one job array.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import re
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +22,23 @@ from typing import Any
 
 from bench import store
 from bench.config import ConfigError, RunConfig
-from bench.execute.backend import BackendContext, BackendOptions, Job, Outcome, option, register_backend
+from bench.execute.backend import (
+    BackendContext,
+    BackendOptions,
+    ExecutorError,
+    Job,
+    Outcome,
+    option,
+    register_backend,
+)
 from bench.execute.job import JobFn, default_device, error_text, execute_one, result_problem
+
+# Job states in which Slurm, not the run, ended the job: a plain rerun trains it again (bench.store.TRANSIENT).
+TRANSIENT_STATES = ("CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+                    "REQUEUED")
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+# sbatch messages that say the cluster is unreachable (exit 1), not that the request is wrong (exit 2)
+UNREACHABLE = re.compile(r"contact slurm controller|socket timed out|connection refused|slurm_load", re.I)
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,8 @@ class SlurmOptions(BackendOptions):
     mem_gb: int | None = option(None, minimum=1, help="memory per job, GB")
     setup: str | None = option(None, help="shell lines run before each job, separated by ';' "
                                           "(e.g. module load cuda; source .venv/bin/activate)")
+    max_array_size: int | None = option(None, minimum=1, help="jobs per submitted array (default: the "
+                                                               "cluster's MaxArraySize, from scontrol)")
     cluster: str | None = option(None, help="submitit cluster: slurm (default), or local/debug for testing")
     folder: str | None = option(None, help="submitit's log folder (default: RUNS_DIR/slurm)")
     poll_s: float = option(2.0, minimum=0.01, help="seconds between looks at the queue")
@@ -41,7 +65,10 @@ class SlurmOptions(BackendOptions):
 def slurm_parameters(options: SlurmOptions) -> dict[str, Any]:
     """submitit's parameters for these options (None: submitit's default)."""
     setup = [line.strip() for line in (options.setup or "").split(";") if line.strip()] or None
-    return {"name": "bench", "timeout_min": options.time, "slurm_partition": options.partition,
+    # submitit signals a job this long before its time limit (default 90 s, longer than a 1-minute limit)
+    signal_delay = max(1, min(90, options.time * 6))
+    return {"name": "bench", "timeout_min": options.time, "slurm_signal_delay_s": signal_delay,
+            "slurm_partition": options.partition,
             "gpus_per_node": options.gpus_per_job, "slurm_array_parallelism": options.array_parallelism,
             "slurm_account": options.account, "slurm_qos": options.qos, "slurm_constraint": options.constraint,
             "cpus_per_task": options.cpus_per_task, "mem_gb": options.mem_gb, "slurm_setup": setup}
@@ -49,8 +76,59 @@ def slurm_parameters(options: SlurmOptions) -> dict[str, Any]:
 
 def _slurm_entry(cfg: RunConfig, dep_ids: Sequence[str], runs_dir: str, job_fn: JobFn,
                  metric_columns: tuple[str, ...]) -> Any:
-    """What one Slurm job runs (on the compute node)."""
+    """What one Slurm job runs (on the compute node): checks the node sees the runs directory, takes the
+    CPUs Slurm granted as torch's thread count, trains."""
+    problem = node_problem(runs_dir)
+    if problem:
+        return store.failed_record(cfg, problem, metric_columns=metric_columns)
+    threads_from_allocation()
     return execute_one(cfg, dep_ids, runs_dir, job_fn, default_device(), metric_columns)
+
+
+def node_problem(runs_dir: str) -> str | None:
+    """Why this (compute) node cannot run a job of this runs directory, in one line; None when it can."""
+    where = socket.gethostname()
+    if not Path(runs_dir).is_dir():
+        return (f"node {where} does not see the runs directory {runs_dir}: put it on a filesystem the nodes "
+                "share")
+    if not os.access(runs_dir, os.W_OK):
+        return f"node {where} cannot write the runs directory {runs_dir}"
+    return None
+
+
+def threads_from_allocation() -> int | None:
+    """Set torch's CPU threads (and OpenMP's) to the CPUs Slurm granted this job (SLURM_CPUS_PER_TASK)."""
+    try:
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", ""))
+    except ValueError:
+        return None
+    if cpus < 1:
+        return None
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(cpus)
+    import torch
+
+    torch.set_num_threads(cpus)
+    return cpus
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (scontrol show config), or Slurm's default when it cannot be read."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_MAX_ARRAY_SIZE
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+    return int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+
+
+def submission_error(count: int, err: BaseException) -> Exception:
+    """A refused sbatch as one line: ConfigError (the request: partition, GPUs, array size) or ExecutorError
+    (the controller cannot be reached)."""
+    full = f"{err}\n{getattr(err, 'stderr', None) or ''}"
+    text = " ".join(full.split())
+    lines = [line.strip() for line in full.splitlines() if "error" in line.lower()]
+    message = f"sbatch refused {count} job(s): {(lines[-1] if lines else text)[:300]}"
+    return ExecutorError(message) if UNREACHABLE.search(text) else ConfigError(message)
 
 
 class SlurmBackend:
@@ -63,6 +141,8 @@ class SlurmBackend:
         folder = Path(options.folder) if options.folder else context.runs_dir / "slurm"
         self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
         self.executor.update_parameters(**slurm_parameters(options))
+        cluster = options.cluster or "slurm"
+        self.array_size = options.max_array_size or (max_array_size() if cluster == "slurm" else DEFAULT_MAX_ARRAY_SIZE)
         self.queued: list[Job] = []
         self.submitted: dict[Job, Any] = {}  # job -> submitit handle
 
@@ -83,27 +163,47 @@ class SlurmBackend:
         return done
 
     def _flush(self) -> None:
-        """Submit the queued jobs as one array."""
+        """Submit the queued jobs as arrays of at most the cluster's MaxArraySize; a refused submission is one
+        line (ConfigError or ExecutorError), after the arrays already submitted are recorded."""
         if not self.queued:
             return
-        ctx, wave = self.context, self.queued
-        self.queued = []
-        with self.executor.batch():
-            handles = [self.executor.submit(_slurm_entry, job.config, job.needs, str(ctx.runs_dir), ctx.job_fn,
-                                            ctx.metric_columns) for job in wave]
-        for job, handle in zip(wave, handles, strict=True):
-            job.worker = f"slurm {handle.job_id}"
-            self.submitted[job] = handle
+        wave, self.queued = self.queued, []
+        for start in range(0, len(wave), self.array_size):
+            part = wave[start:start + self.array_size]
+            try:
+                handles = self._submit_array(part)
+            except Exception as err:  # sbatch refused: the partition, the GPUs, the controller
+                self.queued = wave[start:]
+                raise submission_error(len(part), err) from err
+            for job, handle in zip(part, handles, strict=True):
+                job.worker = f"slurm {handle.job_id}"
+                self.submitted[job] = handle
+
+    def _submit_array(self, jobs: Sequence[Job]) -> list[Any]:
+        ctx = self.context
+        # submitit prints a refused sbatch's stderr itself; the one-line error says it instead
+        with contextlib.redirect_stderr(io.StringIO()), self.executor.batch():
+            return [self.executor.submit(_slurm_entry, job.config, job.needs, str(ctx.runs_dir), ctx.job_fn,
+                                         ctx.metric_columns) for job in jobs]
 
     def _outcome(self, job: Job, handle: Any) -> Outcome:
         columns = self.context.metric_columns
         try:
             result = handle.result()
         except Exception as err:  # the Slurm job itself died: this run failed
-            return store.failed_record(job.config, f"slurm job {handle.job_id} ended without a result: "
-                                                   f"{error_text(err)}", metric_columns=columns)
-        problem = result_problem(job.config, result)
-        return store.failed_record(job.config, problem, metric_columns=columns) if problem else result
+            state = _state(handle)
+            transient = state.startswith(TRANSIENT_STATES)
+            hint = "" if transient else (f"; check that {sys.executable} and {self.context.runs_dir} exist on "
+                                         "the compute node")
+            result = store.failed_record(job.config, f"slurm job {handle.job_id} ended without a result "
+                                                     f"({state or 'state unknown'}): {error_text(err)}{hint}",
+                                         metric_columns=columns, error_kind=store.TRANSIENT if transient else None)
+        else:
+            problem = result_problem(job.config, result)
+            if problem:
+                result = store.failed_record(job.config, problem, metric_columns=columns)
+        _note_job_id(result, handle)
+        return result
 
     def cancel(self, job: Job | None = None) -> None:
         self.queued = [] if job is None else [j for j in self.queued if j is not job]
@@ -116,6 +216,22 @@ class SlurmBackend:
     def close(self, abort: bool = False) -> None:
         if abort:
             self.cancel()
+
+
+def _state(handle: Any) -> str:
+    """The Slurm state of a finished job ("CANCELLED by 0", "TIMEOUT", ...), "" when unknown."""
+    try:
+        return str(handle.state or "").upper()
+    except Exception:  # sacct unavailable: unknown
+        return ""
+
+
+def _note_job_id(result: Any, handle: Any) -> None:
+    """Record the Slurm job id on the outcome (the result row's slurm_job_id column)."""
+    try:
+        result.slurm_job_id = str(handle.job_id)
+    except AttributeError:  # a result type that takes no new attributes
+        pass
 
 
 @register_backend("slurm", SlurmOptions, help="a Slurm cluster through submitit (a shared runs directory)")
