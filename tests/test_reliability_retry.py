@@ -193,3 +193,12 @@ def test_a_worker_started_for_a_dead_parent_trains_nothing(tmp_path: Path, monke
     worker.join(timeout=60)
     assert worker.exitcode == 0 and not log.exists()
     assert not parent_end.poll()  # no result was sent back
+
+
+def test_a_missing_trajectory_is_reported_not_silently_left_out(tmp_path: Path) -> None:
+    configs = [_cfg(seed=s) for s in range(2)]
+    _run(configs, tmp_path)
+    store.trajectory_path(tmp_path, configs[1].run_id).unlink()
+    traj, problems = store.read_trajectories(tmp_path, [c.run_id for c in configs])
+    assert set(traj["run_id"]) == {configs[0].run_id}
+    assert len(problems) == 1 and configs[1].run_id in problems[0] and "missing" in problems[0]

@@ -201,14 +201,18 @@ def stored_metrics(row: Mapping[str, Any]) -> dict[str, float]:
 # -- per-run tables ------------------------------------------------------------------------------
 
 def _read_run_tables(folder: Path, run_ids: Iterable[str] | None, columns: Sequence[str], kind: str,
-                     keep_extra: bool) -> tuple[list[pd.DataFrame], list[str]]:
-    """The per-run parquet tables of a folder (`run_ids`, or all), each with `columns` first; problems."""
+                     keep_extra: bool, report_missing: bool = False) -> tuple[list[pd.DataFrame], list[str]]:
+    """The per-run parquet tables of a folder (`run_ids`, or all), each with `columns` first; problems
+    (with `report_missing`, also one line per asked run id without a file)."""
+    frames: list[pd.DataFrame] = []
+    problems: list[str] = []
     if run_ids is None:
         paths = parquet_files(folder)
     else:
-        paths = [p for p in (folder / f"{rid}.parquet" for rid in dict.fromkeys(run_ids)) if p.is_file()]
-    frames: list[pd.DataFrame] = []
-    problems: list[str] = []
+        asked = [folder / f"{rid}.parquet" for rid in dict.fromkeys(run_ids)]
+        paths = [p for p in asked if p.is_file()]
+        if report_missing:
+            problems += [f"{p}: missing (the run's {kind} is left out)" for p in asked if not p.is_file()]
     for path in paths:
         try:
             frame = pq.read_table(path).to_pandas()
@@ -226,8 +230,9 @@ def _read_run_tables(folder: Path, run_ids: Iterable[str] | None, columns: Seque
 
 def read_trajectories(runs_dir: PathLike, run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Trajectory rows of `run_ids` (all stored runs when None), and problems with skipped files."""
+    # every stored run, ok or failed, has a trajectory file: an asked-for one that is absent is reported
     frames, problems = _read_run_tables(Path(runs_dir) / TRAJECTORIES, run_ids, TRAJECTORY_COLUMNS,
-                                        "trajectory", keep_extra=False)
+                                        "trajectory", keep_extra=False, report_missing=True)
     if not frames:
         return TRAJECTORY_SCHEMA.empty_table().to_pandas(), problems
     return pd.concat(frames, ignore_index=True), problems
