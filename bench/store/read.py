@@ -149,13 +149,25 @@ def read_status(runs_dir: PathLike, run_id: str) -> str | None:
     return None if state is None else state[0]
 
 
+STATE_COLUMNS = ("run_id", "status", "config_json", "id_scheme", "error_kind")
+
+
+def _read_columns(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of a parquet file, reduced to `columns` where it has them all (a row written before a
+    column existed is read whole)."""
+    try:
+        return pq.read_table(path, columns=list(columns)).to_pylist()
+    except (KeyError, ValueError):  # pyarrow: a column the file lacks (ArrowInvalid is a ValueError)
+        return pq.read_table(path).to_pylist()
+
+
 def read_state(runs_dir: PathLike, run_id: str) -> tuple[str, str | None] | None:
     """(status, error_kind) of one run's valid result (error_kind: bench.store.ERROR_KINDS, None for an ok
     run or a deterministic failure), or None when it has no valid result (absent, unreadable, or a row whose
     config does not hash to its run id)."""
     path = result_path(runs_dir, run_id)
     try:
-        row = pq.read_table(path).to_pylist()
+        row = _read_columns(path, STATE_COLUMNS)
     except Exception:  # absent or unreadable: not stored
         return None
     if len(row) != 1 or row[0].get("run_id") != run_id or row[0].get("status") not in STATUSES:
@@ -203,7 +215,7 @@ def stored_metrics(row: Mapping[str, Any]) -> dict[str, float]:
 def _read_run_tables(folder: Path, run_ids: Iterable[str] | None, columns: Sequence[str], kind: str,
                      keep_extra: bool, report_missing: bool = False) -> tuple[list[pd.DataFrame], list[str]]:
     """The per-run parquet tables of a folder (`run_ids`, or all), each with `columns` first; problems
-    (with `report_missing`, also one line per asked run id without a file)."""
+    (with `report_missing`, also one line per asked run id that has a result row but no file here)."""
     frames: list[pd.DataFrame] = []
     problems: list[str] = []
     if run_ids is None:
@@ -212,7 +224,9 @@ def _read_run_tables(folder: Path, run_ids: Iterable[str] | None, columns: Seque
         asked = [folder / f"{rid}.parquet" for rid in dict.fromkeys(run_ids)]
         paths = [p for p in asked if p.is_file()]
         if report_missing:
-            problems += [f"{p}: missing (the run's {kind} is left out)" for p in asked if not p.is_file()]
+            runs_dir = folder.parent
+            problems += [f"{p}: missing (the stored run's {kind} is left out)" for p in asked
+                         if not p.is_file() and result_path(runs_dir, p.stem).is_file()]
     for path in paths:
         try:
             frame = pq.read_table(path).to_pandas()
