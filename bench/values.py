@@ -35,13 +35,16 @@ def check_typed(owner: str, name: str, kind: str, value: Any) -> Any:
     type or a non-finite number. `kind` is the field's annotation ('float', 'int', 'bool', 'str' or other:
     only the finiteness is checked then)."""
     check_finite(f"parameter {name} of {owner}", value)
-    if kind == "float" and isinstance(as_stored(kind, value), float):
-        try:
-            return as_stored(kind, value)
-        except OverflowError as err:  # an integer too large for a float
-            raise ConfigError(f"parameter {name} of {owner} is out of range: {value}") from err
+    try:
+        stored = as_stored(kind, value)
+    except OverflowError as err:  # an integer too large for a float
+        raise ConfigError(f"parameter {name} of {owner} is out of range: {value}") from err
+    if kind == "float" and isinstance(stored, float):
+        return stored
     fits = {"int": isinstance(value, int) and not isinstance(value, bool), "bool": isinstance(value, bool),
             "str": isinstance(value, str)}.get(kind, kind not in TYPE_NAMES)
     if not fits:
         raise ConfigError(f"parameter {name} of {owner} takes {TYPE_NAMES[kind]}, got {value!r}")
+    if kind == "int" and not -(2**63) <= value < 2**63:  # the store's typed column is an int64
+        raise ConfigError(f"parameter {name} of {owner} is out of range: {value}")
     return value

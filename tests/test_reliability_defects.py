@@ -58,6 +58,21 @@ def test_non_finite_values_are_refused_in_one_line(args: list[str], tmp_path: Pa
     assert not (tmp_path / "runs" / "results").exists()
 
 
+def test_numbers_too_large_to_store_are_refused() -> None:
+    with pytest.raises(ConfigError, match="out of range"):
+        check_value("ogm", "alpha", 10**400)  # no float holds it
+    with pytest.raises(ConfigError, match="out of range"):
+        check_value(*_an_int_param(), 2**63)  # the store's int64 column does not hold it
+
+
+def _an_int_param() -> tuple[str, str]:
+    """(method, parameter) of the first integer method parameter."""
+    from bench.methods import REGISTRY
+    from bench.params import param_kinds
+
+    return next((m, name) for m in sorted(REGISTRY) for name, kind in param_kinds(m).items() if kind == "int")
+
+
 def test_check_value_refuses_nan_and_inf_but_keeps_ints_as_floats() -> None:
     assert check_value("ogm", "alpha", 1) == 1.0 and isinstance(check_value("ogm", "alpha", 1), float)
     for bad in (float("nan"), float("inf"), -float("inf")):

@@ -73,6 +73,7 @@ class Scheduler:
         self.reporter = reporter
         self.metric_columns = metric_columns
         self.jobs = check_graph(jobs)
+        self.needed = {dep for job in self.jobs.values() for dep in job.needs}  # run ids some job loads
         self.pending: list[str] = []
         self.running: dict[str, Job] = {}
         self.outcome: dict[str, str] = {}  # run_id -> ok | failed | skipped | stored_failed
@@ -182,8 +183,8 @@ class Scheduler:
         """After claiming: another invocation may have stored the run meanwhile; take its outcome."""
         status, kind = store.read_state(self.runs_dir, job.run_id) or (None, None)
         was_held = bool(job.held_until)
-        if status == "ok" and (was_held or store.has_checkpoint(self.runs_dir, job.run_id)
-                               or not any(job.run_id in j.needs for j in self.jobs.values())):
+        if status == "ok" and (was_held or job.run_id not in self.needed
+                               or store.has_checkpoint(self.runs_dir, job.run_id)):
             self._release(job)
             self._finish(job, "skipped")
             return True
