@@ -42,7 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import presets
-from bench.config import OPTIMIZERS, PROFILES, ConfigError, canonical_modalities, modality_key, noise_levels
+from bench.config import (
+    OPTIMIZERS,
+    PROFILES,
+    SEED_LIMIT,
+    ConfigError,
+    canonical_modalities,
+    modality_key,
+    noise_levels,
+)
 from bench.data import DataError
 from bench.params import check_value
 from bench.plan.datasets import recipe_key
@@ -267,9 +275,10 @@ def _bools(where: str, value: Any) -> tuple[bool, ...]:
 
 
 def _seeds(where: str, value: Any) -> tuple[int, ...]:
-    items = _listed(where, "seeds", value, "a list of integers >= 0")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items):
-        raise _wrong(where, "seeds", "a list of integers >= 0", value)
+    want = f"a list of integers in [0, 2**32) = [0, {SEED_LIMIT - 1}]"
+    items = _listed(where, "seeds", value, want)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT for v in items):
+        raise _wrong(where, "seeds", want, value)
     return tuple(items)
 
 

@@ -83,7 +83,8 @@ BAD_FILES = {
     "bool_for_float": (BASE + "[params.ogm]\nalpha = true\n", "params.ogm.alpha:"),
     "params_of_absent_method": (BASE + "[params.agm]\nalpha = 1.0\n", "params.agm: method 'agm' is not in methods"),
     "parameter_value": (BASE + '[params.ogm]\nform = ["official", "weird"]\n', "[params.ogm: form=weird]"),
-    "seeds_type": (BASE + 'seeds = "0,1"\n', "seeds: expected a list of integers >= 0, got '0,1'"),
+    "seeds_type": (BASE + 'seeds = "0,1"\n', "seeds: expected a list of integers in [0, 2**32) = "
+                                             "[0, 4294967295], got '0,1'"),
     "flat_modalities": ('methods = ["ogm"]\nmodalities = ["text", "vision"]\n', "modalities: expected a list of "
                                                                                  "modality lists"),
     "unknown_modality": ('methods = ["ogm"]\nmodalities = [["text", "smell"]]\n', "unknown modality 'smell'"),
