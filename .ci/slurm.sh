@@ -15,6 +15,7 @@ WAIT_S=${SLURM_CI_WAIT_S:-60}         # the longest any single wait may take
 export PATH="$PATH:/usr/sbin:/sbin"
 
 T0=$(date +%s)
+NODE=
 say() { echo "slurm.sh: $*"; }
 fail() { say "cluster not started: $*"; exit 1; }
 
@@ -43,16 +44,12 @@ install_packages() {
     >/dev/null || return 1
 }
 
-node_line() {
-  # The node as slurmd sees it (CPUs, sockets, cores, RealMemory), minus the UpTime line.
-  slurmd -C 2>/dev/null | grep '^NodeName='
-}
-
 write_config() {
   local host node
   host=$(hostname -s)
-  node=$(node_line) || return 1
+  node=$(timeout 30 slurmd -C 2>/dev/null | grep "^NodeName=") || return 1
   [ -n "$node" ] || return 1
+  NODE=${node#NodeName=}; NODE=${NODE%% *}   # the name slurmd registers under
   mkdir -p "$STATE/ctld" "$STATE/d" "$STATE/log" "$CONF"
   cat > "$CONF/slurm.conf" <<EOF
 # written by .ci/slurm.sh: a single-node CI cluster
@@ -87,7 +84,7 @@ InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
 $node NodeAddr=127.0.0.1 State=UNKNOWN
-PartitionName=ci Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=ci Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
   cat > "$CONF/slurmdbd.conf" <<EOF
 # written by .ci/slurm.sh
@@ -112,8 +109,8 @@ start_mariadb() {
   [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >/dev/null 2>&1 || return 1
   setsid mariadbd --user=mysql --pid-file="$MARIADB_PID" --socket=/run/mysqld/mysqld.sock \
     --skip-networking=0 --bind-address=127.0.0.1 >"$STATE/log/mariadb.log" 2>&1 < /dev/null &
-  wait_for "$WAIT_S" mariadb-admin --socket=/run/mysqld/mysqld.sock ping || return 1
-  mariadb --socket=/run/mysqld/mysqld.sock -e "
+  wait_for "$WAIT_S" timeout 10 mariadb-admin --socket=/run/mysqld/mysqld.sock ping || return 1
+  timeout 30 mariadb --socket=/run/mysqld/mysqld.sock -e "
     CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
@@ -126,7 +123,7 @@ start_munge() {
   chown munge:munge /etc/munge/munge.key && chmod 600 /etc/munge/munge.key
   mkdir -p /run/munge /var/log/munge /var/lib/munge
   chown munge:munge /run/munge /var/log/munge /var/lib/munge
-  runuser -u munge -- munged --pid-file=/run/munge/munged.pid || return 1
+  timeout 30 runuser -u munge -- munged --pid-file=/run/munge/munged.pid || return 1
   wait_for 10 test -s /run/munge/munged.pid || return 1
   cp /run/munge/munged.pid "$STATE/munged.pid"
   wait_for 10 bash -c 'munge -n | unmunge' || return 1
@@ -134,20 +131,20 @@ start_munge() {
 
 start_slurm() {
   if ! alive "$STATE/slurmdbd.pid"; then
-    slurmdbd || return 1
+    timeout 60 slurmdbd || return 1
   fi
   # slurmdbd answers once it has connected to MariaDB and created its tables
-  wait_for "$WAIT_S" sacctmgr -n list cluster || { say "slurmdbd does not answer (see $STATE/log/slurmdbd.log)"; return 1; }
-  if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
+  wait_for "$WAIT_S" timeout 15 sacctmgr -n list cluster || fail "slurmdbd does not answer (see $STATE/log/slurmdbd.log)"
+  if ! timeout 15 sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
     timeout 30 sacctmgr -i add cluster "$CLUSTER" >/dev/null || return 1
   fi
-  alive "$STATE/slurmctld.pid" || slurmctld || return 1
-  wait_for "$WAIT_S" scontrol ping || { say "slurmctld does not answer (see $STATE/log/slurmctld.log)"; return 1; }
-  alive "$STATE/slurmd.pid" || slurmd || return 1
+  alive "$STATE/slurmctld.pid" || timeout 60 slurmctld || return 1
+  wait_for "$WAIT_S" timeout 15 scontrol ping || fail "slurmctld does not answer (see $STATE/log/slurmctld.log)"
+  alive "$STATE/slurmd.pid" || timeout 60 slurmd || return 1
 }
 
 node_idle() {
-  sinfo -h -N -o '%T' | grep -qxE 'idle|idle~'
+  timeout 15 sinfo -h -N -o '%T' | grep -qxE 'idle|idle~'
 }
 
 start() {
@@ -160,23 +157,27 @@ start() {
   start_slurm || fail "a Slurm daemon did not start (see $STATE/log)"
   if ! wait_for "$WAIT_S" node_idle; then
     # a node left DOWN/DRAIN by an earlier run: bring it back once, then wait again
-    scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1
-    wait_for "$WAIT_S" node_idle || fail "the node is not idle after ${WAIT_S}s: $(sinfo -h -N -o '%T %E' | head -1)"
+    timeout 15 scontrol update nodename="$NODE" state=resume >/dev/null 2>&1
+    wait_for "$WAIT_S" node_idle || fail "the node is not idle after ${WAIT_S}s: $(timeout 15 sinfo -h -N -o '%T %E' | head -1)"
   fi
-  say "cluster $CLUSTER up in $(( $(date +%s) - T0 ))s: $(sinfo -h -N -o '%N %T %c CPUs')"
+  say "cluster $CLUSTER up in $(( $(date +%s) - T0 ))s: $(timeout 15 sinfo -h -N -o '%N %T %c CPUs')"
 }
 
-stop_one() {
-  # stop_one NAME PIDFILE: TERM, up to 20 s, then KILL
-  local pidfile=$2 pid
-  [ -s "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null
-    echo "$(date +%s) TERM $1" >> "$STATE/log/stop.log"
-    wait_for 20 bash -c "! kill -0 $pid" || { say "$1 ignored TERM, killing it"; kill -KILL "$pid" 2>/dev/null; }
-  fi
-  rm -f "$pidfile"
+# stop_all NAME:PIDFILE...: TERM them all, wait up to 20 s for each to exit, then KILL what is left
+stop_all() {
+  local item name pidfile pid pids=()
+  for item in "$@"; do
+    name=${item%%:*} pidfile=${item#*:}
+    [ -s "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    rm -f "$pidfile"
+    kill -0 "$pid" 2>/dev/null || continue
+    kill -TERM "$pid" 2>/dev/null && pids+=("$name:$pid")
+  done
+  for item in "${pids[@]}"; do
+    name=${item%%:*} pid=${item#*:}
+    wait_for 20 bash -c "! kill -0 $pid" || { say "$name ignored TERM, killing it"; kill -KILL "$pid" 2>/dev/null; }
+  done
 }
 
 stop() {
@@ -184,12 +185,9 @@ stop() {
   if alive "$STATE/slurmctld.pid"; then
     timeout 10 scancel --full --quiet --user=root >/dev/null 2>&1
   fi
-  stop_one slurmd "$STATE/slurmd.pid"
-  stop_one slurmctld "$STATE/slurmctld.pid"
-  stop_one slurmdbd "$STATE/slurmdbd.pid"
-  stop_one munged "$STATE/munged.pid"
+  stop_all "slurmd:$STATE/slurmd.pid" "slurmctld:$STATE/slurmctld.pid" "slurmdbd:$STATE/slurmdbd.pid"
+  stop_all "munged:$STATE/munged.pid" "mariadb:$MARIADB_PID"
   rm -f /run/munge/munged.pid
-  stop_one mariadb "$MARIADB_PID"
   say "stopped in $(( $(date +%s) - T0 ))s"
 }
 
