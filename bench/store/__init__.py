@@ -49,10 +49,12 @@ from bench.store.checkpoints import has_checkpoint, load_checkpoint
 from bench.store.claims import (
     DEFAULT_CLAIM_TTL_S,
     Claim,
+    attach_job,
     claim_holder,
     claim_is_stale,
     read_claim,
     refresh_claim,
+    register_job_probe,
     release_claim,
     try_claim,
 )
@@ -119,12 +121,13 @@ __all__ = [
     "ASIDE_MAX_AGE_S", "CHECKPOINTS", "CLAIMS", "DEFAULT_CLAIM_TTL_S", "EPOCH_COLUMNS", "EVALUATIONS",
     "EVALUATION_COLUMNS", "EVALUATION_KINDS", "OLD_SCHEME_MARK", "PREDICTIONS", "PREDICTION_COLUMNS", "RESULTS",
     "STATUSES", "TEMP_MAX_AGE_S", "TRAJECTORIES", "TRAJECTORY_COLUMNS", "Claim", "ResultLike", "RunRecord",
-    "atomic_write", "checkpoint_path", "claim_holder", "claim_is_stale", "claim_path", "completed_ids",
+    "atomic_write", "checkpoint_path", "attach_job", "claim_holder", "claim_is_stale", "claim_path", "completed_ids",
     "config_columns", "evaluation_path", "evaluation_schema", "failed_record", "git_commit", "has_checkpoint",
     "host", "is_old_scheme_problem", "is_temp_name", "load_checkpoint", "old_scheme_mask", "old_scheme_problem",
     "param_columns", "param_types", "pid_alive", "prediction_path", "prediction_schema", "read_claim",
     "read_evaluations", "read_predictions", "read_results", "read_row", "read_status", "read_trajectories",
-    "refresh_claim", "release_claim", "remove_leftovers", "result_columns", "result_path", "save_result",
+    "refresh_claim", "register_job_probe", "release_claim", "remove_leftovers", "result_columns", "result_path",
+    "save_result",
     "stored_config", "stored_metrics", "stored_status", "temp_path", "trajectory_path", "try_claim",
 ]
 

@@ -4,6 +4,12 @@ A claim file holds its holder's pid, host, creation time and a random token. It 
 died on this host, when it has not been refreshed for `ttl_s` seconds (any host), or when it has been
 unreadable for a minute; a stale claim is broken by whoever needs the run. Breaking is safe against a
 concurrent breaker and against a fresh claim that replaced the stale one in between.
+
+A claim whose run was handed to a batch scheduler names the job (`attach_job`). Where a probe for that
+scheduler is registered (`register_job_probe`; the Slurm backend registers one), a claim written on another
+host is stale as soon as its job has ended and the claim has gone JOB_GRACE_S without a refresh (its holder
+would have refreshed it: a live holder refreshes at least every minute), not only after `ttl_s`. So a rerun
+from another login node after the submitter crashed waits minutes, not hours.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,17 @@ from bench.store.atomic import ASIDE_MAX_AGE_S, host, pid_alive, temp_path, writ
 from bench.store.layout import PathLike, claim_path
 
 DEFAULT_CLAIM_TTL_S = 2 * 3600.0
+JOB_GRACE_S = 180.0  # three of the claim keeper's longest refresh intervals (bench.execute.claims)
+
+# scheduler name -> probe(job id): True while the job exists (pending or running), False once it has ended,
+# None when the probe cannot tell (no scheduler client here): then only the ttl applies.
+JobProbe = Callable[[str], "bool | None"]
+JOB_PROBES: dict[str, JobProbe] = {}
+
+
+def register_job_probe(scheduler: str, probe: JobProbe) -> None:
+    """Let claims naming a `scheduler` job ask whether that job still exists."""
+    JOB_PROBES[scheduler] = probe
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,18 @@ def claim_is_stale(info: Mapping[str, Any] | None, age_s: float, ttl_s: float) -
     if info.get("host") == host() and isinstance(info.get("pid"), int):
         if not pid_alive(info["pid"]):
             return True
+    elif age_s > JOB_GRACE_S and job_ended(info):
+        return True
     return age_s > ttl_s
+
+
+def job_ended(info: Mapping[str, Any]) -> bool:
+    """Whether the scheduler job a claim names has ended (False when it names none or nobody can tell)."""
+    job = info.get("job")
+    if not isinstance(job, Mapping):
+        return False
+    probe = JOB_PROBES.get(str(job.get("scheduler")))
+    return probe is not None and probe(str(job.get("id"))) is False
 
 
 def break_if_stale(path: Path, ttl_s: float) -> bool:
@@ -129,6 +157,22 @@ def refresh_claim(claim: Claim) -> bool:
     return True
 
 
+def attach_job(claim: Claim, scheduler: str, job_id: str) -> bool:
+    """Name the scheduler job that trains a held claim's run (rewritten whole, atomically); False when the
+    claim is no longer ours."""
+    info = read_claim(claim.path)
+    if info is None or info.get("token") != claim.token:
+        return False
+    info["job"] = {"scheduler": scheduler, "id": str(job_id)}
+    tmp = temp_path(claim.path)
+    try:
+        write_synced(tmp, json.dumps(info).encode())
+        os.replace(tmp, claim.path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
 def release_claim(claim: Claim) -> None:
     """Remove the claim file if it is still ours."""
     info = read_claim(claim.path)
@@ -141,4 +185,6 @@ def claim_holder(runs_dir: PathLike, run_id: str) -> str:
     info = read_claim(claim_path(runs_dir, run_id))
     if info is None:
         return ""
-    return f"pid {info.get('pid')} on {info.get('host')}"
+    job = info.get("job") if isinstance(info.get("job"), Mapping) else None
+    suffix = f" ({job.get('scheduler')} job {job.get('id')})" if job else ""
+    return f"pid {info.get('pid')} on {info.get('host')}{suffix}"

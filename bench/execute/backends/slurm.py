@@ -111,6 +111,28 @@ def threads_from_allocation() -> int | None:
     return cpus
 
 
+# squeue states of a job that has not ended (squeue lists ended jobs for MinJobAge seconds, then drops them)
+LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+                         "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"})
+
+
+def slurm_job_alive(job_id: str, timeout_s: float = 10.0) -> bool | None:
+    """True while the Slurm job exists (pending or running), False once it has ended or is unknown to the
+    controller, None when squeue cannot be asked (no client here, the controller does not answer)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                             timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return False if "invalid job id" in out.stderr.lower() else None
+    states = {line.strip().upper() for line in out.stdout.splitlines() if line.strip()}
+    return bool(states & LIVE_STATES)
+
+
+store.register_job_probe("slurm", slurm_job_alive)
+
+
 def max_array_size() -> int:
     """The cluster's MaxArraySize (scontrol show config), or Slurm's default when it cannot be read."""
     try:
@@ -178,6 +200,8 @@ class SlurmBackend:
             for job, handle in zip(part, handles, strict=True):
                 job.worker = f"slurm {handle.job_id}"
                 self.submitted[job] = handle
+                if job.claim is not None:  # a rerun elsewhere frees the claim once this job has ended
+                    store.attach_job(job.claim, "slurm", str(handle.job_id))
 
     def _submit_array(self, jobs: Sequence[Job]) -> list[Any]:
         ctx = self.context
