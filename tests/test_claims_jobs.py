@@ -95,3 +95,55 @@ def test_the_slurm_probe_reads_squeue(tmp_path: Path, monkeypatch, script: str, 
 def test_the_slurm_probe_cannot_tell_without_squeue(monkeypatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     assert slurm_job_alive("1") is None
+
+
+# -- a job that ended without an accounting record ------------------------------------------------------
+
+
+class _Handle:
+    """A submitit job handle whose job never reports done (no accounting to ask)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def done(self) -> bool:
+        return False
+
+
+def _backend_with(job_ids: dict[str, str], tmp_path: Path):
+    """A SlurmBackend holding submitted jobs, built without submitit (only the polling state)."""
+    from bench.execute.backend import BackendContext, Job
+    from bench.execute.backends import slurm
+    from bench.plan.resolve import make_config
+
+    backend = object.__new__(slurm.SlurmBackend)
+    backend.context = BackendContext(runs_dir=tmp_path, job_fn=None, metric_columns=("test_acc",))
+    backend.queued, backend.probe_jobs, backend.gone_since, backend.last_probe = [], True, {}, -1e9
+    backend.submitted = {Job(config=make_config("synth-mosi", "smoke", seed=int(seed))): _Handle(job_id)
+                         for seed, job_id in job_ids.items()}
+    return backend
+
+
+def test_a_job_gone_from_squeue_without_a_result_is_a_transient_failure(tmp_path: Path, monkeypatch) -> None:
+    from bench.execute.backends import slurm
+
+    alive = {"11": True, "12": False}
+    monkeypatch.setattr(slurm, "slurm_job_alive", lambda job_id: alive[job_id])
+    backend = _backend_with({"0": "11", "1": "12"}, tmp_path)
+    assert backend._gone_without_result(now=0.0) == []  # gone once: not yet confirmed
+    assert backend._gone_without_result(now=slurm.PROBE_EVERY_S / 2) == []  # not asked again so soon
+    (job, result), = backend._gone_without_result(now=slurm.GONE_CONFIRM_S + 1)
+    assert job.config.seed == 1 and result.status == "failed" and result.error_kind == store.TRANSIENT
+    assert "slurm job 12 ended without a result" in result.error and result.slurm_job_id == "12"
+    assert [h.job_id for h in backend.submitted.values()] == ["11"]  # the running job is kept
+
+
+def test_a_job_that_comes_back_to_squeue_is_not_failed(tmp_path: Path, monkeypatch) -> None:
+    from bench.execute.backends import slurm
+
+    answers = iter([False, True, True])
+    monkeypatch.setattr(slurm, "slurm_job_alive", lambda job_id: next(answers))
+    backend = _backend_with({"0": "21"}, tmp_path)
+    for now in (0.0, slurm.PROBE_EVERY_S, slurm.GONE_CONFIRM_S + slurm.PROBE_EVERY_S):
+        assert backend._gone_without_result(now=now) == []
+    assert len(backend.submitted) == 1

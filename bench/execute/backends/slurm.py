@@ -116,6 +116,10 @@ LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUS
                          "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"})
 
 
+PROBE_EVERY_S = 30.0  # how often squeue is asked about jobs submitit has not seen finish
+GONE_CONFIRM_S = 60.0  # how long a job is gone from squeue, without a result, before it counts as ended
+
+
 def slurm_job_alive(job_id: str, timeout_s: float = 10.0) -> bool | None:
     """True while the Slurm job exists (pending or running), False once it has ended or is unknown to the
     controller, None when squeue cannot be asked (no client here, the controller does not answer)."""
@@ -167,6 +171,12 @@ class SlurmBackend:
         self.array_size = options.max_array_size or (max_array_size() if cluster == "slurm" else DEFAULT_MAX_ARRAY_SIZE)
         self.queued: list[Job] = []
         self.submitted: dict[Job, Any] = {}  # job -> submitit handle
+        # Without accounting (no slurmdbd) submitit never learns that a job ended without a result (a
+        # cancel, a node failure): squeue is asked instead, and a job gone from it for GONE_CONFIRM_S with
+        # no result is a transient failure, so the grid neither waits forever nor loses the run.
+        self.probe_jobs = cluster == "slurm"
+        self.gone_since: dict[Job, float] = {}
+        self.last_probe = 0.0
 
     def capacity(self) -> int:
         return max(0, self.options.array_parallelism - len(self.queued) - len(self.submitted))
@@ -180,6 +190,8 @@ class SlurmBackend:
         done = [(job, self._outcome(job, handle)) for job, handle in list(self.submitted.items()) if handle.done()]
         for job, _ in done:
             del self.submitted[job]
+            self.gone_since.pop(job, None)
+        done += self._gone_without_result(time.monotonic())
         if not done:
             time.sleep(self.options.poll_s)
         return done
@@ -228,6 +240,33 @@ class SlurmBackend:
                 result = store.failed_record(job.config, problem, metric_columns=columns)
         _note_job_id(result, handle)
         return result
+
+    def _gone_without_result(self, now: float) -> list[tuple[Job, Outcome]]:
+        """Jobs squeue no longer lists as pending or running whose result has not appeared for GONE_CONFIRM_S
+        (asked at most every PROBE_EVERY_S): stored as transient failures."""
+        if not self.probe_jobs or not self.submitted or now - self.last_probe < PROBE_EVERY_S:
+            return []
+        self.last_probe = now
+        for job, handle in self.submitted.items():
+            if slurm_job_alive(str(handle.job_id)) is False:
+                self.gone_since.setdefault(job, now)
+            else:
+                self.gone_since.pop(job, None)
+        gone = [job for job, since in self.gone_since.items() if now - since >= GONE_CONFIRM_S]
+        outcomes = []
+        for job in gone:
+            handle = self.submitted.pop(job)
+            del self.gone_since[job]
+            if handle.done():  # the result arrived after all
+                outcomes.append((job, self._outcome(job, handle)))
+                continue
+            result = store.failed_record(job.config, f"slurm job {handle.job_id} ended without a result (gone "
+                                                     f"from squeue for {GONE_CONFIRM_S:.0f} s; no accounting "
+                                                     "record)", metric_columns=self.context.metric_columns,
+                                         error_kind=store.TRANSIENT)
+            _note_job_id(result, handle)
+            outcomes.append((job, result))
+        return outcomes
 
     def cancel(self, job: Job | None = None) -> None:
         self.queued = [] if job is None else [j for j in self.queued if j is not job]
