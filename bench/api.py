@@ -662,14 +662,15 @@ def trajectories(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = 
 
 
 def predictions(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per-sample predictions: columns run_id, split, sample, target, prediction (and any others stored).
+    """Per-sample predictions of ok runs (`<runs_dir>/predictions/<run_id>.parquet`): columns run_id, split,
+    sample, target, prediction, and any others stored; `run_ids` (default: every ok run).
 
-    Predictions are not stored yet: another issue adds `<runs_dir>/predictions/<run_id>.parquet`, and this
-    reads that layout. Without the folder (every store so far) the frame is empty, with those columns.
-    Files without the five columns, or unreadable, are skipped with a warning on stderr.
+    Files without the five columns, or unreadable, are skipped with a warning on stderr, and so is an ok run
+    whose file is missing (one line each), so a frame with fewer runs than asked never goes unnoticed.
     """
-
-    frame, problems = read_predictions(runs_dir, run_ids)
+    ok = {rid for rid, status in store.stored_status(runs_dir).items() if status == "ok"}
+    ids = sorted(ok) if run_ids is None else [rid for rid in run_ids if rid in ok]
+    frame, problems = read_predictions(runs_dir, ids, report_missing=True)
     print_warnings(problems)
     return frame
 

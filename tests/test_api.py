@@ -56,9 +56,13 @@ def test_grid_results_table_and_trajectories(tmp_path):
     assert len(api.jobs(str(grid), tmp_path / "runs")) == 6
 
 
-def test_predictions_read_the_future_layout_and_are_empty_without_it(tmp_path, capsys):
+def test_predictions_of_ok_runs_with_a_line_for_each_missing_or_bad_file(tmp_path, capsys, monkeypatch):
     empty = api.predictions(tmp_path)
     assert len(empty) == 0 and list(empty.columns) == list(api.PREDICTION_COLUMNS)
+    (tmp_path / "results").mkdir()
+    for rid in ("a", "b", "c"):  # the missing check asks for the result file
+        (tmp_path / "results" / f"{rid}.parquet").touch()
+    monkeypatch.setattr(api.store, "stored_status", lambda runs: {"a": "ok", "b": "ok", "c": "ok", "f": "failed"})
     folder = tmp_path / "predictions"
     folder.mkdir()
     pd.DataFrame({"run_id": ["a", "a"], "split": ["test", "test"], "sample": ["v1", "v2"], "target": [0, 2],
@@ -66,7 +70,10 @@ def test_predictions_read_the_future_layout_and_are_empty_without_it(tmp_path, c
     pd.DataFrame({"run_id": ["b"], "split": ["test"]}).to_parquet(folder / "b.parquet")
     frame = api.predictions(tmp_path)
     assert list(frame.columns) == [*api.PREDICTION_COLUMNS, "prob_0"] and list(frame["prediction"]) == [0, 1]
-    assert "b.parquet: not a bench prediction file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "b.parquet: not a bench prediction file" in err
+    assert "c.parquet: missing (the stored run's prediction file is left out)" in err  # an ok run without its file
+    assert "f.parquet" not in err  # a failed run has no predictions to miss
     assert len(api.predictions(tmp_path, run_ids=["b", "zzz"])) == 0
 
 

@@ -252,12 +252,13 @@ def read_trajectories(runs_dir: PathLike, run_ids: Iterable[str] | None = None) 
     return pd.concat(frames, ignore_index=True), problems
 
 
-def read_predictions(runs_dir: PathLike, run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+def read_predictions(runs_dir: PathLike, run_ids: Iterable[str] | None = None,
+                     report_missing: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Per-sample prediction rows (`predictions/<run_id>.parquet`: PREDICTION_COLUMNS first, any others
-    after, the union over the files), and problems with skipped files; an empty frame with those columns
-    when none is stored."""
+    after, the union over the files), and problems with skipped files (with `report_missing`, also each asked
+    run that is stored but has no file); an empty frame with those columns when none is stored."""
     frames, problems = _read_run_tables(Path(runs_dir) / PREDICTIONS, run_ids, PREDICTION_COLUMNS,
-                                        "prediction file", keep_extra=True)
+                                        "prediction file", keep_extra=True, report_missing=report_missing)
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in PREDICTION_COLUMNS}), problems
     return concat_union(frames), problems
