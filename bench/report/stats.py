@@ -148,7 +148,7 @@ def paired_interval(differences: Sequence[float], level: float = CI_LEVEL) -> tu
     d = _finite(differences)
     if d.size < MIN_SEEDS_INTERVAL:
         return math.nan, math.nan
-    half = scipy_stats.t.ppf(0.5 + level / 2.0, d.size - 1) * float(np.std(d, ddof=1)) / math.sqrt(d.size)
+    half = float(scipy_stats.t.ppf(0.5 + level / 2.0, d.size - 1)) * float(np.std(d, ddof=1)) / math.sqrt(d.size)
     mean = float(np.mean(d))
     return mean - half, mean + half
 
@@ -165,7 +165,7 @@ def welch_interval(sample: Sequence[float], baseline: Sequence[float],
     if va + vb == 0:
         return difference, difference
     df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
-    half = scipy_stats.t.ppf(0.5 + level / 2.0, df) * math.sqrt(va + vb)
+    half = float(scipy_stats.t.ppf(0.5 + level / 2.0, df)) * math.sqrt(va + vb)
     return difference - half, difference + half
 
 
