@@ -164,7 +164,7 @@ def test_paired_t_with_holm_over_the_whole_table(paired_store):
     cells_by = {r.cell.method: r for r in model.cells()}
     raw = []
     for method in ("ogm", "agm"):
-        for key, column in (("acc", 0), ("loss", 1)):
+        for key in ("acc", "loss"):
             got = cells_by[method].metrics[key]
             ours = cells_by[method].values[key]
             base = cells_by["concat"].values[key]
