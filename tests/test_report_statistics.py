@@ -281,3 +281,42 @@ def test_aggregate_reports_the_iqm_with_its_interval() -> None:
     assert result["m"].iqm_low <= result["m"].iqm <= result["m"].iqm_high
     text = ranking.markdown(list(result.values()), "concat")
     assert "| IQM [95% CI] |" in text.splitlines()[0]
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def cli_store(paired_store, monkeypatch):
+    from bench import selection
+
+    runs, cells = paired_store
+    monkeypatch.setattr(selection, "expand_preset", lambda preset, **kw: cells)
+    return runs
+
+
+def test_table_flags(cli_store, capsys):
+    from bench.cli import main
+
+    main(["table", "table-6.10", "--runs-dir", str(cli_store), "--test", "t", "--correction", "bh", "--effects",
+          "--per-seed"])
+    out = capsys.readouterr().out
+    assert "Benjamini-Hochberg correction over the table's" in out and "paired t-test of the per-seed" in out
+    assert "[60.00, 63.00, 61.00, 65.00, 62.00] vs base +10.20 [" in out
+    with pytest.raises(SystemExit) as done:
+        main(["table", "table-6.10", "--runs-dir", str(cli_store), "--test", "wilcox"])
+    assert done.value.code == 2
+    assert "unknown test 'wilcox'; choose from exact, t, welch" in capsys.readouterr().err
+
+
+def test_rank_adds_the_iqm_and_draws_the_performance_profile(cli_store, tmp_path, capsys):
+    from bench.cli import main
+
+    png = tmp_path / "profile.png"
+    main(["table", "table-6.10", "--runs-dir", str(cli_store), "--rank", "--rank-plot", str(png)])
+    out = capsys.readouterr().out
+    assert "| IQM [95% CI] |" in out and "share > 0.5" in out and f"Performance profile drawn: {png}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit) as done:
+        main(["table", "table-6.10", "--runs-dir", str(cli_store), "--rank-plot", str(png)])
+    assert done.value.code == 2
