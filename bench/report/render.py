@@ -305,7 +305,7 @@ def _significance(model: TableModel) -> str:
         return ("Significance: no Late Concatenation (concat) baseline cell matches these rows, so none "
                 "is tested.")
     main = main_test_of(model)
-    return (f"† p < {stats.ALPHA:g}, ‡ p < {stats.STRONG_ALPHA:g} after {family_text(model)}: two-sided "
+    return (f"† p < {stats.ALPHA:g}, ‡ p < {stats.STRONG_ALPHA:g} ({family_text(model)}): two-sided "
             f"{_test_sentence(main)} against Late Concatenation (concat) of the same modality block, dataset "
             "and optimizer, in the same configuration where one exists (else its standard configuration); "
             "a cell tested otherwise names its test. Paired: both cells ran the seed on the same data, model, "
@@ -412,7 +412,8 @@ def summary_line(model: TableModel) -> str:
         c = model.tally.counts[metric.key]
         parts.append(f"{metric.name} {c['better']} better, {c['tie']} not "
                      f"significant, {c['worse']} worse, {c['n/a']} not testable")
-    return (f"Summary against the baseline (corrected p < {stats.ALPHA:g}, {family_text(model)}): "
+    corrected = "corrected " if model.options.correction != "none" else ""
+    return (f"Summary against the baseline ({corrected}p < {stats.ALPHA:g}, {family_text(model)}): "
             + "; ".join(parts) + ".")
 
 

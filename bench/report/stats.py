@@ -268,7 +268,9 @@ def detectable_difference(n: int, std: float, paired: bool, alpha: float = ALPHA
     critical = scipy_stats.t.ppf(1.0 - alpha / 2.0, df)
 
     def shortfall(nc: float) -> float:
-        return scipy_stats.nct.sf(critical, df, nc) + scipy_stats.nct.cdf(-critical, df, nc) - power
+        # The lower tail is tiny for nc > 0, and scipy's nct.cdf returns NaN for some far-out arguments.
+        lower = float(scipy_stats.nct.cdf(-critical, df, nc))
+        return float(scipy_stats.nct.sf(critical, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
 
     upper = 1.0
     while shortfall(upper) < 0:  # widen the bracket; nct loses precision far out, hence the cap
