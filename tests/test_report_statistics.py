@@ -320,3 +320,33 @@ def test_rank_adds_the_iqm_and_draws_the_performance_profile(cli_store, tmp_path
     with pytest.raises(SystemExit) as done:
         main(["table", "table-6.10", "--runs-dir", str(cli_store), "--rank-plot", str(png)])
     assert done.value.code == 2
+
+
+def test_the_evaluations_table_corrects_its_tests_with_holm() -> None:
+    from types import SimpleNamespace
+
+    from bench.plan.resolve import make_config
+    from bench.report import evaluations as evals
+
+    def cell(method: str) -> SimpleNamespace:
+        configs = tuple(make_config("synth-mosi", "smoke", method=method, modalities=("text", "vision"), seed=s,
+                                    test_noise=(0.5,)) for s in range(3))
+        return SimpleNamespace(table="g", dataset="synth-mosi", family="mosi", modalities="text+vision",
+                               method=method, config_label="standard", optimizer="adam", configs=configs)
+
+    concat, ogm = cell("concat"), cell("ogm")
+    values = {"concat": ([50, 51, 52], [40, 41, 42]), "ogm": ([51, 53, 55], [46, 47, 49])}
+    results, rows = [], []
+    for c in (concat, ogm):
+        for cfg, clean, noisy in zip(c.configs, *values[c.method], strict=True):
+            results.append({"run_id": cfg.run_id, "status": "ok", "test_acc": clean})
+            rows.append({"run_id": cfg.run_id, "kind": "noise", "sigma": 0.5, "test_dataset": "", "test_acc": noisy})
+    frame = evals.evaluations_frame([concat, ogm], pd.DataFrame(results), pd.DataFrame(rows),
+                                    evals.table_metric([concat, ogm]))
+    got = frame.set_index(["method", "column"])
+    clean_p = scipy_stats.ttest_ind([51, 53, 55], [50, 51, 52], equal_var=False).pvalue
+    noisy_p = scipy_stats.ttest_ind([46, 47, 49], [40, 41, 42], equal_var=False).pvalue
+    # Holm over the 2 tests: the smaller p doubled, the larger kept (at least the smaller's).
+    low, high = sorted([clean_p, noisy_p])
+    assert sorted(got["p_adjusted"].dropna()) == pytest.approx([2 * low, max(2 * low, high)])
+    assert got.loc[("ogm", "noise σ=0.5"), "p_value"] == pytest.approx(noisy_p)

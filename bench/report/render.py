@@ -538,7 +538,7 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 LATEX_UNICODE = {"±": r"$\pm$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}",
                  "Δ": r"$\Delta$", "—": "---", "−": "--", "×": r"$\times$", "<": r"$<$", ">": r"$>$",
-                 "…": r"\ldots{}"}
+                 "…": r"\ldots{}", "≈": r"$\approx$", "α": r"$\alpha$", "τ": r"$\tau$"}
 
 
 def latex_escape(text: str) -> str:
