@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from bench.config import ConfigError
+from bench.data.registry import spec_for
 from bench.data.types import DataError
 from bench.report import labels, reference, stats
 from bench.report.metricsets import Metric, TableSpec, cell_task, table_spec
@@ -159,6 +160,7 @@ class TableModel:
     seeds: tuple[int, ...] = ()  # every seed the table's cells request, sorted
     profiles: tuple[str, ...] = ()  # the profiles of the table's runs
     test_sizes: dict[str, int] = field(default_factory=dict)  # dataset -> test split size (0 unknown)
+    main_test: str = ""  # the test most baseline comparisons used (the caption's; others name theirs)
 
     @property
     def reference_comparable(self) -> bool:
@@ -451,13 +453,19 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
         options=options, tests=tests,
         seeds=tuple(sorted({int(cfg.seed) for r in members for cfg in r.cell.configs})),
         profiles=profiles, test_sizes={d: test_split_size(d, profiles) for d in datasets},
+        main_test=_main_test(members),
     )
+
+
+def _main_test(members: Sequence[CellResult]) -> str:
+    """The test most of the table's baseline comparisons used ("" when none was made)."""
+    counts = Counter(m.test for r in members for m in r.metrics.values() if m.test)
+    return counts.most_common(1)[0][0] if counts else ""
 
 
 def test_split_size(dataset: str, profiles: Sequence[str]) -> int:
     """The test split's size of a dataset under the table's profile, from the dataset spec's profile sizes
     (what the planner subsets to); 0 where unknown (no spec, or several profiles)."""
-    from bench.data.registry import spec_for
 
     if len(profiles) != 1:
         return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import io
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -185,8 +184,7 @@ def _tooltip(result: CellResult, metric: MetricCell, decimals: int, model: Table
 
 def main_test_of(model: TableModel) -> str:
     """The test most of the table's baseline comparisons used ("" when none was made)."""
-    counts = Counter(m.test for r in model.cells() for m in r.metrics.values() if m.test)
-    return counts.most_common(1)[0][0] if counts else ""
+    return model.main_test
 
 
 def _mean_std(mean: float, std: float, decimals: int = 2) -> str:
