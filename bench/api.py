@@ -562,6 +562,7 @@ def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = ""
             f"stratified bootstrap over seeds ({rank.BOOTSTRAP_SAMPLES} resamples, seed {rank.BOOTSTRAP_SEED}). "
             f"{rank.RANK_FOOT}\n")
     scores = rank.method_scores(rows, column, metric_direction(column) == "max")
+    scores = {a.method: scores[a.method] for a in aggregates if a.method in scores}  # the ranking's order
     if plot is not None:
         drawn = rank.plot_performance_profile(scores, Path(plot), f"{chosen.query.name}: {column}", labels.method_name)
         foot += f"\nPerformance profile drawn: {drawn}\n"

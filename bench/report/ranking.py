@@ -199,16 +199,18 @@ def plot_performance_profile(scores: dict[str, np.ndarray], path: Path, title: s
     from matplotlib.figure import Figure  # the object API, as bench.report.plots: no global pyplot state
 
     taus = np.linspace(0.0, 1.0, 101)
-    fig = Figure(figsize=(6.0, 4.0))
+    fig = Figure(figsize=(8.0, 4.0))
     ax = fig.add_subplot()
-    for method, values in scores.items():
-        ax.plot(taus, performance_profile(values, taus), label=method_name(method))
+    for index, (method, values) in enumerate(scores.items()):
+        # Ten colours repeat: the line style tells the 11th method from the 1st.
+        ax.plot(taus, performance_profile(values, taus), label=method_name(method),
+                linestyle=("-", "--", ":")[index // 10 % 3])
     ax.set_xlabel("normalised score τ (per cell, min-max over its runs)")
     ax.set_ylabel("fraction of runs with score > τ")
     ax.set_title(title, fontsize=9)
     ax.set_ylim(0.0, 1.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
