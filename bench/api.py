@@ -561,14 +561,9 @@ def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = ""
             f"{labels.method_name(baseline)} (ties count half), averaged over cells; 95 % interval from a "
             f"stratified bootstrap over seeds ({rank.BOOTSTRAP_SAMPLES} resamples, seed {rank.BOOTSTRAP_SEED}). "
             f"{rank.RANK_FOOT}\n")
-    scores = rank.method_scores(rows, column, metric_direction(column) == "max")
-    scores = {a.method: scores[a.method] for a in aggregates if a.method in scores}  # the ranking's order
-    if plot is not None:
-        drawn = rank.plot_performance_profile(scores, Path(plot), f"{chosen.query.name}: {column}", labels.method_name)
-        foot += f"\nPerformance profile drawn: {drawn}\n"
-    return (head + rank.markdown(aggregates, labels.method_name(baseline), labels.method_name) + foot
-            + "\nPerformance profile (share of each method's runs above a normalised score):\n\n"
-            + rank.profile_markdown(scores, labels.method_name))
+    profile = rank.profile_section(rows, column, aggregates, metric_direction(column) == "max", plot,
+                                   f"{chosen.query.name}: {column}", labels.method_name)
+    return head + rank.markdown(aggregates, labels.method_name(baseline), labels.method_name) + foot + profile
 
 
 EVALUATION_FORMATS = ("md", "csv")

@@ -230,6 +230,20 @@ def markdown(aggregates: Sequence[MethodAggregate], baseline_name: str, method_n
     return "\n".join(lines) + "\n"
 
 
+def profile_section(rows: pd.DataFrame, metric: str, aggregates: Sequence[MethodAggregate],
+                    higher_is_better: bool = True, plot: str | Path | None = None, title: str = "",
+                    method_name=str) -> str:
+    """The performance profile under the ranking (methods in the ranking's order) as markdown, and drawn as a
+    PNG at `plot` when given (its path said in the text)."""
+    found = method_scores(rows, metric, higher_is_better)
+    scores = {a.method: found[a.method] for a in aggregates if a.method in found}
+    drawn = ""
+    if plot is not None:
+        drawn = f"\nPerformance profile drawn: {plot_performance_profile(scores, Path(plot), title, method_name)}\n"
+    return (drawn + "\nPerformance profile (share of each method's runs above a normalised score):\n\n"
+            + profile_markdown(scores, method_name))
+
+
 def profile_markdown(scores: dict[str, np.ndarray], method_name=str,
                      thresholds: Sequence[float] = PROFILE_THRESHOLDS) -> str:
     """The performance profile at a few thresholds, as a markdown table."""
