@@ -488,14 +488,19 @@ def _baseline_kwargs(query: GridQuery) -> dict[str, Any]:
 
 
 def table_models(preset_or_file: str, runs_dir: str | Path = "runs", *, tune: bool = False,
-                 tune_metric: str = "val_acc", **selection: Any) -> list[Any]:
+                 tune_metric: str = "val_acc", test: str = "exact", correction: str = "holm",
+                 **selection: Any) -> list[Any]:
     """The table models (bench.report.model.TableModel) of a preset or grid file from the store.
 
     tune: per method and cell, show the parameter setting with the best mean validation metric
     (`tune_metric`: val_acc or val_loss) over seeds, with its test metrics (bench.report.tune).
+    test: exact (paired exact sign-flip test where runs are paired, else Welch), t (paired t-test, else
+    Welch) or welch; correction: holm, bh or none over the table's tests (bench.report.stats).
     """
+    from bench.report.model import StatsOptions
     from bench.report.tables import baseline_pool, models_from
 
+    options = StatsOptions(test, correction)  # before any reading, so a typo costs nothing
     chosen = select(preset_or_file, runs_dir, **selection)
     grid_cells, notes, choices = chosen.cells, [], []
     if tune:
@@ -503,7 +508,7 @@ def table_models(preset_or_file: str, runs_dir: str | Path = "runs", *, tune: bo
         grid_cells = [c.cell for c in choices]
         notes.append(tuning.caption_note(tune_metric, choices))
     baselines = baseline_pool(chosen.query.name, grid_cells, _baseline_kwargs(chosen.query))
-    models = models_from(chosen.query.name, grid_cells, chosen.results, chosen.problems, baselines, notes)
+    models = models_from(chosen.query.name, grid_cells, chosen.results, chosen.problems, baselines, notes, options)
     by_cell = {id(c.cell): c.note for c in choices}
     for model in models:
         for result in model.cells():
@@ -512,12 +517,14 @@ def table_models(preset_or_file: str, runs_dir: str | Path = "runs", *, tune: bo
 
 
 def table(preset_or_file: str, runs_dir: str | Path = "runs", *, tune: bool = False, tune_metric: str = "val_acc",
-          **selection: Any) -> pd.DataFrame:
-    """The table as a tidy frame: one line per cell and metric (mean, std, n, rank, thesis, delta, p-value,
-    bootstrap interval, verdict, note), as `bench table --format csv` writes it."""
+          test: str = "exact", correction: str = "holm", **selection: Any) -> pd.DataFrame:
+    """The table as a tidy frame: one line per cell and metric (mean, std, n, rank, thesis, delta, test, p-value
+    and corrected p-value, difference with its interval, per-seed values, verdict, note), as `bench table
+    --format csv` writes it."""
     from bench.report.render import tidy_frame
 
-    return tidy_frame(table_models(preset_or_file, runs_dir, tune=tune, tune_metric=tune_metric, **selection))
+    return tidy_frame(table_models(preset_or_file, runs_dir, tune=tune, tune_metric=tune_metric, test=test,
+                                   correction=correction, **selection))
 
 
 def _check_format(fmt: str) -> None:
@@ -527,9 +534,12 @@ def _check_format(fmt: str) -> None:
         raise ConfigError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = "", **selection: Any) -> str:
-    """`bench table --rank`: every method's mean rank over the selection's cells and its probability of
-    improvement over the reference baseline (late concatenation), with a bootstrap interval, as markdown."""
+def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = "", *, plot: str | Path | None = None,
+            **selection: Any) -> str:
+    """`bench table --rank`: every method's mean rank over the selection's cells, its probability of
+    improvement over the reference baseline (late concatenation) and the interquartile mean of its normalised
+    scores, with bootstrap intervals, and the performance profile, as markdown (plot: also draw the profile as
+    a PNG there)."""
     from bench.tasks import metric_direction, task_class
 
     chosen = select(preset_or_file, runs_dir, **selection)
@@ -549,8 +559,11 @@ def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = ""
             f"hold different method sets, e.g. the thesis ran fewer methods on three modalities). "
             f"P(improvement): per cell the chance that a seed of the method beats a seed of "
             f"{labels.method_name(baseline)} (ties count half), averaged over cells; 95 % interval from a "
-            f"stratified bootstrap over seeds ({rank.BOOTSTRAP_SAMPLES} resamples, seed {rank.BOOTSTRAP_SEED}).\n")
-    return head + rank.markdown(aggregates, labels.method_name(baseline), labels.method_name) + foot
+            f"stratified bootstrap over seeds ({rank.BOOTSTRAP_SAMPLES} resamples, seed {rank.BOOTSTRAP_SEED}). "
+            f"{rank.RANK_FOOT}\n")
+    profile = rank.profile_section(rows, column, aggregates, metric_direction(column) == "max", plot,
+                                   f"{chosen.query.name}: {column}", labels.method_name)
+    return head + rank.markdown(aggregates, labels.method_name(baseline), labels.method_name) + foot + profile
 
 
 EVALUATION_FORMATS = ("md", "csv")
@@ -594,13 +607,16 @@ def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: 
 
 
 def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,
-                 tune: bool = False, tune_metric: str = "val_acc", **selection: Any) -> str:
-    """The table as text (`bench table`): md, latex, csv or html."""
+                 tune: bool = False, tune_metric: str = "val_acc", test: str = "exact", correction: str = "holm",
+                 effects: bool = False, per_seed: bool = False, **selection: Any) -> str:
+    """The table as text (`bench table`): md, latex, csv or html (test, correction: see table_models;
+    effects: the difference to the baseline with its interval in md / LaTeX cells; per_seed: each seed's value)."""
     from bench.report.render import render
 
     _check_format(fmt)
-    return render(table_models(preset_or_file, runs_dir, tune=tune, tune_metric=tune_metric, **selection), fmt,
-                  vs_thesis)
+    models = table_models(preset_or_file, runs_dir, tune=tune, tune_metric=tune_metric, test=test,
+                          correction=correction, **selection)
+    return render(models, fmt, vs_thesis, effects=effects, per_seed=per_seed)
 
 
 def write_tables(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
@@ -620,16 +636,19 @@ def write_tables(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: st
     return paths
 
 
-def report(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
-           **selection: Any) -> Path:
-    """Write <out_dir>/<name>-report.html (`bench report`): the tables vs the thesis and their figures."""
+def report(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: str | Path = "reports", *,
+           test: str = "exact", correction: str = "holm", **selection: Any) -> Path:
+    """Write <out_dir>/<name>-report.html (`bench report`): the tables vs the thesis and their figures
+    (test, correction: see table_models)."""
+    from bench.report.model import StatsOptions
     from bench.report.page import write_page
     from bench.report.tables import baseline_pool
 
+    options = StatsOptions(test, correction)
     chosen = select(preset_or_file, runs_dir, **selection)
     baselines = baseline_pool(chosen.query.name, chosen.cells, _baseline_kwargs(chosen.query))
     return write_page(chosen.query.name, chosen.cells, chosen.results, chosen.problems, baselines, Path(runs_dir),
-                      Path(out_dir))
+                      Path(out_dir), options)
 
 
 def _run_selection(run_ids: Sequence[str] | None, methods: str | Sequence[str] | None, dataset: str | None,

@@ -17,10 +17,10 @@ FINGERPRINT = "feedc0de12345678abcdef"
 
 def fake_cell(method: str, modalities: str = "audio+vision", dataset: str = "synth-mosi", table: str = "6.10",
               config_label: str = "standard", optimizer: str = "adam", seeds: Sequence[int] = (0, 1, 2, 3, 4),
-              **fields: Any) -> Cell:
+              profile: str = "smoke", **fields: Any) -> Cell:
     """A preset cell with one real RunConfig per seed (run ids are the real hashes)."""
     configs = tuple(
-        make_config(dataset, profile="smoke", modalities=modalities, method=method, optimizer=optimizer,
+        make_config(dataset, profile=profile, modalities=modalities, method=method, optimizer=optimizer,
                     seed=seed, **fields)
         for seed in seeds
     )

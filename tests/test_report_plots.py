@@ -94,6 +94,8 @@ def test_report_page_embeds_tables_and_figures(trend_store, tmp_path, monkeypatc
     text = path.read_text()
     assert path.name == "table-6.10-report.html" and text.startswith("<!DOCTYPE html>")
     assert text.count('<table class="bench">') == 1
-    assert "SYNTHETIC SURROGATE" in text and "Thesis accuracy" in text
+    # Smoke runs: the page leaves the thesis's columns out, with one note (quick and full runs show them).
+    assert "SYNTHETIC SURROGATE" in text and "Thesis accuracy" not in text
+    assert text.count("The thesis figures and deltas are left out: these are smoke runs") == 1
     # 6.10 shows the ratio figure (baseline vs OGM) and the baseline's losses.
     assert text.count("data:image/png;base64,") == 2

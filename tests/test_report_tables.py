@@ -14,16 +14,18 @@ from test_report_helpers import FINGERPRINT, fake_cell, store_cell
 
 from bench.data.types import DataError
 from bench.report import stats
-from bench.report.model import build_models
+from bench.report.model import StatsOptions, build_models
 from bench.report.render import latex_escape, render, to_csv, to_latex, to_markdown
 from bench.store import read_results
 
 
-def models_for(runs_dir, cells, preset="table-6.10"):
+def models_for(runs_dir, cells, preset="table-6.10", test="welch", correction="none"):
+    """Models with the old statistics by default (Welch, no correction): the tests below pin them; the
+    defaults (exact paired test, Holm) have their own tests in test_report_statistics.py."""
     results, problems = read_results(runs_dir)
     from bench.report.tables import models_from
 
-    return models_from(preset, cells, results, problems)
+    return models_from(preset, cells, results, problems, options=StatsOptions(test, correction))
 
 
 def md_row(text: str, method_name: str) -> list[str]:
@@ -37,13 +39,14 @@ def md_row(text: str, method_name: str) -> list[str]:
 
 @pytest.fixture()
 def av_store(tmp_path):
-    """Audio-vision on synth-mosi: baseline, two clearly ranked methods, one partial, one missing."""
+    """Audio-vision on synth-mosi: baseline, two clearly ranked methods, one partial, one missing (quick
+    profile: the thesis's figures may stand beside it)."""
     cells = {
-        "concat": fake_cell("concat"),
-        "ogm": fake_cell("ogm"),
-        "agm": fake_cell("agm"),
-        "pmr": fake_cell("pmr"),
-        "reconboost": fake_cell("reconboost"),
+        "concat": fake_cell("concat", profile="quick"),
+        "ogm": fake_cell("ogm", profile="quick"),
+        "agm": fake_cell("agm", profile="quick"),
+        "pmr": fake_cell("pmr", profile="quick"),
+        "reconboost": fake_cell("reconboost", profile="quick"),
     }
     store_cell(tmp_path, cells["concat"], [50, 51, 52, 53, 54], [90, 91, 92, 93, 94])
     store_cell(tmp_path, cells["ogm"], [60, 61, 62, 63, 64], [80, 81, 82, 83, 84])
@@ -85,10 +88,11 @@ def test_ranks_within_modality_block_outside_6_10(tmp_path):
     store_cell(tmp_path, cells[0], [50, 51, 52])
     store_cell(tmp_path, cells[1], [70, 71, 72])
     text = to_markdown(models_for(tmp_path, cells, "table-6.3"))
-    # Each block has its own best, so both baselines are bold (6.10 would rank the whole column).
+    # Each block ranks on its own (6.10 would rank the whole column); a block of one row has no next cell to
+    # differ from, so nothing is marked best (before the marks needed a significant difference, both were bold).
     assert text.count("**Late Concatenation (Baseline)**") == 0
-    assert "| Late Concatenation (Baseline) | **51.00 ± 1.00** (n=3/5)" in text
-    assert "| Late Concatenation (Baseline) | **71.00 ± 1.00** (n=3/5)" in text
+    assert "| Late Concatenation (Baseline) | 51.00 ± 1.00 (n=3/5)" in text
+    assert "| Late Concatenation (Baseline) | 71.00 ± 1.00 (n=3/5)" in text
     assert "within each modality block" in text
 
 
@@ -135,8 +139,8 @@ def test_identical_distributions_are_not_significant(tmp_path):
     models = models_for(tmp_path, cells)
     ogm = next(r for r in models[0].cells() if r.cell.method == "ogm").metrics["acc"]
     assert ogm.p_value == pytest.approx(1.0) and ogm.mark == "" and ogm.verdict == "tie"
-    # Equal means share the rank: both bold, neither marked significant.
-    assert "| OGM | **52.00 ± 1.58** | **48.00 ± 1.58** |" in to_markdown(models)
+    # Equal means share the rank: tied (≈; before, both were bold), neither marked significant.
+    assert "| OGM | 52.00 ± 1.58≈ | 48.00 ± 1.58≈ |" in to_markdown(models)
 
 
 def test_summary_line_counts(av_store):
@@ -146,8 +150,9 @@ def test_summary_line_counts(av_store):
     # loss: OGM better (80s vs 90s), PMR better, AGM worse (95-99 vs 90-94).
     pmr_p = scipy_stats.ttest_ind([55, 56, 57], [50, 51, 52, 53, 54], equal_var=False).pvalue
     assert pmr_p < 0.05
-    assert ("Summary against the baseline (p < 0.05): accuracy 3 better, 0 not significant, 0 worse, "
-            "1 not testable; loss 2 better, 0 not significant, 1 worse, 1 not testable.") in text
+    assert ("Summary against the baseline (p < 0.05, no correction for multiplicity (12 tests)): "
+            "accuracy 3 better, 0 not significant, 0 worse, 1 not testable; loss 2 better, 0 not significant, "
+            "1 worse, 1 not testable.") in text
     assert "AGM acc 1/0/0 loss 0/0/1" in text
 
 
@@ -198,7 +203,7 @@ def test_html_shades_the_best_three(av_store):
     page = render(models_for(runs, cells), "html")
     assert page.count('class="num rank1"') == 2  # best accuracy (AGM) and best loss (OGM)
     assert "td.rank1 { background: #8c8c8c; }" in page
-    assert 'title="vs baseline: p=' in page
+    assert 'title="vs baseline (Welch t): difference +10.00, 95% t-interval' in page
 
 
 def test_csv_is_tidy(av_store):
@@ -224,7 +229,7 @@ def test_stats_helpers():
 
 def test_thesis_figure_borrowed_from_another_table_is_said(tmp_path):
     # Table 6.4 prints only ACC; its baseline row takes the thesis's 6.3 figure of the same configuration.
-    cells = [fake_cell("concat", table="6.4"), fake_cell("acc", table="6.4")]
+    cells = [fake_cell("concat", table="6.4", profile="quick"), fake_cell("acc", table="6.4", profile="quick")]
     store_cell(tmp_path, cells[0], [55, 56])
     text = to_markdown(models_for(tmp_path, cells, "table-6.4"), vs_thesis=True)
     assert md_row(text, "Late Concatenation (Baseline)")[1] == "54.93 ± 1.19"
@@ -261,7 +266,7 @@ def test_baseline_taken_from_the_grid_when_the_preset_has_none(tmp_path):
     store_cell(tmp_path, concat, [50, 51, 52, 53, 54])
     store_cell(tmp_path, ogm, [60, 61, 62, 63, 64])
     results, _ = read_results(tmp_path)
-    models = build_models("table-6.3", [ogm], results, baseline_cells=[concat])
+    models = build_models("table-6.3", [ogm], results, baseline_cells=[concat], options=StatsOptions("welch"))
     assert next(models[0].cells()).metrics["acc"].verdict == "better"
     text = to_markdown(models)
     assert "Late Concatenation (Baseline) |" not in text  # the baseline row is not invented into the table

@@ -46,6 +46,12 @@ def selection_options(profile: str | None, dataset: str | None, source: str | No
 
 
 LabelRule = typer.Option(None, "--label-rule", help="MOSEI's classes the runs used: binned (default) or round.")
+TestOption = typer.Option("exact", "--test", help="Test against the baseline and between adjacent ranks: exact "
+                          "(default: exact sign-flip permutation test of the per-seed differences where runs are "
+                          "paired, else Welch; 5 seeds cannot reach p < 0.05), t (paired t-test where paired, "
+                          "else Welch) or welch (Welch everywhere).")
+CorrectionOption = typer.Option("holm", "--correction", help="Multiplicity correction over all tests of one table: "
+                                "holm (Holm-Bonferroni, default), bh (Benjamini-Hochberg) or none.")
 
 
 def table(
@@ -72,6 +78,14 @@ def table(
                                      "value per noise level and per out-of-domain dataset (md or csv)."),
     eval_metric: str = typer.Option("", "--eval-metric", help="Metric of --evaluations (default: the task's "
                                     "headline, acc for classification), e.g. loss or mae."),
+    test: str = TestOption,
+    correction: str = CorrectionOption,
+    effects: bool = typer.Option(False, "--effects", help="md / LaTeX: each cell's difference to the baseline with "
+                                 "its 95 % interval (HTML and CSV always carry it)."),
+    per_seed: bool = typer.Option(False, "--per-seed", help="Each seed's value per cell, in the table's seed order "
+                                  "(the CSV always carries them)."),
+    rank_plot: Path | None = typer.Option(None, "--rank-plot", help="With --rank: also draw the performance "
+                                          "profile as a PNG here."),
 ) -> None:
     """Print (or write) a preset's or grid file's table from the store: mean ± std over seeds, ranks, significance."""
 
@@ -80,12 +94,15 @@ def table(
         raise ConfigError("--rank and --evaluations are two different tables; choose one")
     if eval_metric and not evaluations:
         raise ConfigError("--eval-metric applies to --evaluations")
+    if rank_plot is not None and not rank:
+        raise ConfigError("--rank-plot applies to --rank")
     if evaluations:
         text = api.render_evaluations(preset, runs_dir, fmt, eval_metric, **kwargs)
     elif rank:
-        text = api.ranking(preset, runs_dir, **kwargs)
+        text = api.ranking(preset, runs_dir, plot=rank_plot, **kwargs)
     else:
-        text = api.render_table(preset, runs_dir, fmt, vs_thesis, tune=tune, tune_metric=tune_metric, **kwargs)
+        text = api.render_table(preset, runs_dir, fmt, vs_thesis, tune=tune, tune_metric=tune_metric, test=test,
+                                correction=correction, effects=effects, per_seed=per_seed, **kwargs)
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -128,10 +145,12 @@ def report(
     source: str | None = typer.Option(None, help="auto, synth or real (as for `bench grid`)."),
     seeds: str | None = typer.Option(None, help=SEEDS_HELP),
     label_rule: str | None = LabelRule,
+    test: str = TestOption,
+    correction: str = CorrectionOption,
 ) -> None:
     """Write one standalone HTML page: the preset's tables (vs the thesis) and its figures."""
 
-    path = api.report(preset, runs_dir, out_dir,
+    path = api.report(preset, runs_dir, out_dir, test=test, correction=correction,
                       **selection_options(profile, dataset, source, seeds, label_rule=label_rule))
     typer.echo(f"written: {path}")
 

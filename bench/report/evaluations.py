@@ -22,7 +22,7 @@ from bench.report.metricsets import Metric, cell_task, metric_for
 
 CLEAN = "clean"
 FRAME_COLUMNS = ("block", "method", "config", "optimizer", "dataset", "column", "kind", "sigma", "test_dataset",
-                 "mean", "std", "n", "p_value", "mark")
+                 "mean", "std", "n", "p_value", "p_adjusted", "mark")
 
 
 @dataclass
@@ -115,7 +115,11 @@ def evaluations_frame(cells: Sequence[Any], results: pd.DataFrame, evaluations: 
             records.append({"block": c.modalities, "method": c.method, "config": c.config_label,
                             "optimizer": c.optimizer, "dataset": c.dataset, "column": column, "kind": kind,
                             "sigma": sigma, "test_dataset": name, "mean": summary.mean, "std": summary.std,
-                            "n": summary.n, "p_value": p_value, "mark": stats.significance_mark(p_value)})
+                            "n": summary.n, "p_value": p_value})
+    # Holm-Bonferroni over every test of the table, as the main tables do (bench.report.stats); the
+    # uncorrected p stays in the frame.
+    for record, adjusted in zip(records, stats.adjust([r["p_value"] for r in records], "holm"), strict=True):
+        record["p_adjusted"], record["mark"] = adjusted, stats.significance_mark(adjusted)
     return pd.DataFrame.from_records(records, columns=list(FRAME_COLUMNS))
 
 
@@ -161,7 +165,8 @@ def markdown(frame: pd.DataFrame, name: str, metric: Metric, synthetic: bool) ->
             "same test split with Gaussian noise N(0, σ²) added to every modality's features at valid steps "
             "(seeded by run seed and σ); OOD: the test split of another dataset, same model. "
             f"† / ‡: Welch's t-test against {labels.method_name(labels.baseline_method())} in the same column, "
-            f"p < {stats.ALPHA} / {stats.STRONG_ALPHA}.\n")
+            f"Holm-Bonferroni-corrected p < {stats.ALPHA} / {stats.STRONG_ALPHA} over the table's "
+            f"{int(frame['p_value'].notna().sum())} tests (the CSV keeps the uncorrected p_value).\n")
     return head + "\n".join(lines) + "\n" + foot
 
 

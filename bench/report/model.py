@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.config import ConfigError
+from bench.data.registry import spec_for
 from bench.data.types import DataError
 from bench.report import labels, reference, stats
 from bench.report.metricsets import Metric, TableSpec, cell_task, table_spec
@@ -33,6 +35,25 @@ DEFAULT_RANK_SCOPE = "block"
 
 # The classification task's metrics (the thesis's); every task's come from bench.report.metricsets.
 METRICS: tuple[Metric, ...] = table_spec("classification").metrics
+# Profiles whose runs may stand beside the thesis's (full-size data, up to 100 epochs) and published
+# figures. full: the same protocol. quick: a subset of the data (the dataset spec's profile sizes) and at
+# most 12 epochs, so a delta indicates a direction, never a replication; the caption says so. smoke (2
+# epochs on a few dozen samples) is never comparable: its columns are left out with one note.
+REFERENCE_PROFILES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    """How a table tests: `test` (stats.TESTS: exact / t / welch) and `correction` (stats.CORRECTIONS)."""
+
+    test: str = "exact"
+    correction: str = "holm"
+
+    def __post_init__(self) -> None:
+        if self.test not in stats.TESTS:
+            raise ConfigError(f"unknown test {self.test!r}; choose from {', '.join(stats.TESTS)}")
+        if self.correction not in stats.CORRECTIONS:
+            raise ConfigError(f"unknown correction {self.correction!r}; choose from {', '.join(stats.CORRECTIONS)}")
 
 
 @dataclass
@@ -43,11 +64,21 @@ class MetricCell:
     rank: int = 0  # 1 best .. ; 0 unranked (missing)
     thesis_mean: float = math.nan
     thesis_std: float = math.nan
-    p_value: float = math.nan
-    ci_low: float = math.nan
+    p_value: float = math.nan  # against the baseline, uncorrected
+    ci_low: float = math.nan  # 95 % t-interval of `difference` (stats.Comparison)
     ci_high: float = math.nan
-    verdict: str = ""  # better / tie / worse / n/a; "" for the baseline itself or no baseline
+    verdict: str = ""  # better / tie / worse / n/a (from the corrected p); "" for the baseline or no baseline
     untested: str = ""  # why a cell with runs has no test against its baseline (stats.untestable)
+    test: str = ""  # the test against the baseline: exact / t / welch ("" untested)
+    n_pairs: int = 0  # seeds paired with the baseline's (0: unpaired)
+    difference: float = math.nan  # ours - baseline (paired: the mean per-seed difference)
+    p_adjusted: float = math.nan  # p_value corrected over the table's family of tests
+    interval_note: str = ""  # stats.TOO_FEW_SEEDS where no interval is given
+    next_test: str = ""  # the test against the next-ranked cell (top three only)
+    next_p: float = math.nan
+    next_p_adjusted: float = math.nan
+    shown_rank: int = 0  # the best / second / third mark drawn: rank, where it differs from the next
+    tied: bool = False  # a top-three rank not significantly apart from the next (or shared)
 
     @property
     def delta(self) -> float:
@@ -56,7 +87,8 @@ class MetricCell:
 
     @property
     def mark(self) -> str:
-        return stats.significance_mark(self.p_value)
+        """† / ‡ from the corrected p-value."""
+        return stats.significance_mark(self.p_adjusted)
 
 
 @dataclass
@@ -71,6 +103,7 @@ class CellResult:
     fingerprints: tuple[str, ...]
     synthetic: bool
     code_versions: tuple[str, ...] = ()  # the git commit of each ok run ("unknown" where none was recorded)
+    seeds: tuple[int, ...] = ()  # the seed of each ok run, aligned with `values`
     metrics: dict[str, MetricCell] = field(default_factory=dict)
     baseline: CellResult | None = None
     thesis_note: str = ""
@@ -122,6 +155,17 @@ class TableModel:
     notes: list[str]  # skipped files, baselines taken from outside the preset, ...
     spec: TableSpec = field(default_factory=lambda: table_spec("classification"))  # the task's metrics
     published: list[PublishedRow] = field(default_factory=list)  # reference rows: never ranked or tested
+    options: StatsOptions = field(default_factory=StatsOptions)
+    tests: dict[str, int] = field(default_factory=dict)  # "baseline" / "rank" -> tests in the family
+    seeds: tuple[int, ...] = ()  # every seed the table's cells request, sorted
+    profiles: tuple[str, ...] = ()  # the profiles of the table's runs
+    test_sizes: dict[str, int] = field(default_factory=dict)  # dataset -> test split size (0 unknown)
+    main_test: str = ""  # the test most baseline comparisons used (the caption's; others name theirs)
+
+    @property
+    def reference_comparable(self) -> bool:
+        """Whether thesis and published figures may stand beside these runs (REFERENCE_PROFILES)."""
+        return bool(self.profiles) and all(p in REFERENCE_PROFILES for p in self.profiles)
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -156,9 +200,11 @@ def join_cell(cell: Any, results: pd.DataFrame, metrics: Sequence[Metric] | None
     )
     n_failed = int((rows["status"] != "ok").sum()) if len(rows) else 0
     commits = ok["git_commit"].fillna("unknown") if "git_commit" in ok else ["unknown"] * len(ok)
+    seed_of = {cfg.run_id: int(cfg.seed) for cfg in cell.configs}
+    seeds = tuple(seed_of[rid] for rid in ok["run_id"]) if len(ok) else ()
     return CellResult(cell=cell, run_ids=run_ids, values=values, n_expected=len(run_ids),
                       n_failed=n_failed, fingerprints=fingerprints, synthetic=synthetic,
-                      code_versions=tuple(str(c) or "unknown" for c in commits))
+                      code_versions=tuple(str(c) or "unknown" for c in commits), seeds=seeds)
 
 
 def _numbers(rows: pd.DataFrame, column: str) -> pd.Series:
@@ -222,24 +268,59 @@ def find_baseline(cell: Any, pool: Sequence[CellResult]) -> CellResult | None:
     return None
 
 
-def attach_significance(result: CellResult, baseline: CellResult | None) -> None:
-    """Welch p-value, bootstrap interval and verdict of each metric against the baseline cell."""
+def pair_key(result: CellResult) -> tuple[Any, ...] | None:
+    """What two cells' runs of one seed must share to be paired: dataset, modalities, task, model, batch size,
+    profile, label rule and data version (then the seed fixes the split, the batch order and, on one model,
+    the initial weights). None when a cell's runs disagree among themselves."""
+    keys = {(c.dataset, c.modalities, c.task, c.model, c.batch_size, c.profile, c.label_rule, c.data_version)
+            for c in result.cell.configs}
+    return keys.pop() if len(keys) == 1 else None
+
+
+def paired_values(a: CellResult, b: CellResult, metric: str) -> list[tuple[float, float]] | None:
+    """(a, b) values of each seed both cells ran, where their runs are paired (pair_key equal and the store
+    shows the same data: equal data fingerprints); None where they are not paired."""
+    key = pair_key(a)
+    if key is None or key != pair_key(b) or (a.fingerprints and b.fingerprints and a.fingerprints != b.fingerprints):
+        return None
+    theirs = dict(zip(b.seeds, b.values[metric], strict=True))
+    return [(x, theirs[s]) for s, x in zip(a.seeds, a.values[metric], strict=True)
+            if s in theirs and math.isfinite(x) and math.isfinite(theirs[s])]
+
+
+def compare_cells(a: CellResult, b: CellResult, metric: str, options: StatsOptions) -> stats.Comparison:
+    """a against b on one metric: paired where their runs are, else Welch (options.test)."""
+    return stats.compare(a.values[metric], b.values[metric], paired_values(a, b, metric), options.test)
+
+
+def attach_significance(result: CellResult, baseline: CellResult | None,
+                        options: StatsOptions | None = None) -> None:
+    """Test, uncorrected p-value, difference and its interval of each metric against the baseline cell; the
+    verdict from the uncorrected p (`correct` replaces it with the corrected one for a table)."""
+    options = options or StatsOptions()
     result.baseline = baseline
     if baseline is None or baseline is result or result.cell.method == labels.baseline_method():
         return
     for metric in table_spec(cell_task(result.cell)).metrics:
-        ours, theirs = result.values[metric.key], baseline.values[metric.key]
         metric_cell = result.metrics[metric.key]
-        metric_cell.p_value = stats.welch_p(ours, theirs)
-        metric_cell.untested = stats.untestable(ours, theirs) if ours else ""
-        metric_cell.ci_low, metric_cell.ci_high = stats.bootstrap_ci(ours, theirs)
-        difference = metric_cell.summary.mean - baseline.metrics[metric.key].summary.mean
-        metric_cell.verdict = stats.verdict(metric_cell.p_value, difference, metric.higher_is_better)
+        found = compare_cells(result, baseline, metric.key, options)
+        metric_cell.p_value, metric_cell.p_adjusted, metric_cell.test = found.p_value, found.p_value, found.test
+        metric_cell.untested = found.untested if result.values[metric.key] else ""
+        metric_cell.ci_low, metric_cell.ci_high = found.ci_low, found.ci_high
+        metric_cell.difference, metric_cell.n_pairs = found.difference, found.n_pairs
+        metric_cell.interval_note = found.interval_note if result.values[metric.key] else ""
+        metric_cell.verdict = stats.verdict(found.p_value, found.difference, metric.higher_is_better)
+
+
+MARKED_RANKS = 3  # best / second / third
 
 
 def attach_ranks(rows: Sequence[Row], datasets: Sequence[str], scope: str,
-                 metrics: Sequence[Metric] = METRICS) -> None:
-    """Dense ranks per dataset column and metric (as printed), within a block or across the column."""
+                 metrics: Sequence[Metric] = METRICS, options: StatsOptions | None = None) -> None:
+    """Dense ranks per dataset column and metric (as printed), within a block or across the column; each of
+    the top three (when alone on its rank) is tested against the next-ranked cell (`next_p`), so a mark is
+    drawn only where the two differ (`correct` decides with the table's corrected p-values)."""
+    options = options or StatsOptions()
     groups: dict[str, list[Row]] = {}
     for row in rows:
         groups.setdefault(row.block if scope == "block" else "", []).append(row)
@@ -251,6 +332,55 @@ def attach_ranks(rows: Sequence[Row], datasets: Sequence[str], scope: str,
                 ranks = stats.dense_ranks(means, metric.higher_is_better, metric.decimals)
                 for result, rank in zip(present, ranks, strict=True):
                     result.metrics[metric.key].rank = rank
+                _test_adjacent_ranks(present, ranks, metric.key, options)
+
+
+def _test_adjacent_ranks(present: Sequence[CellResult], ranks: Sequence[int], key: str,
+                         options: StatsOptions) -> None:
+    """Test each top-three cell that holds its rank alone against the first cell of the next rank; cells
+    sharing a rank are tied by definition."""
+    for rank in range(1, MARKED_RANKS + 1):
+        holders = [c for c, r in zip(present, ranks, strict=True) if r == rank]
+        following = [c for c, r in zip(present, ranks, strict=True) if r == rank + 1]
+        if len(holders) > 1:
+            for result in holders:
+                result.metrics[key].tied = True
+        elif holders and following:
+            found = compare_cells(holders[0], following[0], key, options)
+            cell = holders[0].metrics[key]
+            cell.next_test, cell.next_p, cell.next_p_adjusted = found.test, found.p_value, found.p_value
+            cell.tied = True  # until the corrected p says otherwise
+
+
+def correct(members: Sequence[CellResult], metrics_of: Any, correction: str) -> dict[str, int]:
+    """Correct every p-value of one table as one family (tests against the baseline and between adjacent
+    ranks), then set verdicts, shown ranks and ties from the corrected p; the family's sizes by kind.
+
+    metrics_of: CellResult -> its metrics (Metric objects, for the direction of 'better')."""
+    slots: list[tuple[MetricCell, str, Metric]] = []
+    for result in members:
+        for metric in metrics_of(result):
+            cell = result.metrics[metric.key]
+            if not math.isnan(cell.p_value):
+                slots.append((cell, "baseline", metric))
+            if not math.isnan(cell.next_p):
+                slots.append((cell, "rank", metric))
+    adjusted = stats.adjust([c.p_value if kind == "baseline" else c.next_p for c, kind, _ in slots], correction)
+    for (cell, kind, _), p in zip(slots, adjusted, strict=True):
+        if kind == "baseline":
+            cell.p_adjusted = p
+        else:
+            cell.next_p_adjusted = p
+    for result in members:
+        for metric in metrics_of(result):
+            cell = result.metrics[metric.key]
+            if cell.verdict:
+                cell.verdict = stats.verdict(cell.p_adjusted, cell.difference, metric.higher_is_better)
+            separated = not math.isnan(cell.next_p_adjusted) and cell.next_p_adjusted < stats.ALPHA
+            cell.shown_rank = cell.rank if separated and 0 < cell.rank <= MARKED_RANKS else 0
+            cell.tied = cell.tied and not separated
+    kinds = Counter(kind for _, kind, _ in slots)
+    return {"baseline": kinds.get("baseline", 0), "rank": kinds.get("rank", 0)}
 
 
 def tally(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> Tally:
@@ -273,8 +403,11 @@ def tally(rows: Sequence[Row], metrics: Sequence[Metric] = METRICS) -> Tally:
 # -- assembly -------------------------------------------------------------------------------------
 
 def build_models(preset: str, cells: Sequence[Any], results: pd.DataFrame,
-                 baseline_cells: Sequence[Any] = (), notes: Sequence[str] = ()) -> list[TableModel]:
-    """One TableModel per thesis table among `cells` (a preset like 'all' spans several)."""
+                 baseline_cells: Sequence[Any] = (), notes: Sequence[str] = (),
+                 options: StatsOptions | None = None) -> list[TableModel]:
+    """One TableModel per thesis table among `cells` (a preset like 'all' spans several); `options`: the
+    test and the multiplicity correction (default: exact paired test where paired, Holm-Bonferroni)."""
+    options = options or StatsOptions()
     joined = [join_cell(cell, results) for cell in cells]
     extra = [join_cell(cell, results) for cell in _outside(baseline_cells, cells)]
     for result in [*joined, *extra]:
@@ -282,27 +415,30 @@ def build_models(preset: str, cells: Sequence[Any], results: pd.DataFrame,
     models = []
     for table in _tables_in_order(cells):
         members = [r for r in joined if reference.normalise_table(r.cell.table) == table]
-        models.append(_build_one(preset, table, members, [*joined, *extra], list(notes)))
+        models.append(_build_one(preset, table, members, [*joined, *extra], list(notes), options))
     return models
 
 
 def _build_one(preset: str, table: str, members: list[CellResult], pool: list[CellResult],
-               notes: list[str]) -> TableModel:
+               notes: list[str], options: StatsOptions) -> TableModel:
     spec = _table_spec(table, members)
     outside: set[str] = set()
     baseline_method = labels.baseline_method()
     for result in members:
         # The table's own baseline row first; else one from another table of the preset or the grid.
         baseline = find_baseline(result.cell, members) or find_baseline(result.cell, pool)
-        attach_significance(result, baseline)
+        attach_significance(result, baseline, options)
         if baseline is not None and baseline not in members and result.cell.method != baseline_method:
             b = baseline.cell
             outside.add(f"{b.modalities} {b.dataset} {b.config_label}/{b.optimizer}")
     datasets = _datasets_in_order(members)
     rows = _rows(table, members)
     scope = RANK_SCOPE.get(table, DEFAULT_RANK_SCOPE)
-    attach_ranks(rows, datasets, scope, spec.metrics)
+    attach_ranks(rows, datasets, scope, spec.metrics, options)
+    tests = correct(members, lambda r: spec.metrics, options.correction)
     fingerprints = {d: _fingerprints(members, d) for d in datasets}
+    profiles = tuple(sorted({cfg.profile for r in members for cfg in r.cell.configs}))
+    comparable = bool(profiles) and all(p in REFERENCE_PROFILES for p in profiles)
     thesis_notes = sorted({f"{labels.method_name(r.cell.method)} (table {r.thesis_table}): {r.thesis_note}"
                            for r in members if r.thesis_note})
     return TableModel(
@@ -313,8 +449,30 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
         tally=tally(rows, spec.metrics), thesis_notes=thesis_notes,
         notes=[*notes, *_table_notes(table, members, outside, fingerprints, spec), *method_notes(members)],
         spec=spec,
-        published=_published(table, members) if spec.published else [],
+        published=_published(table, members) if spec.published and comparable else [],
+        options=options, tests=tests,
+        seeds=tuple(sorted({int(cfg.seed) for r in members for cfg in r.cell.configs})),
+        profiles=profiles, test_sizes={d: test_split_size(d, profiles) for d in datasets},
+        main_test=_main_test(members),
     )
+
+
+def _main_test(members: Sequence[CellResult]) -> str:
+    """The test most of the table's baseline comparisons used ("" when none was made)."""
+    counts = Counter(m.test for r in members for m in r.metrics.values() if m.test)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+def test_split_size(dataset: str, profiles: Sequence[str]) -> int:
+    """The test split's size of a dataset under the table's profile, from the dataset spec's profile sizes
+    (what the planner subsets to); 0 where unknown (no spec, or several profiles)."""
+
+    if len(profiles) != 1:
+        return 0
+    try:
+        return int(spec_for(dataset).profile_sizes[profiles[0]][2])
+    except (DataError, ConfigError, KeyError, IndexError):
+        return 0
 
 
 def _published(table: str, members: Sequence[CellResult]) -> list[PublishedRow]:

@@ -15,7 +15,7 @@ import pandas as pd
 from bench import __version__, store
 from bench.config import ConfigError
 from bench.report import labels, sources
-from bench.report.model import TableModel
+from bench.report.model import StatsOptions, TableModel
 from bench.report.plots import PLOTS, build_figure, png_bytes
 from bench.report.reference import normalise_table
 from bench.report.render import SYNTHETIC_NOTICE, html_fragment, html_page
@@ -67,9 +67,11 @@ def write_report(preset: str, runs_dir: Path, out_dir: Path, **expand_kwargs: An
 
 
 def write_page(name: str, cells: Sequence[Any], results: pd.DataFrame, problems: Sequence[str],
-               baseline_cells: Sequence[Any], runs_dir: Path, out_dir: Path) -> Path:
-    """Write <out_dir>/<name>-report.html for these cells and stored rows; its path."""
-    models = models_from(name, cells, results, problems, baseline_cells)
+               baseline_cells: Sequence[Any], runs_dir: Path, out_dir: Path,
+               options: StatsOptions | None = None) -> Path:
+    """Write <out_dir>/<name>-report.html for these cells and stored rows; its path (options: the test and the
+    correction of the tables, bench.report.model.StatsOptions)."""
+    models = models_from(name, cells, results, problems, baseline_cells, options=options)
     figures = [fig for model in models for fig in table_figures(model, cells, results, Path(runs_dir))]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

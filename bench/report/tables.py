@@ -13,7 +13,7 @@ from bench.config import ConfigError
 from bench.report import sources
 from bench.report.labels import baseline_method
 from bench.report.metricsets import THESIS_TASK, cell_task, result_columns
-from bench.report.model import TableModel, build_models
+from bench.report.model import StatsOptions, TableModel, build_models
 from bench.report.render import FORMATS, render
 
 FILE_SUFFIXES: dict[str, str] = {"md": "md", "latex": "tex", "csv": "csv", "html": "html"}
@@ -28,12 +28,14 @@ def build_tables(preset: str, runs_dir: Path, **expand_kwargs: Any) -> list[Tabl
 
 
 def models_from(preset: str, cells: Sequence[Any], results: pd.DataFrame, problems: Sequence[str] = (),
-                baseline_cells: Sequence[Any] = (), extra_notes: Sequence[str] = ()) -> list[TableModel]:
-    """Table models from given cells and result rows (the part of build_tables that needs no store)."""
+                baseline_cells: Sequence[Any] = (), extra_notes: Sequence[str] = (),
+                options: StatsOptions | None = None) -> list[TableModel]:
+    """Table models from given cells and result rows (the part of build_tables that needs no store);
+    options: the test and the correction (bench.report.model.StatsOptions)."""
     notes = list(extra_notes)
     if problems:
         notes.append(f"{len(problems)} unreadable or foreign result file(s) skipped (see the warnings).")
-    return build_models(preset, cells, _ensure_columns(results), baseline_cells, notes)
+    return build_models(preset, cells, _ensure_columns(results), baseline_cells, notes, options)
 
 
 def render_table(preset: str, runs_dir: Path, fmt: str = "md", vs_thesis: bool = False,
