@@ -2,8 +2,8 @@
 
     datasets = ["mosi"]                            # mosi, mosei (or synth-mosi, synth-mosei)
     profile = "smoke"                              # smoke, quick, full
-    task = "classification"                        # the only task for now
-    model = "late_fusion"                          # the only model for now
+    task = "classification"                        # the only task a grid file takes for now
+    model = "late_fusion"                          # the only model a grid file takes for now
     methods = ["concat", "ogm"]
     modalities = [["text", "vision"], ["audio", "vision"]]
     optimizers = ["adam"]                          # adam, sgd
@@ -71,8 +71,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SUFFIX = ".toml"
-TASKS = ("classification",)  # RunConfig has no task yet: the only one the harness trains
-MODELS = ("late_fusion",)  # likewise the only model
+TASKS = ("classification",)  # what a grid file takes today (bench run and presets take every task)
+MODELS = ("late_fusion",)  # likewise (bench run --model and on_<model> rows take every model)
 KEYS = ("name", "datasets", "profile", "source", "task", "model", "methods", "modalities", "optimizers",
         "dev_set", "seeds", "params", "test_noise", "test_dataset")
 REQUIRED = ("methods", "modalities")
