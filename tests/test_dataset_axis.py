@@ -101,3 +101,23 @@ def test_explain_shows_each_layer_of_a_thesis_cell(capsys) -> None:
     assert layer["dev_set"] == "user" and layer["ratio_every"] == "configuration (dev_set)"  # --dev-set: both
     assert layer["lr"] == "user" and layer["momentum"] == "dataset recipe (mosei)"
     assert layer["model_params.text_out"] == "dataset recipe (mosei)"
+
+
+def test_an_edited_spec_file_moves_the_data_fingerprint_and_so_the_run_id(tmp_path: Path) -> None:
+    from bench.data import data_fingerprint
+    from bench.data.cache import known_sha256
+    from bench.plan.resolve import plan
+
+    def make_config(dataset: str, profile: str, **fields):  # a cell as bench run plans it (data fingerprint)
+        return plan(dataset, fields.pop("method"), fields.pop("modalities"), profile=profile, **fields).config
+
+    path = _write(tmp_path / "wear" / "wearables.pkl", physio_record((24, 8, 8), seed=5))
+    spec = tmp_path / "wear" / "wearables.spec.toml"
+    spec.write_text('like = "mosi"\nmodalities = ["physio", "text"]\ndev_size = 2\n')
+    first = make_config(str(path), "smoke", method="concat", modalities="physio,text", task="regression")
+    assert first.data_version == data_fingerprint(str(path), "smoke") != known_sha256(path)
+    spec.write_text('like = "mosi"\nmodalities = ["physio", "text"]\ndev_size = 3\n')  # another dev split
+    edited = make_config(str(path), "smoke", method="concat", modalities="physio,text", task="regression")
+    assert edited.data_version != first.data_version and edited.run_id != first.run_id
+    sims = _write(tmp_path / "SIMS" / "Processed" / "unaligned_39.pkl", sims_record())
+    assert data_fingerprint(str(sims), "smoke") == known_sha256(sims)  # a built-in spec: the file's hash, as always

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from bench.data import synth, twins
+from bench.data import cache, synth, twins
 from bench.data.loader import load_dataset, load_file, published_match
 from bench.data.mmsa import check
 from bench.data.registry import DATASETS, dataset_names, spec_file_beside, spec_for, write_spec_file
@@ -138,8 +138,11 @@ def inspect_command(
     if dataset.synthetic:
         typer.echo(f"generator fingerprint {dataset.fingerprint}")
     else:
-        typer.echo(f"SHA-256 {dataset.fingerprint}")
-        typer.echo(published_match(dataset.fingerprint) or "does not match a published MMSA file")
+        sha256 = cache.known_sha256(Path(dataset.source))
+        typer.echo(f"SHA-256 {sha256}")
+        if dataset.fingerprint != sha256:
+            typer.echo(f"data fingerprint {dataset.fingerprint} (the file and its spec file's content)")
+        typer.echo(published_match(sha256) or "does not match a published MMSA file")
     for line in describe(dataset):
         typer.echo(line)
 

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from bench.data import cache, labels, mmsa, splits, synth, twins
-from bench.data.registry import DATASETS, declared_file, names_text, published_description, spec_for
+from bench.data.registry import (
+    DATASETS,
+    declared_file,
+    from_spec_file,
+    names_text,
+    published_description,
+    spec_for,
+)
 from bench.data.safe_pickle import check_readable_file
 from bench.data.spec import GIVEN, DatasetSpec
 from bench.data.types import DataError, Dataset, SplitArrays
@@ -82,11 +89,19 @@ def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = 
         path = real_file_path(key, data_dir)
     else:
         path = Path(key).expanduser()
-        spec_for(str(path))  # an undeclared file is refused here too, in one line
+        spec = spec_for(str(path))  # an undeclared file is refused here too, in one line
     if not path.exists():
         raise DataError(f"{path}: no such file (dataset names: {names_text()}, or a path)")
     check_readable_file(path)
-    return cache.known_sha256(path)
+    return file_fingerprint(cache.known_sha256(path), spec)
+
+
+def file_fingerprint(digest: str, spec: DatasetSpec | None) -> str:
+    """A data file's fingerprint: its SHA-256; with a spec declared in a spec file, also that spec's content,
+    so an edited spec (sizes, label rules, range, metric set) moves the run ids and never reuses a run."""
+    if spec is None or not from_spec_file(spec):
+        return digest  # built-in specs: the file's hash alone, as always (the ids of real MOSI/MOSEI runs)
+    return hashlib.sha256(f"{digest}|{spec.content_digest()}".encode()).hexdigest()
 
 
 def real_file_path(name: str, data_dir: Path | None = None) -> Path:
@@ -146,7 +161,8 @@ def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, spe
     return Dataset(
         name=name, num_classes=k, modalities=tuple(meta["modalities"]), train=parts["train"],
         valid=parts["valid"], test=parts["test"],
-        dev_index=splits.dev_index(parts["train"].labels, spec.dev_size), fingerprint=digest, synthetic=False,
+        dev_index=splits.dev_index(parts["train"].labels, spec.dev_size), fingerprint=file_fingerprint(digest, spec),
+        synthetic=False,
         source=str(path), notes=tuple(notes), label_rule=rule, spec=spec,
     )
 

@@ -107,6 +107,11 @@ def spec_for(name_or_path: str) -> DatasetSpec:
                     f"a full spec, docs/datasets.md), or name a registered dataset ({names_text()})")
 
 
+def from_spec_file(spec: DatasetSpec) -> bool:
+    """Whether `spec` was declared by a spec file (a user's), not built in."""
+    return _FROM_FILES.get(spec.name) is not None and DATASETS.get(spec.name) == spec
+
+
 def declared_file(name: str) -> Path | None:
     """The data file a spec file registered under `name` declares (None for built-ins and unknown names)."""
     spec_file = _FROM_FILES.get(name)

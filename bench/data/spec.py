@@ -13,6 +13,8 @@ Stdlib and numpy only: the config and the report read specs without importing to
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -122,6 +124,17 @@ class DatasetSpec:
         if stray:
             raise DataError(f"{where}: per_modality_labels for undeclared modalities {', '.join(stray)}")
 
+    # Fields that only name or place the dataset; every other field can change what a run trains or reports.
+    PRESENTATION_FIELDS = ("name", "display", "short", "table_name", "like", "files", "published_sha256")
+
+    def content_digest(self) -> str:
+        """A hash of every field that can change a run's data, labels or metrics (not its names): what a
+        spec file declares becomes part of the data fingerprint, so an edited spec never reuses a run."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in self.PRESENTATION_FIELDS}
+        text = json.dumps(values, sort_keys=True, default=_as_plain)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def __hash__(self) -> int:  # the mappings are dicts; equal specs agree on these fields
         return hash((self.name, self.like, self.recipe, self.modalities, self.display))
 
@@ -150,3 +163,12 @@ class DatasetSpec:
         """What converting a file into the array cache depends on (besides the file)."""
         return (self.modalities, self.labels.score_range if self.labels.kind == "scores" else None,
                 tuple(sorted(self.per_modality_labels.items())))
+
+
+def _as_plain(value: object) -> object:
+    """JSON form of the nested spec values (LabelSpec, mappings, tuples)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"not JSON-serialisable: {value!r}")

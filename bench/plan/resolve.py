@@ -36,6 +36,7 @@ from bench.config import (
     canonical_modalities,
 )
 from bench.data import DataError, data_fingerprint
+from bench.data.registry import is_synthetic
 from bench.params import as_stored
 from bench.plan.datasets import check_label_rule, dataset_modalities, default_label_rule, recipe_key
 from bench.recipes import Recipe, recipe
@@ -259,15 +260,21 @@ def _user_layer(chain: Chain, overrides: dict[str, Any]) -> None:
     _apply_fields(chain, USER, overrides)
 
 
-@functools.lru_cache(maxsize=32)
 def data_version(dataset: str, profile: str) -> str:
     """The data fingerprint a config pins ("" when the data cannot be found yet: training then fails with the
-    data layer's own message)."""
-
+    data layer's own message). A file's is asked each time: the file or its spec file may have changed."""
+    if is_synthetic(dataset):
+        return _generated_data_version(dataset, profile)
     try:
         return data_fingerprint(dataset, profile)
     except (DataError, OSError):
         return ""
+
+
+@functools.lru_cache(maxsize=32)
+def _generated_data_version(dataset: str, profile: str) -> str:
+    """A surrogate's fingerprint: a hash of its generator's parameters, fixed for a process."""
+    return data_fingerprint(dataset, profile)
 
 
 def make_config(dataset: str = "synth-mosi", profile: str = "quick", **fields: Any) -> RunConfig:

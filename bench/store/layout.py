@@ -17,34 +17,39 @@ FOLDERS = (RESULTS, TRAJECTORIES, CHECKPOINTS, PREDICTIONS, EVALUATIONS, CLAIMS)
 PathLike = str | os.PathLike[str]
 
 
+def run_file(runs_dir: PathLike, folder: str, run_id: str, suffix: str) -> Path:
+    """`<runs_dir>/<folder>/<run_id><suffix>`: where each of a run's files lives."""
+    return Path(runs_dir) / folder / f"{run_id}{suffix}"
+
+
 def result_path(runs_dir: PathLike, run_id: str) -> Path:
     """The result row file of a run."""
-    return Path(runs_dir) / RESULTS / f"{run_id}.parquet"
+    return run_file(runs_dir, RESULTS, run_id, ".parquet")
 
 
 def trajectory_path(runs_dir: PathLike, run_id: str) -> Path:
     """The trajectory file of a run."""
-    return Path(runs_dir) / TRAJECTORIES / f"{run_id}.parquet"
+    return run_file(runs_dir, TRAJECTORIES, run_id, ".parquet")
 
 
 def prediction_path(runs_dir: PathLike, run_id: str) -> Path:
     """The per-sample predictions file of a run."""
-    return Path(runs_dir) / PREDICTIONS / f"{run_id}.parquet"
+    return run_file(runs_dir, PREDICTIONS, run_id, ".parquet")
 
 
 def evaluation_path(runs_dir: PathLike, run_id: str) -> Path:
     """The test-time evaluations file of a run."""
-    return Path(runs_dir) / EVALUATIONS / f"{run_id}.parquet"
+    return run_file(runs_dir, EVALUATIONS, run_id, ".parquet")
 
 
 def checkpoint_path(runs_dir: PathLike, run_id: str) -> Path:
     """The best-checkpoint file of a run."""
-    return Path(runs_dir) / CHECKPOINTS / f"{run_id}.pt"
+    return run_file(runs_dir, CHECKPOINTS, run_id, ".pt")
 
 
 def claim_path(runs_dir: PathLike, run_id: str) -> Path:
     """The claim file of a run."""
-    return Path(runs_dir) / CLAIMS / f"{run_id}.claim"
+    return run_file(runs_dir, CLAIMS, run_id, ".claim")
 
 
 def is_temp_name(name: str) -> bool:
