@@ -97,10 +97,14 @@ def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = 
 
 
 def file_fingerprint(digest: str, spec: DatasetSpec | None) -> str:
-    """A data file's fingerprint: its SHA-256; with a spec declared in a spec file, also that spec's content,
-    so an edited spec (sizes, label rules, range, metric set) moves the run ids and never reuses a run."""
+    """A data file's fingerprint: its SHA-256; where a spec file declares rules of its own (sizes, label
+    rules, range, metric set, modalities: not only `like = "mosi"`), also that spec's content, so an edited
+    spec moves the run ids and never reuses a run of the old one."""
     if spec is None or not from_spec_file(spec):
         return digest  # built-in specs: the file's hash alone, as always (the ids of real MOSI/MOSEI runs)
+    parent = DATASETS.get(spec.like)
+    if parent is not None and parent.content_digest() == spec.content_digest():
+        return digest  # a plain `like = ...`: the parent's rules, which the file's hash has always stood for
     return hashlib.sha256(f"{digest}|{spec.content_digest()}".encode()).hexdigest()
 
 
