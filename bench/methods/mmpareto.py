@@ -30,16 +30,17 @@ the non-finite check, every optimizer and the schedules: no `owns_step` needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bench.batch import Batch, ModelOutput
+from bench.batch import Batch
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import BuildContext, Logs, Method, ThesisSettings, TrainState, register
+from bench.methods.heads import UnimodalHeads
 
 STEP_KEY = "mmpareto/step"  # the step's summed per-encoder gradients (StepGradients)
 EDGE_HIGH, EDGE_LOW = 0.999, 0.001  # the official solver's weights when the minimum sits at an end
@@ -116,28 +117,7 @@ def integrate_gradients(multimodal: Sequence[Tensor], unimodal: Sequence[Tensor]
 # -- the model: the run's model plus one unimodal head per modality ---------------------------------------
 
 
-class WithUnimodalHeads(nn.Module):
-    """The run's model and a Linear(out_m -> K) head per modality; forward is the run model's own.
-
-    Attributes it does not have itself (encoders, encode, fuse, encoder_parameters, ...) are the run
-    model's, so every capability of that model stays available through the wrapper.
-    """
-
-    def __init__(self, model: nn.Module, widths: Mapping[str, int], output_size: int) -> None:
-        super().__init__()
-        self.model = model
-        self.unimodal_heads = nn.ModuleDict({m: nn.Linear(width, output_size) for m, width in widths.items()})
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        return self.model(batch)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "model":
-                raise
-            return getattr(super().__getattr__("model"), name)
+WithUnimodalHeads = UnimodalHeads  # the shared wrapper (bench.methods.heads); the old name kept
 
 
 # -- the step's gradients ---------------------------------------------------------------------------------
@@ -190,7 +170,7 @@ class MMPareto(Method):
     display_name = "MMPareto"
     table_order = 120
     tasks = ("classification", "regression")
-    requires = frozenset({"features", "encoders", "encoder_sizes"})
+    requires = frozenset({"features", "encoders"})
     # Official code/MMPareto.py: gamma 1.5, integration at every step of every epoch.
     thesis = ThesisSettings(params={"gamma": 1.5, "rescale": True}, window=(0, -1))
 
@@ -201,8 +181,7 @@ class MMPareto(Method):
             raise ConfigError(f"mmpareto: gamma must be > 0, got {params.gamma}")
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        widths = {m: ctx.spec.size(m).out for m in ctx.spec.modalities}
-        return WithUnimodalHeads(ctx.model(), widths, ctx.spec.num_classes)
+        return UnimodalHeads(ctx.model(), ctx.spec.modalities, ctx.spec.num_classes)
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         task, labels = state.task, batch.labels

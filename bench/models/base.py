@@ -23,7 +23,8 @@ from bench.values import check_typed
 # What a model can offer. A method that uses a part of a model's interface declares it by name.
 CAPABILITIES: dict[str, str] = {
     "encoders": "model.encoders: modality -> encoder module; model.encoder_parameters(m, include_biases)",
-    "features": "model.encode(batch) -> {m: z_m (B, D_m)} and model.fuse(features) -> fused outputs",
+    "features": ("model.encode(batch) -> {m: z_m (B, D_m)}, model.fuse(features) -> fused outputs (B, K) and "
+                 "model.feature_dim(m) -> D_m"),
     "modality_outputs": "ModelOutput.modality_logits: per-modality outputs that sum to the fused output",
     "linear_head": "model.head, one Linear over the concatenated z_m, and model.head_slices() -> {m: columns}",
     "zero_inputs": "model.encode_zeros(batch) -> z_m of all-zero inputs of the batch's true lengths",

@@ -94,6 +94,10 @@ class CPSLNet(nn.Module):
         self.head = nn.Linear(width, spec.num_classes)
         self.aux_heads = nn.ModuleDict({m: nn.Linear(width, spec.num_classes) for m in spec.modalities})
 
+    def feature_dim(self, modality: str) -> int:
+        """D, the width of every z_m."""
+        return int(self.width)
+
     def encode(self, batch: Batch) -> dict[str, Tensor]:
         """z_m (B, D) per modality."""
         return {m: self.encoders[m](batch.inputs[m], batch.lengths[m]) for m in self.modalities}

@@ -108,6 +108,10 @@ class LateFusionModel(nn.Module):
         """z_m for every modality: (B, out_m)."""
         return {m: self.encoders[m](batch.inputs[m], batch.lengths[m]) for m in self.modalities}
 
+    def feature_dim(self, modality: str) -> int:
+        """D_m, the width of z_m."""
+        return self.spec.size(modality).out
+
     def encode_zeros(self, batch: Batch) -> dict[str, Tensor]:
         """z_m of all-zero raw inputs with the batch's true lengths: (B, out_m) per modality."""
         return {m: self.encoders[m].forward_zeros(batch.lengths[m]) for m in self.modalities}

@@ -226,6 +226,10 @@ class S2LIFNet(nn.Module):
         fused = self.fuse(selected)
         return Selection(h, logits, gates, selected, stage, fused, dict(self.sources))
 
+    def feature_dim(self, modality: str) -> int:
+        """D, the width of every z_m."""
+        return int(self.encoders[modality].proj[0].out_features)
+
     def encode(self, batch: Batch) -> dict[str, Tensor]:
         """The selected features x_m^c (B, D) (the "features" capability: what the head reads)."""
         return self.select(batch).selected

@@ -10,7 +10,7 @@ The loop, the store, the reports and the progress lines read a task only through
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -86,6 +86,23 @@ class Task:
     # -- training -------------------------------------------------------------------------------
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The task's default training loss, a batch mean. outputs: (B, output_size); targets: (B,)."""
+        raise NotImplementedError
+
+    def per_sample_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The training loss of each sample, unreduced: (B,). Its mean is `loss` (up to float rounding).
+        Methods that weight, select or compare samples use this, never a task name."""
+        raise NotImplementedError
+
+    def sample_error(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Each sample's error as imbalance measures read it, detached float: (B,). Default: per_sample_loss."""
+        return self.per_sample_loss(outputs.detach().float(), targets).detach()
+
+    def hits(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Whether each prediction is right, (B,) bool: what a method's 'accuracy' of a head counts."""
+        raise NotImplementedError
+
+    def average_members(self, member_outputs: Sequence[Tensor]) -> Tensor:
+        """One output (B, output_size) from several members' outputs (soft voting, ensembles)."""
         raise NotImplementedError
 
     def selection(self) -> Selection:

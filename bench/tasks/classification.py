@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -14,6 +15,8 @@ from bench.config import MODALITIES
 from bench.data.types import SplitArrays
 from bench.metrics import classification_metrics
 from bench.tasks.base import Task, register
+
+MIN_PROB = 1e-8  # the probability floor of `sample_error` (AGM's official clamp)
 
 
 @register
@@ -40,6 +43,24 @@ class Classification(Task):
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(outputs, targets)
+
+    def per_sample_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """-log p(y_i) of each sample: outputs (B, K) logits, targets (B,) classes -> (B,)."""
+        return F.cross_entropy(outputs, targets, reduction="none")
+
+    def sample_error(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """-log max(p(y_i), 1e-8): the NLL with p floored (AGM's official clamp), detached: (B,)."""
+        nll = F.cross_entropy(outputs.detach().float(), targets, reduction="none")
+        return nll.clamp(max=-math.log(MIN_PROB))
+
+    def hits(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """argmax == y: (B,) bool."""
+        return outputs.detach().argmax(dim=1) == targets
+
+    def average_members(self, member_outputs: Sequence[Tensor]) -> Tensor:
+        """log of the members' mean class distribution (B, K): cross-entropy on it is the soft vote's NLL."""
+        mean_probs = torch.stack([torch.softmax(z, dim=1) for z in member_outputs]).mean(dim=0)
+        return torch.log(mean_probs.clamp_min(1e-12))
 
     def metrics(self, outputs: Tensor, targets: Tensor, modality_outputs: Mapping[str, Tensor],
                 split: SplitArrays) -> dict[str, float]:

@@ -9,7 +9,7 @@ option, the best of any metric of the set (e.g. MAE, has0 Acc-2).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -104,6 +104,23 @@ class Regression(Task):
         if self.params.loss == "mse":
             return F.mse_loss(prediction, targets)
         return F.l1_loss(prediction, targets)
+
+    def per_sample_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """|o_i - y_i| (l1) or (o_i - y_i)^2 (mse) of each sample: outputs (B, 1), targets (B,) -> (B,)."""
+        difference = outputs.squeeze(1) - targets
+        return difference.abs() if self.params.loss == "l1" else difference.pow(2)
+
+    def sample_error(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """(o_i - y_i)^2 of each sample, detached, whatever the training loss (MCR's and AGM's score): (B,)."""
+        return (outputs.detach().float().squeeze(1) - targets.float()) ** 2
+
+    def hits(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The sign is right: (o_i > 0) == (y_i > 0), (B,) bool (Acc-2's has-zero reading)."""
+        return (outputs.detach().squeeze(1) > 0) == (targets > 0)
+
+    def average_members(self, member_outputs: Sequence[Tensor]) -> Tensor:
+        """The members' mean score (B, 1)."""
+        return torch.stack(list(member_outputs)).mean(dim=0)
 
     def selection(self) -> Selection:
         return Selection(self.params.checkpoint, self.metric_directions[self.params.checkpoint])

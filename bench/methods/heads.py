@@ -1,0 +1,54 @@
+"""One unimodal head per modality on top of the run's model: the wrapper every method that trains or
+reads per-modality predictions uses (MMPareto, G-Blend, CGGM, MLA, PMR, ... and a plugin method).
+
+The heads read the model's features (`model.encode(batch)` -> {m: z_m (B, D_m)}), sized by
+`model.feature_dim(m)` (the "features" capability), so they fit any model that offers it, whatever its
+encoders are. The wrapper's forward is the run model's own: validation, test and checkpoint selection
+see the model the method trains, never the heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from bench.batch import Batch, ModelOutput
+
+
+def feature_widths(model: nn.Module, modalities: Sequence[str]) -> dict[str, int]:
+    """D_m of each modality's features, as the model states them (`feature_dim`)."""
+    return {m: int(model.feature_dim(m)) for m in modalities}
+
+
+class UnimodalHeads(nn.Module):
+    """The run's model and a head per modality, Linear(D_m -> output_size) unless `make_head` says
+    otherwise; forward is the run model's own.
+
+    Attributes it does not have itself (encoders, encode, fuse, encoder_parameters, feature_dim, ...) are
+    the run model's, so every capability of that model stays available through the wrapper.
+    """
+
+    def __init__(self, model: nn.Module, modalities: Sequence[str], output_size: int,
+                 make_head: Any = None) -> None:
+        super().__init__()
+        self.model = model
+        build = make_head or (lambda width, out: nn.Linear(width, out))
+        widths = feature_widths(model, modalities)
+        self.unimodal_heads = nn.ModuleDict({m: build(width, output_size) for m, width in widths.items()})
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        return self.model(batch)
+
+    def unimodal_outputs(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each head on its modality's features: {m: (B, output_size)}."""
+        return {m: self.unimodal_heads[m](z) for m, z in features.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":
+                raise
+            return getattr(super().__getattr__("model"), name)
