@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, BuildContext, Method, ModelOutput, dataset_recipe, register
 from bench.recipes import recipe
+from bench.tasks import Task, make_task
 
 BOTH_TASKS = ("classification", "regression")
 
@@ -92,23 +92,18 @@ class ConcatLR(Method):
 
 
 class SoftVotingEnsemble(nn.Module):
-    """Unimodal models combined by averaging their class probabilities (classification) or their
-    predicted scores (regression, `average_outputs`)."""
+    """Unimodal models combined as the task averages members (`Task.average_members`): the log of the mean
+    class distribution (classification), the mean score (regression)."""
 
-    def __init__(self, members: Mapping[str, nn.Module], average_outputs: bool = False) -> None:
+    def __init__(self, members: Mapping[str, nn.Module], task: Task) -> None:
         super().__init__()
         self.members = nn.ModuleDict(dict(members))
-        self.average_outputs = average_outputs
+        self.task = task
 
     def forward(self, batch: Batch) -> ModelOutput:
         member_logits = {m: model(batch).logits for m, model in self.members.items()}  # m -> (B, K)
-        if self.average_outputs:  # regression: the mean of the unimodal predictions, (B, 1)
-            mean = torch.stack(list(member_logits.values())).mean(dim=0)
-            return ModelOutput(logits=mean, modality_logits={m: z.detach() for m, z in member_logits.items()})
-        mean_probs = torch.stack([torch.softmax(z, dim=1) for z in member_logits.values()]).mean(dim=0)
-        # log of the mean distribution: cross-entropy on it is the NLL of the soft vote
         return ModelOutput(
-            logits=torch.log(mean_probs.clamp_min(1e-12)),
+            logits=self.task.average_members(list(member_logits.values())),
             modality_logits={m: z.detach() for m, z in member_logits.items()},
         )
 
@@ -136,7 +131,7 @@ class Ensemble(Method):
             member = ctx.model(ctx.spec.only(modality))
             member.load_state_dict(state)
             members[modality] = member
-        return SoftVotingEnsemble(members, average_outputs=ctx.cfg.task == "regression")
+        return SoftVotingEnsemble(members, make_task(ctx.cfg.task, dict(ctx.cfg.task_params)))
 
 
 @register

@@ -126,7 +126,7 @@ class GBlendModel(nn.Module):
         super().__init__()
         self.base = base
         width = base.spec.num_classes
-        self.unimodal = nn.ModuleDict({m: nn.Linear(base.spec.size(m).out, width) for m in base.modalities})
+        self.unimodal = nn.ModuleDict({m: nn.Linear(base.feature_dim(m), width) for m in base.modalities})
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -207,7 +207,7 @@ class GBlend(Method):
     name = "gblend"
     Params = GBlendParams
     tasks = ("classification", "regression")
-    requires = frozenset({"features", "encoder_sizes"})
+    requires = frozenset({"features"})
     holds_out_dev = True
     description = ("Gradient Blending (online): fused and unimodal losses weighted by G/O^2, the held-out "
                    "gain over the squared overfitting growth, re-estimated every super-epoch")
