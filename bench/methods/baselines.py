@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, BuildContext, Method, ModelOutput, dataset_recipe, register
+from bench.plugins import restamp
 from bench.recipes import recipe
 from bench.tasks import Task, make_task
 
@@ -31,11 +32,11 @@ def unimodal_config(cfg: RunConfig, modality: str) -> RunConfig:
     modality, and the fields a unimodal run never sets (per-group rates, dev set, window, test evaluations).
     """
     default = RunConfig()
-    return cfg.replace(
+    return restamp(cfg.replace(
         method="unimodal", modalities=(modality,), method_params=(), group_lrs=(), dev_set=False,
         ratio_every=default.ratio_every, window_start=default.window_start,
         window_end=min(default.window_end, cfg.max_epochs - 1), test_noise=(), test_dataset="",
-    )
+    ))
 
 
 def _dependency_states(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Mapping]:
