@@ -19,8 +19,10 @@ EmptySelection (a ConfigError) saying what the store holds.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from bench.execute import default_executor, merge_options, resolve_options
 from bench.params import check_params
 from bench.plan.deps import job_graph
 from bench.plan.resolve import explain, plan, planned_for
+from bench.plugins import code_changes
 from bench.presets import jobs_with_dependencies, resolve_dataset
 from bench.presets import preset_names as names
 from bench.report import evaluations as report_evaluations
@@ -364,14 +367,14 @@ def cells(preset_or_file: str, *, profile: str | None = None, datasets: str | Se
           source: str | None = None, seeds: str | Sequence[int] | None = None,
           methods: str | Sequence[str] | None = None, optimizers: str | Sequence[str] | None = None,
           modalities: str | Sequence[str] | None = None, dev_set: bool | None = None,
-          label_rule: str | None = None) -> list[Any]:
+          label_rule: str | None = None, task: str | None = None, model: str | None = None) -> list[Any]:
     """The cells (one configuration over its seeds each) of a preset or a grid file; flags as the CLI's.
 
     profile / datasets / source / seeds override the preset's defaults or the file's values; methods,
     optimizers, modalities (one combination per item) and dev_set filter its cells.
     """
     return GridQuery(preset_or_file, profile, datasets, source, seeds, methods, optimizers, modalities,
-                     dev_set, label_rule).cells()
+                     dev_set, label_rule, task, model).cells()
 
 
 def check_data(grid_cells: Sequence[Any], profile: str) -> None:
@@ -463,6 +466,18 @@ class Selected:
     results: pd.DataFrame
     problems: list[str]
     target_rows: pd.DataFrame
+
+
+def older_code_runs(rows: pd.DataFrame) -> Counter[str]:
+    """Per change ("method agm@1 -> agm@2"), how many stored rows were planned for code other than the code
+    loaded now (their run ids are not the ones planning gives today, so they are never reused)."""
+    changes: Counter[str] = Counter()
+    for text in rows["config_json"] if "config_json" in rows else ():
+        try:
+            changes.update(code_changes(RunConfig.from_dict(json.loads(text))))
+        except (TypeError, ValueError):  # a row that does not decode is reported by the reader
+            continue
+    return changes
 
 
 def select(preset_or_file: str, runs_dir: str | Path = "runs", **selection: Any) -> Selected:
@@ -653,24 +668,26 @@ def report(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: str | Pa
 
 def _run_selection(run_ids: Sequence[str] | None, methods: str | Sequence[str] | None, dataset: str | None,
                    modalities: str | None, optimizer: str | None, dev_set: bool | None,
-                   seeds: str | Sequence[int] | None) -> Any:
+                   seeds: str | Sequence[int] | None, task: str | None = None, model: str | None = None) -> Any:
     from bench.report.plots import Selection
 
     return Selection(run_ids=tuple(run_ids) if run_ids else None, methods=as_tuple(methods), dataset=dataset,
-                     modalities=modalities, optimizer=optimizer, dev_set=dev_set, seeds=as_seeds(seeds))
+                     modalities=modalities, optimizer=optimizer, dev_set=dev_set, seeds=as_seeds(seeds),
+                     task=task, model=model)
 
 
 def trajectories(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None, *,
                  methods: str | Sequence[str] | None = None, dataset: str | None = None,
                  modalities: str | None = None, optimizer: str | None = None, dev_set: bool | None = None,
-                 seeds: str | Sequence[int] | None = None) -> pd.DataFrame:
+                 seeds: str | Sequence[int] | None = None, task: str | None = None,
+                 model: str | None = None) -> pd.DataFrame:
     """The trajectories of the selected ok runs (long: run_id, epoch, step, split, series, modality, value)
     joined with their dataset, modalities, method, optimizer, dev_set, seed, profile and method_params.
     An empty frame when nothing matches."""
     from bench.report.plots import filter_runs
 
     rows = filter_runs(results(runs_dir), _run_selection(run_ids, methods, dataset, modalities, optimizer,
-                                                         dev_set, seeds))
+                                                         dev_set, seeds, task, model))
     traj, problems = sources.read_trajectories(Path(runs_dir), list(rows["run_id"]) if len(rows) else [])
     sources.print_warnings(problems)
     config = ["run_id", "dataset", "modalities", "method", "optimizer", "dev_set", "seed", "profile",
@@ -697,11 +714,12 @@ def predictions(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = N
 def plot(kind: str, runs_dir: str | Path = "runs", *, run_ids: Sequence[str] | None = None,
          methods: str | Sequence[str] | None = None, dataset: str | None = None, modalities: str | None = None,
          optimizer: str | None = None, dev_set: bool | None = None, seeds: str | Sequence[int] | None = None,
-         out: str | Path | None = None, out_dir: str | Path = "reports", pdf: bool = False) -> list[Path]:
+         task: str | None = None, model: str | None = None, out: str | Path | None = None,
+         out_dir: str | Path = "reports", pdf: bool = False) -> list[Path]:
     """Draw a trend figure (`bench plot`: ratios, strengths, losses, prototypes); the written paths."""
     from bench.report.plots import plot as draw
 
-    selection = _run_selection(run_ids, methods, dataset, modalities, optimizer, dev_set, seeds)
+    selection = _run_selection(run_ids, methods, dataset, modalities, optimizer, dev_set, seeds, task, model)
     return draw(kind, Path(runs_dir), selection, out=None if out is None else Path(out), out_dir=Path(out_dir),
                 pdf=pdf)
 

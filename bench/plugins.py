@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,3 +237,28 @@ def load_from_environment() -> None:
     for path in os.environ.get(ENV_VAR, "").split(os.pathsep):
         if path:
             load(path)
+
+
+def load_recorded(recorded: Iterable[Any]) -> list[str]:
+    """Load the plugin files result rows record (`plugin_files`: JSON lists of {"path", "sha256"}) that are
+    not loaded yet; one line per file that cannot be (gone, or failing to import)."""
+    paths: dict[str, None] = {}
+    for text in recorded:
+        try:
+            entries = json.loads(text) if isinstance(text, str) and text else []
+        except ValueError:
+            continue
+        paths.update(dict.fromkeys(str(entry.get("path", "")) for entry in entries if isinstance(entry, dict)))
+    problems = []
+    for path in paths:
+        if not path or path in _LOADED:
+            continue
+        if not Path(path).is_file():
+            problems.append(f"{path}: the plugin file stored runs were trained with is gone; their method, model "
+                            "or task is unknown until it is back (or pass --plugin with its new place)")
+            continue
+        try:
+            activate([path])
+        except ConfigError as err:
+            problems.append(f"{path}: the plugin file stored runs were trained with does not load: {err}")
+    return problems

@@ -110,6 +110,8 @@ class Selection:
     optimizer: str | None = None
     dev_set: bool | None = None
     seeds: tuple[int, ...] | None = None
+    task: str | None = None
+    model: str | None = None
 
 
 @dataclass
@@ -139,6 +141,9 @@ def filter_runs(results: pd.DataFrame, selection: Selection, methods: Sequence[s
     mods = modality_key(canonical_modalities(selection.modalities)) if selection.modalities else None
     rows = _filter(rows, "modalities", (mods,) if mods else None)
     rows = _filter(rows, "optimizer", (selection.optimizer,) if selection.optimizer else None)
+    for column in ("task", "model"):
+        wanted = getattr(selection, column)
+        rows = _filter(rows, column, (wanted,) if wanted else None)
     if selection.dev_set is not None:
         rows = rows[rows["dev_set"].astype(bool) == selection.dev_set]
     return _filter(rows, "seed", selection.seeds)
