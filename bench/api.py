@@ -174,7 +174,7 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
                 optimizer: str = "adam", lr: float | None = None, dev_set: bool = False,
                 step_every: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick",
                 params: Mapping[str, Any] | None = None, window: tuple[int, int] | None = None,
-                label_rule: str | None = None, task: str = "classification",
+                label_rule: str | None = None, task: str | None = None,
                 task_params: Mapping[str, Any] | None = None, model: str | None = None,
                 model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
                 test_dataset: str | None = None) -> list[Any]:
@@ -201,7 +201,9 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
         overrides["window"] = tuple(window)
     if label_rule is not None:
         overrides["label_rule"] = label_rule
-    overrides.update(task=task, task_params=dict(task_params or {}), model_params=dict(model_params or {}))
+    overrides.update(task_params=dict(task_params or {}), model_params=dict(model_params or {}))
+    if task is not None:  # else the method's default: classification, or its only task
+        overrides["task"] = task
     if model:
         overrides["model"] = model
     if test_noise:
@@ -266,7 +268,7 @@ def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
 def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, source: str = "auto",
         optimizer: str = "adam", lr: float | None = None, dev_set: bool = False, step_every: int | None = None,
         seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick", params: Mapping[str, Any] | None = None,
-        window: tuple[int, int] | None = None, label_rule: str | None = None, task: str = "classification",
+        window: tuple[int, int] | None = None, label_rule: str | None = None, task: str | None = None,
         task_params: Mapping[str, Any] | None = None, model: str | None = None,
         model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
         test_dataset: str | None = None, runs_dir: str | Path = "runs", executor: str | None = None,

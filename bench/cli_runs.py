@@ -232,7 +232,8 @@ def run_command(
     param: list[str] | None = typer.Option(None, "--param", help="Method parameter name=value (repeatable)."),
     window: str | None = typer.Option(None, "--window", help="Modulation window START:END (epochs)."),
     label_rule: LabelRuleOpt = None,
-    task: str = typer.Option("classification", "--task", help="classification (the thesis's) or regression "
+    task: str | None = typer.Option(None, "--task", help="Default: the method's (classification, or its only "
+                                    "task). classification (the thesis's) or regression "
                              "(MMSA's protocol: score in [-3, 3], L1 loss, Acc-2/F1/Acc-7/Acc-5/MAE/Corr)."),
     task_param: list[str] | None = typer.Option(None, "--task-param", help="Task option name=value, e.g. "
                                                 "loss=mse or checkpoint=mae (regression)."),

@@ -185,6 +185,12 @@ def load_spec_file(path: Path | str) -> DatasetSpec:
     return spec
 
 
+def spec_source(name: str) -> str:
+    """Where a registered dataset spec comes from: 'built-in', or 'spec file <path>'."""
+    path = _FROM_FILES.get(name)
+    return f"spec file {path}" if path is not None else "built-in"
+
+
 def forget_spec(name: str) -> None:
     """Unregister a dataset a spec file declared (a plugin unloaded); built-in specs stay."""
     if name in _FROM_FILES:

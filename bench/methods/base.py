@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from bench import registry
 from bench.batch import Batch, ModelOutput  # re-exported: methods import both from here
 from bench.config import ConfigError, RunConfig
 from bench.data.registry import spec_for
@@ -347,7 +348,8 @@ def method_order() -> list[str]:
 def get_method(name: str) -> Method:
     """The registered method `name`; an unknown name lists the registered ones."""
     if name not in REGISTRY:
-        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(sorted(REGISTRY))}")
+        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(sorted(REGISTRY))}"
+                          f"{registry.PLUGIN_HINT}")
     return REGISTRY[name]()
 
 

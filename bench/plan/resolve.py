@@ -327,7 +327,8 @@ def _finish(chain: Chain, dataset: str) -> Planned:
         values[key] = as_pairs(values.get(key) or {})
     values["code"] = ()
     config = stamp(RunConfig(**values))  # the code it is planned for: part of its run id
-    chain.origins["code"] = f"{RESOLVED} (the loaded code's versions and plugin files)"
+    for part in dict(config.code):
+        chain.origins[f"code.{part}"] = f"{RESOLVED} (the loaded code: version, plugin file)"
     planned = Planned(config, dict(chain.origins))
     _remember(planned)
     return planned
