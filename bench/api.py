@@ -39,7 +39,7 @@ from bench.execute import default_executor, merge_options, resolve_options
 from bench.params import check_params
 from bench.plan.deps import job_graph
 from bench.plan.resolve import explain, plan, planned_for
-from bench.plugins import code_changes
+from bench.plugins import activate, code_changes
 from bench.presets import jobs_with_dependencies, resolve_dataset
 from bench.presets import preset_names as names
 from bench.report import evaluations as report_evaluations
@@ -113,13 +113,13 @@ class Execution:
         return executor, resolve_options(executor, self.options, self.exec_opt_names)
 
 
-def _train(jobs: Sequence[RunConfig], runs_dir: Path, execution: Execution) -> Any:
-    """bench.execute.run_jobs on the job graph of `jobs` with these options; the Summary."""
+def _train(jobs: Sequence[RunConfig], runs_dir: Path, execution: Execution, echo: Echo = print) -> Any:
+    """bench.execute.run_jobs on the job graph of `jobs` with these options; the Summary (echo None: silent)."""
     from bench.tasks import all_result_columns
 
     executor, options = execution.resolved()
     return execute.run_jobs(job_graph(jobs), runs_dir, executor, options, retry_failed=execution.retry_failed,
-                            progress=execution.progress, metric_columns=all_result_columns())
+                            progress=execution.progress, metric_columns=all_result_columns(), quiet=echo is None)
 
 
 def _say(echo: Echo, text: str) -> None:
@@ -177,11 +177,12 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
                 label_rule: str | None = None, task: str | None = None,
                 task_params: Mapping[str, Any] | None = None, model: str | None = None,
                 model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
-                test_dataset: str | None = None) -> list[Any]:
+                test_dataset: str | None = None, plugins: Sequence[str | Path] | None = None) -> list[Any]:
     """The planned configs (bench.plan.resolve.Planned) of `bench run`, one per seed.
 
     test_noise / test_dataset: the test-time evaluations (RunConfig fields; a test dataset must fit the
     run's modalities, feature sizes and classes, checked here, before anything trains)."""
+    activate([str(path) for path in plugins or ()])  # the user's parts first: they may be named below
     from bench.methods import validate_config
 
     if profile not in PROFILES:
@@ -271,7 +272,8 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
         window: tuple[int, int] | None = None, label_rule: str | None = None, task: str | None = None,
         task_params: Mapping[str, Any] | None = None, model: str | None = None,
         model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
-        test_dataset: str | None = None, runs_dir: str | Path = "runs", executor: str | None = None,
+        test_dataset: str | None = None, plugins: Sequence[str | Path] | None = None,
+        runs_dir: str | Path = "runs", executor: str | None = None,
         workers: int | None = None, workers_per_gpu: int | None = None, retry_failed: bool = False,
         progress: bool = True, slurm: Mapping[str, Any] | None = None, exec_opts: Mapping[str, Any] | None = None,
         echo: Echo = print) -> pd.DataFrame:
@@ -285,7 +287,8 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
     configs = run_configs(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
                           step_every=step_every, seeds=seeds, profile=profile, params=params, window=window,
                           label_rule=label_rule, task=task, task_params=task_params, model=model,
-                          model_params=model_params, test_noise=test_noise, test_dataset=test_dataset)
+                          model_params=model_params, test_noise=test_noise, test_dataset=test_dataset,
+                          plugins=plugins)
     first = configs[0]
     synthetic = " (synthetic surrogate)" if is_synthetic(first.dataset) else ""
     announce_synthetic(echo, [first.dataset])
@@ -298,7 +301,7 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
         extra = [f"noise sigma {', '.join(f'{s:g}' for s in first.test_noise)}"] if first.test_noise else []
         extra += [f"out of domain on {first.test_dataset}"] if first.test_dataset else []
         _say(echo, f"test-time evaluations: {'; '.join(extra)} (stored in {Path(runs_dir) / 'evaluations'})")
-    summary = _train(configs, Path(runs_dir), execution)
+    summary = _train(configs, Path(runs_dir), execution, echo)  # echo None: no progress lines either
     rows = stored_rows(runs_dir, configs)
     if echo is not None:
         for line in seed_lines(configs, rows):
@@ -369,14 +372,15 @@ def cells(preset_or_file: str, *, profile: str | None = None, datasets: str | Se
           source: str | None = None, seeds: str | Sequence[int] | None = None,
           methods: str | Sequence[str] | None = None, optimizers: str | Sequence[str] | None = None,
           modalities: str | Sequence[str] | None = None, dev_set: bool | None = None,
-          label_rule: str | None = None, task: str | None = None, model: str | None = None) -> list[Any]:
+          label_rule: str | None = None, task: str | None = None, model: str | None = None,
+          plugins: Sequence[str | Path] | None = None) -> list[Any]:
     """The cells (one configuration over its seeds each) of a preset or a grid file; flags as the CLI's.
 
     profile / datasets / source / seeds override the preset's defaults or the file's values; methods,
     optimizers, modalities (one combination per item) and dev_set filter its cells.
     """
     return GridQuery(preset_or_file, profile, datasets, source, seeds, methods, optimizers, modalities,
-                     dev_set, label_rule, task, model).cells()
+                     dev_set, label_rule, task, model, tuple(map(str, plugins or ()))).cells()
 
 
 def check_data(grid_cells: Sequence[Any], profile: str) -> None:
@@ -441,7 +445,7 @@ def grid(preset_or_file: str, *, runs_dir: str | Path = "runs", executor: str | 
     announce_synthetic(echo, (c.dataset for c in grid_cells))
     _say(echo, f"{query.name} ({query.resolved_profile()}): {len(grid_cells)} cells, {len(job_list)} runs incl. "
                "dependencies")
-    summary = _train(job_list, Path(runs_dir), execution)
+    summary = _train(job_list, Path(runs_dir), execution, echo)
     _say(echo, str(summary))
     _print_failures(echo, summary)
     return stored_rows(runs_dir, job_list)

@@ -23,6 +23,7 @@ import pandas as pd
 from bench import gridfile
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
 from bench.gridfile import is_grid_file, load
+from bench.plugins import activate
 from bench.presets import expand, preset_names
 
 DEFAULT_PROFILE = "quick"
@@ -77,8 +78,11 @@ class GridQuery:
     # form for it or needs a capability the model lacks are left out with a note
     task: str | None = None
     model: str | None = None
+    plugins: tuple[str, ...] = ()  # plugin files loaded before anything is read (bench.plugins.activate)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", tuple(str(p) for p in self.plugins or ()))
+        activate(list(self.plugins))
         target = str(self.target)
         object.__setattr__(self, "target", target)
         for name in ("datasets", "methods", "optimizers"):
