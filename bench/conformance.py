@@ -298,10 +298,10 @@ def _train_with_needs(cfg: RunConfig, data: Dataset, cache: dict[str, RunResult]
     return train_run(cfg, deps=deps, dataset=data)
 
 
-def check_plugin(path: str, progress: Callable[[Check], None] | None = None) -> list[Check]:
-    """Load a plugin file; check the contracts of every model it registers, then one smoke run per method x
-    model x task it offers: its methods on every compatible model, every compatible method on its models."""
-    parts = load(path)
+def check_plugin(paths: str | Iterable[str], progress: Callable[[Check], None] | None = None) -> list[Check]:
+    """Load plugin files; check the contracts of every model they register, then one smoke run per method x
+    model x task they offer: their methods on every compatible model, every compatible method on their models."""
+    parts = [part for path in ([paths] if isinstance(paths, str) else paths) for part in load(path)]
     mine = {kind: [p.partition(" ")[2] for p in parts if p.startswith(f"{kind} ")] for kind in ("method", "model")}
     checks: list[Check] = []
 
