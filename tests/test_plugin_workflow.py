@@ -372,3 +372,24 @@ def test_task_hooks_on_numbers_worked_out_by_hand() -> None:
     assert regression.per_sample_loss(out, y).tolist() == [1.0, 2.0]
     assert regression.sample_error(out, y).tolist() == [1.0, 4.0]  # squared, whatever the loss
     assert regression.hits(out, y).tolist() == [True, False]  # sign right / wrong
+
+
+def test_perfs_methods_section_times_one_task_methods_on_their_own_task(monkeypatch) -> None:
+    """`bench perf`'s default methods section used to stop at FeaDA ("no classification form")."""
+    import bench.perf as perf
+    import bench.train
+
+    trained = []
+
+    def fake_train(cfg, dataset=None, **_):
+        from bench.methods import validate_config
+
+        validate_config(cfg)  # what the real run checks first
+        trained.append((cfg.method, cfg.task))
+        return bench.train.RunResult(cfg, "ok", None, {"epochs": 1}, [], None, 0.0, "cpu", "", True)
+
+    monkeypatch.setattr(bench.train, "train_run", fake_train)
+    monkeypatch.setattr(perf, "load_dataset", lambda *a, **k: None)
+    figures = perf.measure_methods("synth-mosi", "smoke", 3, ("text", "audio", "vision"), repeats=1)
+    assert {"feada", "sati", "concat"} <= set(figures)
+    assert ("feada", "regression") in trained and ("concat", "classification") in trained
