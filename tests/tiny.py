@@ -122,3 +122,19 @@ def physio_record(sizes: tuple[int, int, int] = (12, 6, 6), seed: int = 3) -> di
                          "physio": rng.normal(size=(size, 9, 2)).astype(np.float32) + 0.5,
                          "physio_lengths": rng.integers(1, 10, size=size)}
     return record
+
+
+def method_setup(dataset: Dataset, method: str, modalities: tuple[str, ...] = TV,
+                 deps: dict[str, Any] | None = None, **fields: Any) -> tuple[Any, Any, Any, Any]:
+    """(method, built model, bare state, the train split's tensors) of a smoke config, seeded as a run is."""
+    from bench.methods import BuildContext, get_method
+    from bench.models import model_spec
+    from bench.train import SplitTensors, seed_everything
+
+    cfg = smoke_config(method=method, modalities=modalities, **fields)
+    state = bare_state(cfg)
+    seed_everything(cfg.seed)
+    spec = model_spec(cfg, dataset.feature_dims, dataset.num_classes)
+    built = get_method(method)
+    model = built.build(BuildContext(spec, cfg, state.params, deps or {}))
+    return built, model, state, SplitTensors(dataset.train, modalities, torch.device("cpu"))
