@@ -58,7 +58,7 @@ def test_loss_is_cross_entropy_of_the_summed_cosine_logits(tiny, modalities) -> 
     features = model.encode(batch)
     weight = model.head.weight.detach()
     expected_logits = 0
-    for m, cols in model.inner.head_slices().items():
+    for m, cols in model.model.head_slices().items():
         expected_logits = expected_logits + cosine_logits(features[m].detach(), weight[:, cols], 10.0)
     expected = torch.nn.functional.cross_entropy(expected_logits, batch.labels)
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
@@ -74,7 +74,7 @@ def test_evaluation_readings_head_is_official_cosine_is_balancebenchmark(tiny) -
     batch = train.batch(torch.arange(0, 8))
     assert isinstance(model, CosineModel)
     out = model(batch)
-    assert torch.equal(out.logits, model.inner(batch).logits)  # "head": the plain head output, bias included
+    assert torch.equal(out.logits, model.model(batch).logits)  # "head": the plain head output, bias included
     cosine = model.modality_cosine_logits(model.encode(batch))
     assert set(out.modality_logits) == set(TV)
     assert torch.allclose(out.modality_logits["text"], cosine["text"])  # per-modality outputs: the c_m
@@ -87,7 +87,7 @@ def test_outside_the_window_the_plain_task_loss_on_the_head(tiny) -> None:
     state = bare_state(_cfg(TV, window_start=0, window_end=1, max_epochs=3), epoch=2)
     batch = train.batch(torch.arange(0, 16))
     loss, logs = method.loss(model, batch, state)
-    plain = torch.nn.functional.cross_entropy(model.inner(batch).logits, batch.labels)
+    plain = torch.nn.functional.cross_entropy(model.model(batch).logits, batch.labels)
     assert logs["in_window"] == 0.0 and float(loss.detach()) == pytest.approx(float(plain.detach()), rel=1e-6)
 
 

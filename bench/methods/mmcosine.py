@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from bench.batch import Batch, ModelOutput
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import BuildContext, Logs, Method, ThesisSettings, TrainState, check_choices, register
+from bench.methods.heads import ModelWrapper
 
 EVAL_LOGITS = ("head", "cosine")
 
@@ -58,38 +59,21 @@ def target_logit_mean(logits: Tensor, labels: Tensor) -> float:
 # -- the model: the run's model, read through cosine logits ----------------------------------------------
 
 
-class CosineModel(nn.Module):
-    """The run's model (a linear fusion head over the concatenated z_m) and its scaled cosine logits."""
+class CosineModel(ModelWrapper):
+    """The run's model (a linear fusion head over the concatenated z_m) and its scaled cosine logits; every
+    other attribute (encoders, encode, fuse, head, ...) is the run model's."""
 
-    def __init__(self, inner: nn.Module, scaling: float, eval_logits: str = "head") -> None:
+    def __init__(self, model: nn.Module, scaling: float, eval_logits: str = "head") -> None:
         super().__init__()
-        self.inner = inner
+        self.model = model
         self.scaling = scaling
         self.eval_logits = eval_logits
 
-    @property
-    def encoders(self) -> nn.ModuleDict:
-        return self.inner.encoders
-
-    @property
-    def head(self) -> nn.Linear:
-        return self.inner.head
-
-    def encode(self, batch: Batch) -> dict[str, Tensor]:
-        return self.inner.encode(batch)
-
-    def fuse(self, features: Mapping[str, Tensor]) -> Tensor:
-        """The run model's plain head output W [z_1; ...] + b: (B, K)."""
-        return self.inner.fuse(features)
-
-    def feature_dim(self, modality: str) -> int:
-        return self.inner.feature_dim(modality)
-
     def modality_cosine_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """c_m for every modality: (B, K), through the head's weight columns of m."""
-        weight = self.inner.head.weight  # (K, sum D_m)
+        weight = self.model.head.weight  # (K, sum D_m)
         return {m: cosine_logits(features[m], weight[:, cols], self.scaling)
-                for m, cols in self.inner.head_slices().items()}
+                for m, cols in self.model.head_slices().items()}
 
     def forward(self, batch: Batch) -> ModelOutput:
         features = self.encode(batch)
