@@ -140,6 +140,7 @@ def test_loss_and_speed_ratios_on_a_real_model(tiny, objective) -> None:
     ({"method_params": {"epsilon": -1.0}}, "epsilon must be >= 0"),
     ({"method_params": {"curation_window": 0}}, "curation_window and ratio must be >= 1"),
     ({"method_params": {"objective": "sum"}}, "objective must be one of"),
+    ({"method_params": {"starting_epoch": -1}}, "starting_epoch must be >= 0"),
     ({"modalities": TAV}, "needs exactly 2 modalities"),
     ({"task": "regression"}, "no regression form"),
 ])
@@ -152,10 +153,14 @@ def test_bad_configurations_are_config_errors(fields, message) -> None:
 
 
 def test_smoke_run_curates_in_windows_and_logs_utilisation(tiny) -> None:
-    result = train_run(smoke_config(method="greedy", modalities=TV, max_epochs=4), dataset=tiny)
+    result = train_run(smoke_config(method="greedy", modalities=TV, max_epochs=5), dataset=tiny)
     assert result.status == "ok" and all(math.isfinite(v) for v in result.metrics.values())
     curation = [r["value"] for r in result.trajectory if r["series"] == "curation"]
-    assert 1.0 in curation and 0.0 in curation
+    unlocked = [r["value"] for r in result.trajectory if r["series"] == "unlocked"]
+    # 4 steps per epoch: locked through epochs 0 and 1 (starting_epoch 2), no curation there
+    assert unlocked[:8] == [0.0] * 8 and unlocked[8:] == [1.0] * (len(unlocked) - 8)
+    assert curation[:9] == [0.0] * 9  # the first unlocked decision acts from the step after it
+    assert 1.0 in curation[9:]
     # a curation lasts the window (5 steps) once it starts: runs of 1.0 are 5 long unless the run ends
     runs, length = [], 0
     for value in curation + [0.0]:

@@ -19,7 +19,7 @@ Conditional learning speed, after each backward (before the optimizer step), ove
     M_bypass,m += s(W_s, b_s, W_m, b_m);  M_main,m += s(modality m's branch: encoder (+ its classifier))
     d = log10(M_bypass,0 / M_main,0) - log10(M_bypass,1 / M_main,1)          (cumulative since step 0)
 
-The re-balancing step (inside the window, the official starting_epoch = 2): out of curation, |d| > epsilon
+The re-balancing step (from `starting_epoch`, official 2, inside the window): out of curation, |d| > epsilon
 starts `window` curation steps caring for modality 0 if d > 0, else 1; while curating, the cared modality's
 gate is the running mean of its gates (a constant: no information flows into it from the other modality).
 
@@ -54,6 +54,7 @@ class GreedyParams:
     curation_window: int = 5  # curation steps once started (official curation_windowsize; BalanceBenchmark 5)
     ratio: int = 4  # MMTM squeeze ratio (official MMTM(..., 4))
     objective: str = "branches"  # "branches": official per-modality classifiers; "fused": BalanceBenchmark
+    starting_epoch: int = 2  # the rule acts from this epoch on (official Bias_Mitigation_Strong.starting_epoch)
     utilisation: bool = True  # log the conditional utilisation rates on the validation split each epoch
 
 
@@ -209,8 +210,9 @@ class Greedy(Method):
     display_name = "Greedy"
     table_order = 315
     requires = frozenset({"features", "encoders", "linear_head"})
-    # Official configs/training_guided.gin: epsilon 0.01, curation window 5, starting_epoch 2.
-    thesis = ThesisSettings(params={"epsilon": 0.01, "curation_window": 5, "objective": "branches"}, window=(2, -1))
+    # Official configs/training_guided.gin: epsilon 0.01, curation window 5, starting_epoch 2, every epoch after.
+    thesis = ThesisSettings(params={"epsilon": 0.01, "curation_window": 5, "objective": "branches",
+                                    "starting_epoch": 2}, window=(0, -1))
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:
@@ -219,6 +221,8 @@ class Greedy(Method):
             raise ConfigError(f"greedy: epsilon must be >= 0, got {params.epsilon}")
         if params.curation_window < 1 or params.ratio < 1:
             raise ConfigError("greedy: curation_window and ratio must be >= 1")
+        if params.starting_epoch < 0:
+            raise ConfigError(f"greedy: starting_epoch must be >= 0, got {params.starting_epoch}")
         check_choices("greedy", params, {"objective": OBJECTIVES})
 
     def build(self, ctx: BuildContext) -> nn.Module:
@@ -248,8 +252,9 @@ class Greedy(Method):
             return ([speed_ratio(model.bypass_parameters(m)) for m in order],
                     [speed_ratio(model.main_parameters(m)) for m in order])
 
-        curation.after_backward(state.in_window, ratios, params.epsilon, params.curation_window)
-        return {"d_bdr": curation.d, "in_window": float(state.in_window),
+        unlocked = state.in_window and state.epoch >= params.starting_epoch
+        curation.after_backward(unlocked, ratios, params.epsilon, params.curation_window)
+        return {"d_bdr": curation.d, "unlocked": float(unlocked),
                 **{f"bdr/{m}": _bdr(curation, k) for k, m in enumerate(order)}}
 
     @torch.no_grad()
