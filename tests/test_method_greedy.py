@@ -138,7 +138,7 @@ def test_loss_and_speed_ratios_on_a_real_model(tiny, objective) -> None:
 @pytest.mark.parametrize(("fields", "message"), [
     ({"dev_set": True}, "no dev-set variant"),
     ({"method_params": {"epsilon": -1.0}}, "epsilon must be >= 0"),
-    ({"method_params": {"curation_window": 0}}, "curation_window and ratio must be >= 1"),
+    ({"method_params": {"curation_window": 0}}, "curation_window must be >= 1"),
     ({"method_params": {"objective": "sum"}}, "objective must be one of"),
     ({"method_params": {"starting_epoch": -1}}, "starting_epoch must be >= 0"),
     ({"modalities": TAV}, "needs exactly 2 modalities"),

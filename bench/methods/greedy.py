@@ -217,12 +217,9 @@ class Greedy(Method):
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:
             raise ConfigError("greedy computes its speeds from the training gradients; it has no dev-set variant")
-        if not params.epsilon >= 0:
-            raise ConfigError(f"greedy: epsilon must be >= 0, got {params.epsilon}")
-        if params.curation_window < 1 or params.ratio < 1:
-            raise ConfigError("greedy: curation_window and ratio must be >= 1")
-        if params.starting_epoch < 0:
-            raise ConfigError(f"greedy: starting_epoch must be >= 0, got {params.starting_epoch}")
+        for name, least in (("epsilon", 0), ("curation_window", 1), ("ratio", 1), ("starting_epoch", 0)):
+            if not getattr(params, name) >= least:
+                raise ConfigError(f"greedy: {name} must be >= {least}, got {getattr(params, name)}")
         check_choices("greedy", params, {"objective": OBJECTIVES})
 
     def build(self, ctx: BuildContext) -> nn.Module:
