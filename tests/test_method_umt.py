@@ -12,9 +12,10 @@ from tiny import TAV, TV, bare_state, method_setup, smoke_config
 from bench.batch import ModelOutput
 from bench.config import ConfigError
 from bench.methods import get_method, validate_config
-from bench.methods.baselines import SoftVotingEnsemble, unimodal_config
+from bench.methods.baselines import SoftVotingEnsemble, mean_outputs, unimodal_config
 from bench.methods.umt import TeacherStudent, distillation_losses, umt_objective
 from bench.models import model_class, model_spec
+from bench.tasks import make_task
 from bench.train import train_run
 
 torch.set_num_threads(1)
@@ -56,10 +57,12 @@ def test_ume_means_the_unimodal_logits_by_hand() -> None:
 
     members = {"text": Fixed([[2.0, 0.0]]), "vision": Fixed([[0.0, 4.0]])}
     # logits: ((2, 0) + (0, 4)) / 2 = (1, 2): class 1
-    assert torch.allclose(SoftVotingEnsemble(members, average_outputs=True)(None).logits, torch.tensor([[1.0, 2.0]]))
+    task = make_task("classification")
+    means = SoftVotingEnsemble(members, task, mean_outputs)(None).logits
+    assert torch.allclose(means, torch.tensor([[1.0, 2.0]]))
     # probabilities: softmax(2, 0) = (0.880797, 0.119203), softmax(0, 4) = (0.017986, 0.982014);
     # mean (0.449392, 0.550608), and the vote's logits are its log
-    vote = SoftVotingEnsemble(members)(None).logits.exp()
+    vote = SoftVotingEnsemble(members, task)(None).logits.exp()
     assert torch.allclose(vote, torch.tensor([[0.449392, 0.550608]]), atol=1e-6)
 
 
