@@ -149,6 +149,7 @@ class SharedPrivateNet(nn.Module):
         self.modalities = spec.modalities
         self.shared_dim = int(params.shared_dim)
         width = self.shared_dim + int(params.private_dim)
+        self.width = width
         self.encoders = nn.ModuleDict({
             m: SharedPrivateEncoder(spec.input_dim(m), self.shared_dim, int(params.private_dim))
             for m in spec.modalities
@@ -162,6 +163,10 @@ class SharedPrivateNet(nn.Module):
     def encode(self, batch: Batch) -> dict[str, Tensor]:
         """z_m = [s_m | p_m] for every modality: (B, S + P)."""
         return {m: self.encoders[m](batch.inputs[m], batch.lengths[m]) for m in self.modalities}
+
+    def feature_dim(self, modality: str) -> int:
+        """D_m, the width of z_m (S + P, the same for every modality)."""
+        return self.width
 
     def fuse(self, features: Mapping[str, Tensor]) -> Tensor:
         """The head's output (B, output_size) from the concatenated z_m."""
