@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from tiny import TAV, TV, bare_state, series_by_step, smoke_config
+from tiny import TAV, TV, loss_outside_window, method_setup, series_by_step, smoke_config
 
 from bench.config import ConfigError
-from bench.methods import BuildContext, get_method, validate_config
+from bench.methods import validate_config
 from bench.methods.amco import (
     DEPENDENT_KEY,
     AMCoModel,
@@ -20,8 +20,7 @@ from bench.methods.amco import (
     masked_classes,
 )
 from bench.methods.inforeg import half_bias_logits
-from bench.models import model_spec
-from bench.train import SplitTensors, seed_everything, train_run
+from bench.train import train_run
 
 torch.set_num_threads(1)
 
@@ -57,19 +56,9 @@ def test_dependence_is_the_share_of_the_joint_softmax() -> None:
 # -- on a real model ----------------------------------------------------------------------------------------
 
 
-def _setup(tiny, modalities=TV, epoch=1, **fields):
-    cfg = smoke_config(method="amco", modalities=modalities, **fields)
-    state = bare_state(cfg, epoch=epoch)
-    seed_everything(cfg.seed)
-    spec = model_spec(cfg, tiny.feature_dims, tiny.num_classes)
-    method = get_method("amco")
-    model = method.build(BuildContext(spec, cfg, state.params, {}))
-    train = SplitTensors(tiny.train, modalities, torch.device("cpu"))
-    return method, model, state, train
-
 
 def test_prediction_is_the_extra_layer_on_the_fused_logits(tiny) -> None:
-    _, model, _, train = _setup(tiny, TAV)
+    _, model, _, train = method_setup(tiny, "amco", TAV, epoch=1)
     assert isinstance(model, AMCoModel)
     batch = train.batch(torch.arange(0, 8))
     out = model(batch)
@@ -78,7 +67,7 @@ def test_prediction_is_the_extra_layer_on_the_fused_logits(tiny) -> None:
 
 
 def test_schedule_over_an_epochs_batches_and_the_masked_objective(tiny) -> None:
-    method, model, state, train = _setup(tiny, TV, epoch=1, window_end=-1)
+    method, model, state, train = method_setup(tiny, "amco", TV, epoch=1, window_end=-1)
     method.on_epoch_start(model, state)
     batch = train.batch(torch.arange(0, 16))
     fractions = []
@@ -103,12 +92,8 @@ def test_schedule_over_an_epochs_batches_and_the_masked_objective(tiny) -> None:
 
 
 def test_outside_the_window_the_plain_loss(tiny) -> None:
-    method, model, state, train = _setup(tiny, TV, epoch=2, window_start=0, window_end=1, max_epochs=3)
-    batch = train.batch(torch.arange(0, 8))
-    loss, logs = method.loss(model, batch, state)
-    expected = torch.nn.functional.cross_entropy(model(batch).logits, batch.labels)
-    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
-    assert logs == {"in_window": 0.0}
+    loss, plain, logs = loss_outside_window(tiny, "amco")  # the prediction L*(fused), unmasked
+    assert loss == pytest.approx(plain, rel=1e-6) and logs == {"in_window": 0.0}
 
 
 @pytest.mark.parametrize(("fields", "message"), [

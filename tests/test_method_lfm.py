@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from tiny import TAV, TV, bare_state, series_by_step, smoke_config
+from tiny import TAV, TV, bare_state, method_setup, series_by_step, smoke_config
 
 from bench.config import ConfigError
-from bench.methods import BuildContext, get_method, validate_config
+from bench.methods import validate_config
 from bench.methods.lfm import (
     LFMModel,
     alignment,
@@ -22,8 +22,7 @@ from bench.methods.lfm import (
     pairwise_alignment,
     update_weights,
 )
-from bench.models import model_spec
-from bench.train import SplitTensors, seed_everything, train_run
+from bench.train import train_run
 
 torch.set_num_threads(1)
 
@@ -95,20 +94,10 @@ def test_hypergradient_by_hand() -> None:
 # -- on a real model ----------------------------------------------------------------------------------------
 
 
-def _setup(tiny, modalities=TV, **params):
-    cfg = smoke_config(method="lfm", modalities=modalities, method_params=params)
-    state = bare_state(cfg)
-    seed_everything(cfg.seed)
-    spec = model_spec(cfg, tiny.feature_dims, tiny.num_classes)
-    method = get_method("lfm")
-    model = method.build(BuildContext(spec, cfg, state.params, {}))
-    train = SplitTensors(tiny.train, modalities, torch.device("cpu"))
-    return method, model, state, train
-
 
 @pytest.mark.parametrize("modalities", [TV, TAV])
 def test_prediction_is_the_heads_mean_and_the_objective_the_official_one(tiny, modalities) -> None:
-    method, model, state, train = _setup(tiny, modalities)
+    method, model, state, train = method_setup(tiny, "lfm", modalities)
     assert isinstance(model, LFMModel)
     batch = train.batch(torch.arange(0, 16))
     features = model.encode(batch)
@@ -122,11 +111,11 @@ def test_prediction_is_the_heads_mean_and_the_objective_the_official_one(tiny, m
     ce = torch.nn.functional.cross_entropy(mean, batch.labels)
     align = pairwise_alignment(list(heads.values()))
     assert float(loss.detach()) == pytest.approx(float(2 * (0.3 * ce + 0.7 * align).detach()), rel=1e-5)
-    assert logs["loss_cls"] == pytest.approx(float(ce), rel=1e-5)
+    assert logs["loss_cls"] == pytest.approx(float(ce.detach()), rel=1e-5)
 
 
 def test_fusion_model_option_keeps_the_run_models_prediction(tiny) -> None:
-    _, model, _, train = _setup(tiny, TV, fusion="model")
+    _, model, _, train = method_setup(tiny, "lfm", TV, method_params={"fusion": "model"})
     batch = train.batch(torch.arange(0, 8))
     assert torch.equal(model(batch).logits, model.model(batch).logits)
     cls_loss, _ = lfm_losses(model, batch, bare_state(smoke_config(method="lfm")).task)

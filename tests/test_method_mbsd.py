@@ -7,14 +7,13 @@ import math
 
 import pytest
 import torch
-from tiny import TAV, TV, bare_state, series_by_step, smoke_config
+from tiny import TAV, TV, loss_outside_window, method_setup, series_by_step, smoke_config
 
 from bench.config import ConfigError
-from bench.methods import BuildContext, get_method, validate_config
+from bench.methods import validate_config
 from bench.methods.inforeg import half_bias_logits
 from bench.methods.mbsd import pair_terms, weighted_means
-from bench.models import model_spec
-from bench.train import SplitTensors, seed_everything, train_run
+from bench.train import train_run
 
 torch.set_num_threads(1)
 
@@ -59,20 +58,10 @@ def test_weighted_means_by_hand_and_the_weights_gradient() -> None:
 # -- on a real model ----------------------------------------------------------------------------------------
 
 
-def _setup(tiny, modalities=TV, epoch=0, **fields):
-    cfg = smoke_config(method="mbsd", modalities=modalities, **fields)
-    state = bare_state(cfg, epoch=epoch)
-    seed_everything(cfg.seed)
-    spec = model_spec(cfg, tiny.feature_dims, tiny.num_classes)
-    method = get_method("mbsd")
-    model = method.build(BuildContext(spec, cfg, state.params, {}))
-    train = SplitTensors(tiny.train, modalities, torch.device("cpu"))
-    return method, model, state, train
-
 
 @pytest.mark.parametrize("modalities", [TV, TAV])
 def test_objective_on_a_real_model(tiny, modalities) -> None:
-    method, model, state, train = _setup(tiny, modalities)
+    method, model, state, train = method_setup(tiny, "mbsd", modalities)
     batch = train.batch(torch.arange(0, 16))
     loss, logs = method.loss(model, batch, state)
     ce = torch.nn.functional.cross_entropy
@@ -90,12 +79,8 @@ def test_objective_on_a_real_model(tiny, modalities) -> None:
 
 
 def test_outside_the_window_only_the_fused_loss(tiny) -> None:
-    method, model, state, train = _setup(tiny, TV, epoch=2, window_start=0, window_end=1, max_epochs=3)
-    batch = train.batch(torch.arange(0, 8))
-    loss, logs = method.loss(model, batch, state)
-    expected = torch.nn.functional.cross_entropy(model(batch).logits, batch.labels)
-    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
-    assert logs == {"in_window": 0.0}
+    loss, plain, logs = loss_outside_window(tiny, "mbsd")
+    assert loss == pytest.approx(plain, rel=1e-6) and logs == {"in_window": 0.0}
 
 
 @pytest.mark.parametrize(("fields", "message"), [

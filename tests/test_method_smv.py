@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from tiny import TAV, TV, bare_state, series_by_step, smoke_config
+from tiny import TAV, TV, method_setup, series_by_step, smoke_config
 
 from bench.config import ConfigError
-from bench.methods import BuildContext, get_method, validate_config
+from bench.methods import validate_config
 from bench.methods.smv import (
     COUNTS_KEY,
     SMVParams,
@@ -21,8 +21,7 @@ from bench.methods.smv import (
     sample_copies,
     shapley_values,
 )
-from bench.models import model_spec
-from bench.train import SplitTensors, seed_everything, train_run
+from bench.train import train_run
 
 torch.set_num_threads(1)
 
@@ -98,20 +97,9 @@ def test_expanded_mean_by_hand() -> None:
 # -- on a real model ----------------------------------------------------------------------------------------
 
 
-def _setup(tiny, modalities=TV, **params):
-    cfg = smoke_config(method="smv", modalities=modalities, method_params=params)
-    state = bare_state(cfg)
-    seed_everything(cfg.seed)
-    spec = model_spec(cfg, tiny.feature_dims, tiny.num_classes)
-    method = get_method("smv")
-    model = method.build(BuildContext(spec, cfg, state.params, {}))
-    train = SplitTensors(tiny.train, modalities, torch.device("cpu"))
-    state.splits = {"train": train}
-    return method, model, state, train
-
 
 def test_objective_is_the_mean_over_the_expanded_batch(tiny) -> None:
-    method, model, state, train = _setup(tiny, TV)
+    method, model, state, train = method_setup(tiny, "smv", TV)
     batch = train.batch(torch.arange(0, 8))
     ce = torch.nn.functional.cross_entropy
     loss, _ = method.loss(model, batch, state)  # warm-up: plain cross-entropy
@@ -134,7 +122,8 @@ def test_objective_is_the_mean_over_the_expanded_batch(tiny) -> None:
 
 
 def test_epoch_end_values_every_row_and_sets_the_copies(tiny) -> None:
-    method, model, state, train = _setup(tiny, TAV, warmup=1)
+    method, model, state, train = method_setup(tiny, "smv", TAV, method_params={"warmup": 1})
+    state.splits = {"train": train}
     logs = method.on_epoch_end(model, state)
     counts = state.scratch[COUNTS_KEY]
     assert counts.shape == (train.size, 3)

@@ -122,3 +122,30 @@ def physio_record(sizes: tuple[int, int, int] = (12, 6, 6), seed: int = 3) -> di
                          "physio": rng.normal(size=(size, 9, 2)).astype(np.float32) + 0.5,
                          "physio_lengths": rng.integers(1, 10, size=size)}
     return record
+
+
+def method_setup(tiny: Dataset, name: str, modalities: tuple[str, ...] = TV, epoch: int = 0,
+                 **fields: Any) -> tuple[Any, Any, Any, Any]:
+    """(method, its built model, a bare state at `epoch`, the tiny training split as SplitTensors) for a
+    smoke config of method `name`; `fields` go to the config (method_params, window_start, ...)."""
+    from bench.methods import BuildContext, get_method
+    from bench.models import model_spec
+    from bench.train import SplitTensors, seed_everything
+
+    cfg = smoke_config(method=name, modalities=modalities, **fields)
+    state = bare_state(cfg, epoch=epoch)
+    seed_everything(cfg.seed)
+    method = get_method(name)
+    model = method.build(BuildContext(model_spec(cfg, tiny.feature_dims, tiny.num_classes), cfg, state.params, {}))
+    return method, model, state, SplitTensors(tiny.train, modalities, torch.device("cpu"))
+
+
+def loss_outside_window(tiny: Dataset, name: str) -> tuple[float, float, dict[str, float]]:
+    """A method's objective on 8 rows at epoch 2 of a run whose window ends at epoch 1, the plain
+    cross-entropy of its model's prediction there, and the hook's logs."""
+    method, model, state, train = method_setup(tiny, name, TV, epoch=2, window_start=0, window_end=1,
+                                               max_epochs=3)
+    batch = train.batch(torch.arange(0, 8))
+    loss, logs = method.loss(model, batch, state)
+    plain = torch.nn.functional.cross_entropy(model(batch).logits, batch.labels)
+    return float(loss.detach()), float(plain.detach()), logs
