@@ -49,6 +49,12 @@ def test_alignment_is_the_official_kl_from_the_mixture() -> None:
     assert float(two) == pytest.approx(0.117973 / 2, abs=2e-6)
 
 
+def test_alignment_is_finite_where_a_probability_underflows() -> None:
+    # class 2 has probability exp(-1000) = 0 in both: its term is 0 log 0 = 0 (kl_div's convention), not nan
+    logits = torch.tensor([[0.0, -1000.0]])
+    assert float(alignment(logits, logits)) == 0.0
+
+
 def test_pairwise_alignment_averages_the_pairs() -> None:
     a, b, c = _logits(0.5, 0.5), _logits(0.9, 0.1), _logits(0.5, 0.5)
     # pairs (a,b) = 0.117973, (a,c) = 0, (b,c) = 0.117973 -> mean 0.078649
@@ -120,7 +126,7 @@ def test_fusion_model_option_keeps_the_run_models_prediction(tiny) -> None:
     assert torch.equal(model(batch).logits, model.model(batch).logits)
     cls_loss, _ = lfm_losses(model, batch, bare_state(smoke_config(method="lfm")).task)
     expected = torch.nn.functional.cross_entropy(model.model(batch).logits, batch.labels)
-    assert float(cls_loss) == pytest.approx(float(expected), rel=1e-6)
+    assert float(cls_loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
 
 
 # -- configuration ------------------------------------------------------------------------------------------

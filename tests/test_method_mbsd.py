@@ -40,6 +40,13 @@ def test_pair_terms_by_hand() -> None:
     assert float(_pair("probs")[1].rs[0].detach()) == pytest.approx(0.06)
 
 
+def test_kl_term_is_finite_where_the_weak_probability_underflows() -> None:
+    first = torch.tensor([[-1000.0, 0.0]])  # p_first,y = 0 for y = 0
+    second = torch.tensor([[0.0, 0.0]])  # p_second,y = 0.5
+    terms = pair_terms(first, second, torch.tensor([0]), torch.tensor([False]))
+    assert float(terms.kl[0]) == 0.0  # p_w log p_w - p_w p_s with p_w = 0: 0 log 0 = 0, not nan
+
+
 def test_weighted_means_by_hand_and_the_weights_gradient() -> None:
     first, terms = _pair()
     rs, kl = weighted_means([terms])

@@ -66,8 +66,9 @@ def alignment(first: Tensor, second: Tensor) -> Tensor:
     log_p, log_q = F.log_softmax(first, dim=-1), F.log_softmax(second, dim=-1)  # (B, K)
     mix = 0.5 * log_p.exp() + 0.5 * log_q.exp()  # (B, K)
     batch = first.shape[0]
-    kl_p = (mix * (mix.log() - log_p)).sum() / batch
-    kl_q = (mix * (mix.log() - log_q)).sum() / batch
+    entropy_term = torch.xlogy(mix, mix)  # m log m, 0 where m = 0 (as kl_div)
+    kl_p = (entropy_term - mix * log_p).sum() / batch
+    kl_q = (entropy_term - mix * log_q).sum() / batch
     return 0.5 * (kl_p + kl_q)
 
 

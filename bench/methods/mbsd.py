@@ -63,7 +63,7 @@ def pair_terms(first: Tensor, second: Tensor, labels: Tensor, right: Tensor, rs_
     weight = torch.where(right, strong - weak, torch.zeros_like(strong))
     a, b = (first, second) if rs_on == "logits" else (p_first, p_second)
     rs = ((a - b) ** 2).sum(dim=1) / first.shape[1]
-    kl = weak * (weak.log() - strong)
+    kl = torch.xlogy(weak, weak) - weak * strong  # p_w log p_w - p_w p_s, 0 log 0 = 0 (as kl_div)
     return PairTerms(weight, rs, kl)
 
 
