@@ -58,7 +58,7 @@ def test_dependence_is_the_share_of_the_joint_softmax() -> None:
 
 
 def test_prediction_is_the_extra_layer_on_the_fused_logits(tiny) -> None:
-    _, model, _, train = method_setup(tiny, "amco", TAV, epoch=1)
+    _, model, _, train = method_setup(tiny, "amco", TAV)
     assert isinstance(model, AMCoModel)
     batch = train.batch(torch.arange(0, 8))
     out = model(batch)
@@ -67,7 +67,8 @@ def test_prediction_is_the_extra_layer_on_the_fused_logits(tiny) -> None:
 
 
 def test_schedule_over_an_epochs_batches_and_the_masked_objective(tiny) -> None:
-    method, model, state, train = method_setup(tiny, "amco", TV, epoch=1, window_end=-1)
+    method, model, state, train = method_setup(tiny, "amco", TV, window_end=-1)
+    state.epoch = 1
     method.on_epoch_start(model, state)
     batch = train.batch(torch.arange(0, 16))
     fractions = []

@@ -3,7 +3,7 @@ soft-voting ensemble of unimodal models, and unimodal pre-training then concaten
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,7 +11,9 @@ from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, BuildContext, Method, ModelOutput, dataset_recipe, register
+from bench.plugins import restamp
 from bench.recipes import recipe
+from bench.tasks import Task, make_task
 
 BOTH_TASKS = ("classification", "regression")
 
@@ -31,16 +33,26 @@ def unimodal_config(cfg: RunConfig, modality: str) -> RunConfig:
     modality, and the fields a unimodal run never sets (per-group rates, dev set, window, test evaluations).
     """
     default = RunConfig()
-    return cfg.replace(
+    return restamp(cfg.replace(
         method="unimodal", modalities=(modality,), method_params=(), group_lrs=(), dev_set=False,
         ratio_every=default.ratio_every, window_start=default.window_start,
         window_end=min(default.window_end, cfg.max_epochs - 1), test_noise=(), test_dataset="",
-    )
+    ))
 
 
 def _dependency_states(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Mapping]:
     """modality -> best state_dict of that modality's unimodal run."""
     return {m: deps[unimodal_config(cfg, m).run_id] for m in cfg.modalities}
+
+
+def unimodal_models(ctx: BuildContext) -> dict[str, nn.Module]:
+    """modality -> the same seed's unimodal model of that modality, its best checkpoint loaded."""
+    models = {}
+    for modality, state in _dependency_states(ctx.cfg, ctx.deps).items():
+        member = ctx.model(ctx.spec.only(modality))
+        member.load_state_dict(state)
+        models[modality] = member
+    return models
 
 
 @register
@@ -91,24 +103,25 @@ class ConcatLR(Method):
         return default_param_groups(model, cfg.replace(group_lrs=tuple(sorted(rates.items()))))
 
 
-class SoftVotingEnsemble(nn.Module):
-    """Unimodal models combined by averaging their class probabilities (classification) or their
-    predicted scores (regression, `average_outputs`)."""
+def mean_outputs(member_outputs: Sequence[Tensor]) -> Tensor:
+    """The members' mean output (B, K): the mean of their logits (UME), or of their scores."""
+    return torch.stack(list(member_outputs)).mean(dim=0)
 
-    def __init__(self, members: Mapping[str, nn.Module], average_outputs: bool = False) -> None:
+
+class SoftVotingEnsemble(nn.Module):
+    """Unimodal models combined by `combine` (default: as the task averages members, `Task.average_members`:
+    the log of the mean class distribution in classification, the mean score in regression)."""
+
+    def __init__(self, members: Mapping[str, nn.Module], task: Task,
+                 combine: Callable[[Sequence[Tensor]], Tensor] | None = None) -> None:
         super().__init__()
         self.members = nn.ModuleDict(dict(members))
-        self.average_outputs = average_outputs
+        self.combine = combine or task.average_members
 
     def forward(self, batch: Batch) -> ModelOutput:
         member_logits = {m: model(batch).logits for m, model in self.members.items()}  # m -> (B, K)
-        if self.average_outputs:  # regression: the mean of the unimodal predictions, (B, 1)
-            mean = torch.stack(list(member_logits.values())).mean(dim=0)
-            return ModelOutput(logits=mean, modality_logits={m: z.detach() for m, z in member_logits.items()})
-        mean_probs = torch.stack([torch.softmax(z, dim=1) for z in member_logits.values()]).mean(dim=0)
-        # log of the mean distribution: cross-entropy on it is the NLL of the soft vote
         return ModelOutput(
-            logits=torch.log(mean_probs.clamp_min(1e-12)),
+            logits=self.combine(list(member_logits.values())),
             modality_logits={m: z.detach() for m, z in member_logits.items()},
         )
 
@@ -131,12 +144,7 @@ class Ensemble(Method):
             raise ConfigError("ensemble does not use a development set; drop --dev-set")
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        members = {}
-        for modality, state in _dependency_states(ctx.cfg, ctx.deps).items():
-            member = ctx.model(ctx.spec.only(modality))
-            member.load_state_dict(state)
-            members[modality] = member
-        return SoftVotingEnsemble(members, average_outputs=ctx.cfg.task == "regression")
+        return SoftVotingEnsemble(unimodal_models(ctx), make_task(ctx.cfg.task, dict(ctx.cfg.task_params)))
 
 
 @register

@@ -22,12 +22,26 @@ def feature_widths(model: nn.Module, modalities: Sequence[str]) -> dict[str, int
     return {m: int(model.feature_dim(m)) for m in modalities}
 
 
-class UnimodalHeads(nn.Module):
-    """The run's model and a head per modality, Linear(D_m -> output_size) unless `make_head` says
-    otherwise; forward is the run model's own.
+class ModelWrapper(nn.Module):
+    """A module around the run's model (`self.model`), whose forward is the run model's own unless a subclass
+    says otherwise. Attributes it does not have itself (encoders, encode, fuse, encoder_parameters,
+    feature_dim, head, ...) are the run model's, so every capability of that model stays available."""
 
-    Attributes it does not have itself (encoders, encode, fuse, encoder_parameters, feature_dim, ...) are
-    the run model's, so every capability of that model stays available through the wrapper.
+    def forward(self, batch: Batch) -> ModelOutput:
+        return self.model(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":
+                raise
+            return getattr(super().__getattr__("model"), name)
+
+
+class UnimodalHeads(ModelWrapper):
+    """The run's model and a head per modality, Linear(D_m -> output_size) unless `make_head` says
+    otherwise; forward is the run model's own (see ModelWrapper).
     """
 
     def __init__(self, model: nn.Module, modalities: Sequence[str], output_size: int,
@@ -38,17 +52,6 @@ class UnimodalHeads(nn.Module):
         widths = feature_widths(model, modalities)
         self.unimodal_heads = nn.ModuleDict({m: build(width, output_size) for m, width in widths.items()})
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        return self.model(batch)
-
     def unimodal_outputs(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each head on its modality's features: {m: (B, output_size)}."""
         return {m: self.unimodal_heads[m](z) for m, z in features.items()}
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "model":
-                raise
-            return getattr(super().__getattr__("model"), name)

@@ -149,11 +149,11 @@ class SharedPrivateNet(nn.Module):
         self.modalities = spec.modalities
         self.shared_dim = int(params.shared_dim)
         width = self.shared_dim + int(params.private_dim)
-        self.width = width
         self.encoders = nn.ModuleDict({
             m: SharedPrivateEncoder(spec.input_dim(m), self.shared_dim, int(params.private_dim))
             for m in spec.modalities
         })
+        self.width = width
         self.head = nn.Linear(width * len(spec.modalities), spec.output_size)
         self.discriminator = nn.Sequential(
             nn.Linear(self.shared_dim, int(params.disc_hidden)), nn.ReLU(),
@@ -165,7 +165,7 @@ class SharedPrivateNet(nn.Module):
         return {m: self.encoders[m](batch.inputs[m], batch.lengths[m]) for m in self.modalities}
 
     def feature_dim(self, modality: str) -> int:
-        """D_m, the width of z_m (S + P, the same for every modality)."""
+        """S + P, the width of every z_m (the "features" capability)."""
         return self.width
 
     def fuse(self, features: Mapping[str, Tensor]) -> Tensor:
