@@ -109,3 +109,14 @@ def method_setup(dataset: Dataset, method: str, modalities: tuple[str, ...] = TV
     built = get_method(method)
     model = built.build(BuildContext(spec, cfg, state.params, deps or {}))
     return built, model, state, SplitTensors(dataset.train, modalities, torch.device("cpu"))
+
+
+def loss_outside_window(tiny: Dataset, name: str) -> tuple[float, float, dict[str, float]]:
+    """A method's objective on 8 rows at epoch 2 of a run whose window ends at epoch 1, the plain
+    cross-entropy of its model's prediction there, and the hook's logs."""
+    method, model, state, train = method_setup(tiny, name, TV, window_start=0, window_end=1, max_epochs=3)
+    state.epoch = 2
+    batch = train.batch(torch.arange(0, 8))
+    loss, logs = method.loss(model, batch, state)
+    plain = torch.nn.functional.cross_entropy(model(batch).logits, batch.labels)
+    return float(loss.detach()), float(plain.detach()), logs
