@@ -40,6 +40,7 @@ settings); the store takes its parameter columns from `Params`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -422,6 +423,14 @@ def check_choices(method: str, params: Any, choices: Mapping[str, Sequence[str]]
             raise ConfigError(f"{method}: {name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
+def check_non_negative(method: str, params: Any, names: Sequence[str]) -> None:
+    """ConfigError naming the first parameter (a loss weight, a rate) that is not a finite number >= 0."""
+    for name in names:
+        value = getattr(params, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{method}: {name} must be a finite number >= 0, got {value}")
+
+
 def check_task_and_model(method: Method, cfg: RunConfig) -> None:
     """The task is one the method supports, the model offers every capability the method uses."""
     task_class(cfg.task)
@@ -446,6 +455,7 @@ def check_task_and_model(method: Method, cfg: RunConfig) -> None:
 
 
 __all__ = ["REGISTRY", "Batch", "BuildContext", "DuplicateMethodError", "Logs", "Method", "ModelOutput",
-           "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_choices", "check_task_and_model",
+           "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_choices", "check_non_negative",
+           "check_task_and_model",
            "get_method", "method_class", "method_order", "method_sort_key", "register", "resolve_params",
            "scale_gradient", "validate_config"]

@@ -30,7 +30,6 @@ Classification only (the assignment reads class distributions). The fused output
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import Batch, BuildContext, Logs, Method, TrainState, register
+from bench.methods.base import Batch, BuildContext, Logs, Method, TrainState, check_non_negative, register
 from bench.methods.heads import UnimodalHeads
 
 ASSIGNMENT_KEY = "remix/assignment"  # (N,) int64: each training row's modality index, this epoch
@@ -106,10 +105,7 @@ class Remix(Method):
                               "variant")
         if params.warmup < 0:
             raise ConfigError(f"remix: warmup must be >= 0 epochs, got {params.warmup}")
-        for name in ("alpha", "gamma"):
-            value = getattr(params, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"remix: {name} must be a finite number >= 0, got {value}")
+        check_non_negative("remix", params, ("alpha", "gamma"))
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return UnimodalHeads(ctx.model(), ctx.spec.modalities, ctx.spec.num_classes)
