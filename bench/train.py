@@ -128,13 +128,17 @@ class SplitTensors:
         )
         return Batch(inputs=inputs, lengths=lengths, labels=labels, index=index)
 
-    def iterate(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Mini-batches in a shuffled order (with a generator) or in row order."""
+    def batch_rows(self, batch_size: int, generator: torch.Generator | None = None) -> list[Tensor]:
+        """The rows of each mini-batch: a shuffled order (with a generator) or row order, cut every batch_size."""
         order = torch.randperm(self.size, generator=generator) if generator is not None else torch.arange(
             self.size
         )
-        for start in range(0, self.size, batch_size):
-            yield self.batch(order[start:start + batch_size])
+        return [order[start:start + batch_size] for start in range(0, self.size, batch_size)]
+
+    def iterate(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Mini-batches in a shuffled order (with a generator) or in row order."""
+        for rows in self.batch_rows(batch_size, generator):
+            yield self.batch(rows)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -335,6 +339,18 @@ def first_batch_checks(model: nn.Module, batch_size: int, output_size: int, cfg:
         handle.remove()
 
 
+def check_epoch_rows(rows: list[Tensor], size: int, method: str) -> list[Tensor]:
+    """The mini-batches a method's `epoch_batches` gave: each a non-empty 1-D int64 tensor of rows in
+    [0, size); ValueError naming the method otherwise (a bug in the method, not in the run's config)."""
+    for k, index in enumerate(rows):
+        if not isinstance(index, Tensor) or index.dim() != 1 or index.dtype != torch.long or not len(index):
+            raise ValueError(f"method {method!r}: epoch_batches gave batch {k} as {index!r}; each batch must be "
+                             "a non-empty 1-D int64 tensor of training rows")
+        if int(index.min()) < 0 or int(index.max()) >= size:
+            raise ValueError(f"method {method!r}: epoch_batches gave batch {k} rows outside [0, {size})")
+    return rows
+
+
 class Trainer:
     """Runs one RunConfig; small methods so each stage of the loop reads on its own."""
 
@@ -425,17 +441,25 @@ class Trainer:
         for optimizer in self.optimizers.values():
             optimizer.step()
 
+    def epoch_rows(self) -> list[Tensor]:
+        """This epoch's mini-batches as training-split rows: the method's `epoch_batches` over the default
+        (the seeded shuffle cut every batch_size; the shuffle is drawn every epoch, used or not)."""
+        default = self.train_split.batch_rows(self.cfg.batch_size, self.shuffle)
+        rows = list(self.method.epoch_batches(self.model, self.state, default))
+        return check_epoch_rows(rows, self.train_split.size, self.method.name)
+
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training data; returns the mean objective."""
+        rows = self.epoch_rows()
         self.model.train()
-        n_batches = math.ceil(self.train_split.size / self.cfg.batch_size)
+        n_batches = len(rows)
         every = self.cfg.step_every
         total, count = 0.0, 0
         if self.method.owns_step:
-            return self.train_epoch_owned(epoch)
+            return self.train_epoch_owned(epoch, rows)
         self.zero_grad()
         step_logs: dict[str, float] = {}
-        for i, batch in enumerate(self.train_split.iterate(self.cfg.batch_size, self.shuffle)):
+        for i, batch in enumerate(map(self.train_split.batch, rows)):
             group_start = (i // every) * every
             group_size = min(every, n_batches - group_start)  # the last group may be short
             with self.checked(epoch, i, batch):
@@ -457,10 +481,10 @@ class Trainer:
                 step_logs = {}
         return total / max(count, 1)
 
-    def train_epoch_owned(self, epoch: int) -> float:
+    def train_epoch_owned(self, epoch: int, rows: list[Tensor]) -> float:
         """One pass for a method that steps its own optimizers (owns_step): the loop keeps the checks."""
         total, count = 0.0, 0
-        for i, batch in enumerate(self.train_split.iterate(self.cfg.batch_size, self.shuffle)):
+        for i, batch in enumerate(map(self.train_split.batch, rows)):
             try:
                 with self.checked(epoch, i, batch):
                     loss, logs = self.method.train_step(self.model, batch, self.state)

@@ -108,7 +108,9 @@ def method_setup(dataset: Dataset, method: str, modalities: tuple[str, ...] = TV
     spec = model_spec(cfg, dataset.feature_dims, dataset.num_classes)
     built = get_method(method)
     model = built.build(BuildContext(spec, cfg, state.params, deps or {}))
-    return built, model, state, SplitTensors(dataset.train, modalities, torch.device("cpu"))
+    train = SplitTensors(dataset.train, modalities, torch.device("cpu"))
+    state.splits = {"train": train}  # state.batches("train") reads it, as in a run
+    return built, model, state, train
 
 
 def loss_outside_window(tiny: Dataset, name: str) -> tuple[float, float, dict[str, float]]:

@@ -10,12 +10,22 @@ before anything trains. `build(ctx)` returns the model (default: the run's regis
     for each epoch:
         fresh_optimizer(epoch, state) -> bool       True: a new optimizer (and schedule) from here on
         on_epoch_start(model, state)
+        epoch_batches(model, state, default) -> the epoch's mini-batches, as rows of the training split
         for each batch:  loss(model, batch, state) -> (loss, logs); loss.backward()
         every `step_every` batches:  after_backward(model, state) -> logs; every optimizer steps
         (a method with `owns_step = True` instead gets train_step(model, batch, state) -> (loss, logs)
         per batch and steps its optimizers itself, calling state.check_gradients() before each step)
         on_epoch_end(model, state) -> logs
         validation (if checkpoint_epoch(epoch, state)): checkpoint, scheduler, early stopping
+
+`epoch_batches` is the data-level hook: a method that owns the order or the composition of an epoch's
+batches (curriculum, re-sampling, per-modality subsets) returns its own list of row tensors, each one
+mini-batch (any length, rows may repeat or be left out); the loop builds, trains and steps each in that
+order (`step_every` groups count the method's batches). `default` is the loop's own list (the run's
+seeded shuffle, drawn every epoch whether used or not, cut every batch_size), so a method that returns
+it unchanged trains exactly as before. A method's own randomness here comes from a generator it seeds
+from cfg.seed and state.epoch (see `epoch_generator`). Nothing else tells `loss` which composition a
+batch belongs to: a method finds it from `batch.index` (the batch's rows) and its own scratch.
 
 `logs` are flat dicts of floats. A key "series/modality" (e.g. "ratio/text") becomes a trajectory
 row with that series and modality; a key without "/" has modality "". Rows go to the "train" split
@@ -30,6 +40,7 @@ settings); the store takes its parameter columns from `Params`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -80,6 +91,11 @@ class TrainState:
     @property
     def in_window(self) -> bool:
         return self.cfg.in_window(self.epoch)
+
+    def epoch_generator(self, salt: int = 0) -> torch.Generator:
+        """A CPU generator seeded by the run's seed, this epoch and `salt`: a method's own draws for the
+        epoch's batches (epoch_batches) repeat for the same config and seed."""
+        return torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.epoch) * 8191 + salt)
 
     def batches(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> Iterator[Batch]:
         """Mini-batches of 'train', 'dev' (dev-set runs only) or 'valid'; a shuffle is seeded by seed and epoch."""
@@ -241,6 +257,12 @@ class Method:
     def on_epoch_start(self, model: nn.Module, state: TrainState) -> Logs:
         return {}
 
+    def epoch_batches(self, model: nn.Module, state: TrainState, default: list[Tensor]) -> Sequence[Tensor]:
+        """This epoch's mini-batches, each a 1-D int64 tensor of training-split rows, in training order.
+        Called after on_epoch_start (the model in whatever mode that left it; the loop sets train mode
+        afterwards). Default: `default`, the loop's seeded shuffle cut every batch_size."""
+        return default
+
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         """Forward pass and objective (a batch mean). Default: the task's loss on the fused output."""
         out = model(batch)
@@ -401,6 +423,14 @@ def check_choices(method: str, params: Any, choices: Mapping[str, Sequence[str]]
             raise ConfigError(f"{method}: {name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
+def check_non_negative(method: str, params: Any, names: Sequence[str]) -> None:
+    """ConfigError naming the first parameter (a loss weight, a rate) that is not a finite number >= 0."""
+    for name in names:
+        value = getattr(params, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{method}: {name} must be a finite number >= 0, got {value}")
+
+
 def check_task_and_model(method: Method, cfg: RunConfig) -> None:
     """The task is one the method supports, the model offers every capability the method uses."""
     task_class(cfg.task)
@@ -425,6 +455,7 @@ def check_task_and_model(method: Method, cfg: RunConfig) -> None:
 
 
 __all__ = ["REGISTRY", "Batch", "BuildContext", "DuplicateMethodError", "Logs", "Method", "ModelOutput",
-           "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_choices", "check_task_and_model",
+           "NoParams", "OptimizerPlan", "ThesisSettings", "TrainState", "check_choices", "check_non_negative",
+           "check_task_and_model",
            "get_method", "method_class", "method_order", "method_sort_key", "register", "resolve_params",
            "scale_gradient", "validate_config"]
