@@ -225,6 +225,46 @@ def _rows_modern() -> list[_Row]:
     return rows
 
 
+# GeWu-Lab/BalanceBenchmark's 17 trainers (balancemm/trainer/), UMT and UME counted apart: issue 29's
+# `balancebench` preset puts every one of them on table 6.10's cells beside the thesis's baseline.
+BALANCEBENCH_METHODS = ("ogm", "agm", "pmr", "reconboost", "mmpareto", "opm", "gblend", "dnr", "mla", "mmcosine",
+                        "umt", "ume", "greedy", "cml", "lfm", "smv", "amco", "mbsd")
+# The 2025 balancing methods with public code (issue 30): `modern-2025` puts them on table 6.10's cells and
+# (those with a regression form) on the MSA regression protocol.
+METHODS_2025 = ("remix", "bss", "aug")
+
+
+def _six_ten_blocks(table: str, methods: Sequence[str]) -> list[_Row]:
+    """Table 6.10's modality blocks (Adam, MOSI and MOSEI), the baseline and each method that takes the
+    block's modality count, at its standard configuration."""
+    from bench.methods import REGISTRY
+
+    rows = []
+    for mods in (AV, TV, AVT):
+        for method in ("concat", *methods):
+            cls = REGISTRY[method]
+            if cls.min_modalities <= len(mods) <= cls.max_modalities and "classification" in cls.tasks:
+                rows.append(_Row(table, mods, method, "standard", "adam", ("mosi", "mosei")))
+    return rows
+
+
+def _rows_balancebench() -> list[_Row]:
+    """Every method of BalanceBenchmark on table 6.10's cells (issue 29)."""
+    return _six_ten_blocks("balancebench", BALANCEBENCH_METHODS)
+
+
+def _rows_modern_2025() -> list[_Row]:
+    """The 2025 methods on table 6.10's cells, and those with a regression form on the MSA regression
+    protocol's three-modality cell beside concat (issue 30)."""
+    from bench.methods import REGISTRY
+
+    rows = _six_ten_blocks("modern-2025", METHODS_2025)
+    regression = [m for m in ("concat", *METHODS_2025) if "regression" in REGISTRY[m].tasks]
+    rows += [_Row("modern-2025 regression", AVT, m, "standard", "adam", ("mosi", "mosei"), (("task", "regression"),))
+             for m in regression]
+    return rows
+
+
 def _rows_all() -> list[_Row]:
     """Every registered method x every modality combination it accepts x adam/sgd x dev set off/on."""
     from bench.methods import REGISTRY, method_sort_key
@@ -265,6 +305,8 @@ PRESETS = {
     "table-6.9": _rows_6_9,
     "table-6.10": _rows_6_10,
     "table-modern": _rows_modern,
+    "balancebench": _rows_balancebench,
+    "modern-2025": _rows_modern_2025,
     "all": _rows_all,
     "msa-regression": _rows_msa,
     "msa-seeds": _rows_msa_seeds,
