@@ -3,7 +3,8 @@
 from bench.data.builtin.mosei import MOSEI
 from bench.data.builtin.mosi import MOSI
 from bench.data.builtin.sims import SIMS
+from bench.data.builtin.simsv2 import SIMSV2
 
-BUILTIN_SPECS = (MOSI, MOSEI, SIMS)
+BUILTIN_SPECS = (MOSI, MOSEI, SIMS, SIMSV2)
 
-__all__ = ["BUILTIN_SPECS", "MOSEI", "MOSI", "SIMS"]
+__all__ = ["BUILTIN_SPECS", "MOSEI", "MOSI", "SIMS", "SIMSV2"]
