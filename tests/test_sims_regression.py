@@ -25,9 +25,7 @@ def test_result_columns_by_metric_set() -> None:
     assert mmsa == all_result_columns("mmsa") and "test_acc7" in mmsa and "test_acc3" not in mmsa
     sims = all_result_columns("mmsa-sims")
     assert set(SIMS_COLUMNS) <= set(sims) and len(sims) == len(set(sims))
-    from bench.tasks.regression import Regression
-
-    from bench.tasks.regression import modality_view_columns
+    from bench.tasks.regression import Regression, modality_view_columns
 
     # the SIMS set's columns, then the per-modality view (each modality against its own and the multimodal label)
     assert Regression.metric_set_columns("mmsa-sims") == (*SIMS_COLUMNS, *modality_view_columns())
