@@ -360,6 +360,8 @@ def _fill_synth(params: synth.SynthParams, save: cache.ArrayWriter, open_array: 
             del out
             save(plan.name, f"{spec.name}_lengths", plan.lengths[spec.name])
         save(plan.name, "regression", plan.scores)
+        for modality, scores in plan.modality_scores.items():
+            save(plan.name, f"{SCORE_PREFIX}{modality}", scores)
         save(plan.name, "ids", plan.ids)
     return {"modalities": [m.name for m in params.modalities], "notes": [], "source": params.source,
             "params": params.to_json(), "synthetic": True}
@@ -372,6 +374,7 @@ def synth_dataset(params: synth.SynthParams, notes: tuple[str, ...] = (), label_
         record = {m.name: synth.assemble(params, plan, m.name) for m in params.modalities}
         record.update({f"{m}_lengths": plan.lengths[m] for m in plan.lengths})
         record.update({"regression": plan.scores, "ids": plan.ids})
+        record.update({f"{SCORE_PREFIX}{m}": v for m, v in plan.modality_scores.items()})
         arrays[plan.name] = record
     dataset = _synth_from_arrays(params, arrays, notes, label_rule)
     for split in (dataset.train, dataset.valid, dataset.test):
