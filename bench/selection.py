@@ -23,7 +23,7 @@ import pandas as pd
 from bench import gridfile
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
 from bench.gridfile import is_grid_file, load
-from bench.presets import expand, preset_names
+from bench.presets import expand, preset_datasets, preset_names
 
 DEFAULT_PROFILE = "quick"
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -132,7 +132,7 @@ class GridQuery:
 
     def expand_kwargs(self) -> dict[str, Any]:
         """bench.presets.expand keyword arguments (a preset target)."""
-        return {"profile": self.resolved_profile(), "datasets": self.datasets or DEFAULT_DATASETS,
+        return {"profile": self.resolved_profile(), "datasets": self.datasets or preset_datasets(self.target),
                 "source": self.resolved_source(), "seeds": self.resolved_seeds(), "methods": self.methods,
                 "optimizers": self.optimizers, "modalities": self.modalities, "dev_set": self.dev_set,
                 "overrides": {"label_rule": self.label_rule} if self.label_rule else None}

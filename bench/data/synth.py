@@ -323,7 +323,8 @@ def _sims_scores(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (classes.astype(np.float64) - 1) * magnitude
 
 
-SCORE_DRAWS = {"mosi": _mosi_scores, "mosei": _mosei_scores, "sims": _sims_scores, "simsv2": _sims_scores}  # how each imitated dataset's scores are drawn
+# how each imitated dataset's scores are drawn
+SCORE_DRAWS = {"mosi": _mosi_scores, "mosei": _mosei_scores, "sims": _sims_scores, "simsv2": _sims_scores}
 
 
 def _class_counts(prior: tuple[float, ...], n: int) -> np.ndarray:
