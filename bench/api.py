@@ -254,7 +254,7 @@ def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
     spec = DATASETS.get(name)
     if spec is not None and spec.synthetic:
         return None
-    if spec is not None and declared_file(name) is None:
+    if spec is not None and declared_file(name) is None and spec.files:
         real_file_path(name)  # a registered real dataset: DataError saying where the file must be
         return None
     return load_dataset(name, profile).modalities
