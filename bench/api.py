@@ -606,6 +606,22 @@ def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: 
     return report_evaluations.markdown(frame, chosen.query.name, shown, synthetic)
 
 
+def render_modality_view(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md",
+                         **selection: Any) -> str:
+    """`bench table --modality-view`: per cell and modality, the branch's metrics against its own label and the
+    multimodal one (bench.report.modality_view), as md or csv."""
+    from bench.report import modality_view
+
+    if fmt not in EVALUATION_FORMATS:
+        raise ConfigError(f"--modality-view renders {' or '.join(EVALUATION_FORMATS)}, not {fmt!r}")
+    chosen = select(preset_or_file, runs_dir, **selection)
+    frame = modality_view.view_frame(chosen.cells, chosen.results)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    synthetic = any(is_synthetic(cell.dataset) for cell in chosen.cells)
+    return modality_view.markdown(frame, chosen.query.name, synthetic)
+
+
 def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,
                  tune: bool = False, tune_metric: str = "val_acc", test: str = "exact", correction: str = "holm",
                  effects: bool = False, per_seed: bool = False, **selection: Any) -> str:

@@ -508,8 +508,8 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
     Rows outside it (a configuration with no file key, such as step_every_4; modalities only some
     methods use; per-row parameters) are listed in the comments.
     """
-    cells = presets.expand(preset, profile=profile or "quick", datasets=tuple(datasets or presets.preset_datasets(preset)),
-                           source=source, seeds=(0,))
+    cells = presets.expand(preset, profile=profile or "quick",
+                           datasets=tuple(datasets or presets.preset_datasets(preset)), source=source, seeds=(0,))
     other_tasks = sorted({cfg.task for cell in cells for cfg in cell.configs} - set(TASKS))
     if other_tasks:
         raise ConfigError(f"preset {preset} trains the {', '.join(other_tasks)} task, which a grid file cannot "
