@@ -449,7 +449,7 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
         tally=tally(rows, spec.metrics), thesis_notes=thesis_notes,
         notes=[*notes, *_table_notes(table, members, outside, fingerprints, spec), *method_notes(members)],
         spec=spec,
-        published=_published(table, members) if spec.published and comparable else [],
+        published=_published(table, members, spec.metrics) if spec.published and comparable else [],
         options=options, tests=tests,
         seeds=tuple(sorted({int(cfg.seed) for r in members for cfg in r.cell.configs})),
         profiles=profiles, test_sizes={d: test_split_size(d, profiles) for d in datasets},
@@ -475,9 +475,11 @@ def test_split_size(dataset: str, profiles: Sequence[str]) -> int:
         return 0
 
 
-def _published(table: str, members: Sequence[CellResult]) -> list[PublishedRow]:
-    """The published reference rows a table shows: its datasets', from the sources it names (all by default)."""
+def _published(table: str, members: Sequence[CellResult], metrics: Sequence[Metric] = ()) -> list[PublishedRow]:
+    """The published reference rows a table shows: its datasets', from the sources it names (all by default),
+    that report at least one of the table's metrics."""
     rows = published_rows(r.cell.family for r in members)
+    rows = [row for row in rows if not metrics or any(not math.isnan(row.value(m.key)) for m in metrics)]
     sources = PUBLISHED_SOURCES.get(table)
     return rows if sources is None else [row for row in rows if row.source in sources]
 
