@@ -528,7 +528,8 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
         found[0].append(cell.family)
     spec = GridSpec(
         where=f"preset {preset}", name=preset, methods=tuple(v.method for v in chosen), modalities=combos,
-        datasets=tuple(f for f in DEFAULT_DATASETS if f in families), profile=profile or "quick", source=source,
+        datasets=tuple(d for d in presets.preset_datasets(preset) if recipe_key(d) in families),
+        profile=profile or "quick", source=source,
         optimizers=optimizers, dev_set=devs, seeds=tuple(seeds) if seeds else (0, 1, 2, 3, 4),
         params=tuple((v.method, tuple((n, (val,)) for n, val in v.setting)) for v in chosen if v.setting))
     comments = [f"bench grid file: preset {preset}, as `bench grid --show {preset}` writes it.",
