@@ -40,6 +40,7 @@ from bench.plan.resolve import explain, plan, planned_for
 from bench.presets import jobs_with_dependencies, resolve_dataset
 from bench.presets import preset_names as names
 from bench.report import evaluations as report_evaluations
+from bench.report import modality_view
 from bench.report import labels, sources
 from bench.report import ranking as rank
 from bench.report import tune as tuning
@@ -610,8 +611,6 @@ def render_modality_view(preset_or_file: str, runs_dir: str | Path = "runs", fmt
                          **selection: Any) -> str:
     """`bench table --modality-view`: per cell and modality, the branch's metrics against its own label and the
     multimodal one (bench.report.modality_view), as md or csv."""
-    from bench.report import modality_view
-
     if fmt not in EVALUATION_FORMATS:
         raise ConfigError(f"--modality-view renders {' or '.join(EVALUATION_FORMATS)}, not {fmt!r}")
     chosen = select(preset_or_file, runs_dir, **selection)
