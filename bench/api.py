@@ -40,8 +40,7 @@ from bench.plan.resolve import explain, plan, planned_for
 from bench.presets import jobs_with_dependencies, resolve_dataset
 from bench.presets import preset_names as names
 from bench.report import evaluations as report_evaluations
-from bench.report import modality_view
-from bench.report import labels, sources
+from bench.report import labels, modality_view, sources
 from bench.report import ranking as rank
 from bench.report import tune as tuning
 from bench.report.sources import print_warnings
