@@ -149,7 +149,9 @@ def cell_task(cell: Any) -> str:
 
 
 def result_columns() -> tuple[str, ...]:
-    """Every test-metric column a table of any registered task reads."""
+    """Every test-metric column a table of any registered task reads, on any registered dataset's metric set."""
     from bench.tasks import REGISTRY
 
-    return tuple(dict.fromkeys(f"test_{key}" for name in REGISTRY for key in REGISTRY[name].summary_metrics))
+    sets = dict.fromkeys(("mmsa", *(spec.metric_set for spec in DATASETS.values())))
+    return tuple(dict.fromkeys(metric.column for name in REGISTRY for metric_set in sets
+                               for metric in table_spec(name, metric_set).metrics))
