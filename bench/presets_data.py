@@ -5,7 +5,8 @@
   both specs use the recipe `sims`): each single modality with the unimodal model, audio+vision, text+vision,
   audio+text and all three with every registered method that has a regression form and takes that many
   modalities, and the seed systems (concat on each system's own model, each system and its variants). Without
-  the MMSA files (BENCH_DATA_DIR) the datasets resolve to the surrogates synth-sims / synth-simsv2.
+  the MMSA files (BENCH_DATA_DIR) the datasets resolve to the surrogates synth-sims / synth-simsv2. SATI is
+  left out (SIMS_LEFT_OUT: its paper settings checkpoint on a MOSI metric).
 - `real-mfeat`: classification on mfeat's views (modalities named by the views) with the model
   `mlp_late_fusion`: each single view (unimodal), the strong+weak pairs pix+mor and fou+kar, and the six
   views together, with every registered method that has a classification form, runs on late_fusion (its
@@ -24,6 +25,9 @@ SIMS_PRESET = "sims"
 SIMS_FAMILIES = ("sims",)
 SIMS_DATASETS = ("sims", "simsv2")
 SIMS_COMBINATIONS: tuple[tuple[str, ...], ...] = (AV, TV, ("text", "audio"), AVT)
+# Left out on CH-SIMS until its recipe can name the SIMS set's metric: SATI's paper settings checkpoint on
+# MOSI's "acc2_has0", which the SIMS metric set does not have (every SATI run there stops with a ConfigError).
+SIMS_LEFT_OUT = {"sati": "its checkpoint metric acc2_has0 is not in the SIMS metric set"}
 
 MFEAT_PRESET = "real-mfeat"
 MFEAT_FAMILIES = ("mfeat",)
@@ -40,8 +44,9 @@ def sims_rows() -> list[Row]:
 
     task = (("task", MSA_TASK),)
     rows = [Row(SIMS_PRESET, mods, method, "standard", "adam", SIMS_FAMILIES, task)
-            for mods in (*SINGLE_MODALITIES, *SIMS_COMBINATIONS) for method in regression_methods(len(mods))]
-    for name in SEED_SYSTEMS:
+            for mods in (*SINGLE_MODALITIES, *SIMS_COMBINATIONS) for method in regression_methods(len(mods))
+            if method not in SIMS_LEFT_OUT]
+    for name in (n for n in SEED_SYSTEMS if n not in SIMS_LEFT_OUT):
         system = REGISTRY[name]
         rows.append(Row(SIMS_PRESET, AVT, "concat", f"on_{system.default_model}", "adam", SIMS_FAMILIES, task))
         rows += [Row(SIMS_PRESET, AVT, name, label, "adam", SIMS_FAMILIES, task) for label in system.variants]
