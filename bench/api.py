@@ -43,7 +43,7 @@ from bench.plugins import activate, code_changes
 from bench.presets import jobs_with_dependencies, resolve_dataset
 from bench.presets import preset_names as names
 from bench.report import evaluations as report_evaluations
-from bench.report import labels, sources
+from bench.report import labels, modality_view, sources
 from bench.report import ranking as rank
 from bench.report import tune as tuning
 from bench.report.sources import print_warnings
@@ -260,7 +260,7 @@ def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
     spec = DATASETS.get(name)
     if spec is not None and spec.synthetic:
         return None
-    if spec is not None and declared_file(name) is None:
+    if spec is not None and declared_file(name) is None and spec.files:
         real_file_path(name)  # a registered real dataset: DataError saying where the file must be
         return None
     return load_dataset(name, profile).modalities
@@ -625,6 +625,20 @@ def render_evaluations(preset_or_file: str, runs_dir: str | Path = "runs", fmt: 
         return frame.to_csv(index=False)
     synthetic = any(is_synthetic(cell.dataset) for cell in chosen.cells)
     return report_evaluations.markdown(frame, chosen.query.name, shown, synthetic)
+
+
+def render_modality_view(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md",
+                         **selection: Any) -> str:
+    """`bench table --modality-view`: per cell and modality, the branch's metrics against its own label and the
+    multimodal one (bench.report.modality_view), as md or csv."""
+    if fmt not in EVALUATION_FORMATS:
+        raise ConfigError(f"--modality-view renders {' or '.join(EVALUATION_FORMATS)}, not {fmt!r}")
+    chosen = select(preset_or_file, runs_dir, **selection)
+    frame = modality_view.view_frame(chosen.cells, chosen.results)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    synthetic = any(is_synthetic(cell.dataset) for cell in chosen.cells)
+    return modality_view.markdown(frame, chosen.query.name, synthetic)
 
 
 def render_table(preset_or_file: str, runs_dir: str | Path = "runs", fmt: str = "md", vs_thesis: bool = False, *,

@@ -621,8 +621,8 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
     Rows outside it (a configuration with no file key, such as step_every_4; modalities only some
     methods use; per-row parameters) are listed in the comments.
     """
-    cells = presets.expand(preset, profile=profile or "quick", datasets=tuple(datasets or DEFAULT_DATASETS),
-                           source=source, seeds=(0,))
+    cells = presets.expand(preset, profile=profile or "quick",
+                           datasets=tuple(datasets or presets.preset_datasets(preset)), source=source, seeds=(0,))
     tasks = sorted({cfg.task for cell in cells for cfg in cell.configs})
     if len(tasks) > 1:
         raise ConfigError(f"preset {preset} trains the tasks {', '.join(tasks)}; a grid file takes one task "
@@ -641,7 +641,8 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
         found[0].append(cell.family)
     spec = GridSpec(
         where=f"preset {preset}", name=preset, methods=tuple(v.method for v in chosen), modalities=combos,
-        datasets=tuple(f for f in DEFAULT_DATASETS if f in families), profile=profile or "quick", source=source,
+        datasets=tuple(d for d in presets.preset_datasets(preset) if recipe_key(d) in families),
+        profile=profile or "quick", source=source,
         optimizers=optimizers, dev_set=devs, seeds=tuple(seeds) if seeds else (0, 1, 2, 3, 4),
         task=tasks[0] if tasks and tasks[0] != "classification" else None,
         params=tuple((v.method, tuple((n, (val,)) for n, val in v.setting)) for v in chosen if v.setting))

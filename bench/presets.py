@@ -53,6 +53,7 @@ from bench.plan.resolve import (  # noqa: F401  (re-exported: the shared recipe 
     plan,
 )
 from bench.plan.rows import AV, AVT, TV, Row
+from bench.presets_data import MFEAT_DATASETS, SIMS_DATASETS, mfeat_rows, sims_rows
 from bench.presets_msa import msa_regression_rows, ood_rows, seed_system_rows
 
 TABLE_10_METHODS = ("ensemble", "unipre", "concat", "ogm", "ogm_ge", "acc", "agm", "pmr", "reconboost")
@@ -311,7 +312,17 @@ PRESETS = {
     "msa-regression": _rows_msa,
     "msa-seeds": _rows_msa_seeds,
     "ood": _rows_ood,
+    "sims": sims_rows,
+    "real-mfeat": mfeat_rows,
 }
+# The datasets a preset expands over when none is given (default: MOSI and MOSEI, the thesis's columns).
+DEFAULT_DATASETS: tuple[str, ...] = ("mosi", "mosei")
+PRESET_DATASETS: dict[str, tuple[str, ...]] = {"sims": SIMS_DATASETS, "real-mfeat": MFEAT_DATASETS}
+
+
+def preset_datasets(preset: str) -> tuple[str, ...]:
+    """The datasets `preset` expands over by default."""
+    return PRESET_DATASETS.get(preset, DEFAULT_DATASETS)
 
 
 def preset_names() -> list[str]:
@@ -366,13 +377,19 @@ def _datasets(datasets: Sequence[str] | str, source: str) -> list[tuple[str, str
             family = recipe_key(name)
         except ConfigError as err:
             raise ConfigError(f"unknown dataset {name!r} for a preset: {err}") from err
-        if family not in ("mosi", "mosei"):  # the presets' rows are MOSI's and MOSEI's table columns
-            raise ConfigError(f"dataset {name!r} has no rows in the presets (they cover mosi, mosei and their "
-                              f"surrogates); train it with a grid file or bench run")
+        if family not in preset_families():  # the families some preset has rows for (table columns)
+            raise ConfigError(f"dataset {name!r} has no rows in the presets (they cover "
+                              f"{', '.join(preset_families())} and their surrogates); train it with a grid "
+                              "file or bench run")
         out.append((resolve_dataset(name, source), family))
     if not out:
         raise ConfigError("no dataset given")
     return out
+
+
+def preset_families() -> tuple[str, ...]:
+    """Every dataset family (recipe name) a preset's rows name: mosi, mosei, sims, mfeat."""
+    return ("mosi", "mosei", *dict.fromkeys(f for d in PRESET_DATASETS.values() for f in map(recipe_key, d)))
 
 
 def label_rule_fields(rule: str | None, dataset: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ from bench import gridfile
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
 from bench.gridfile import is_grid_file, load
 from bench.plugins import activate
-from bench.presets import expand, preset_names
+from bench.presets import expand, preset_datasets, preset_names
 
 DEFAULT_PROFILE = "quick"
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -144,7 +144,7 @@ class GridQuery:
         """bench.presets.expand keyword arguments (a preset target)."""
         overrides = {key: value for key, value in (("label_rule", self.label_rule), ("task", self.task),
                                                    ("model", self.model)) if value}
-        return {"profile": self.resolved_profile(), "datasets": self.datasets or DEFAULT_DATASETS,
+        return {"profile": self.resolved_profile(), "datasets": self.datasets or preset_datasets(self.target),
                 "source": self.resolved_source(), "seeds": self.resolved_seeds(), "methods": self.methods,
                 "optimizers": self.optimizers, "modalities": self.modalities, "dev_set": self.dev_set,
                 "overrides": overrides or None}

@@ -34,7 +34,7 @@ LAYER_OF = {
     "bench.models": "models",
     "bench.methods": "methods", "bench.params": "methods", "bench.plugins": "methods",
     "bench.train": "train",
-    "bench.plan": "plan", "bench.presets": "plan", "bench.presets_msa": "plan",
+    "bench.plan": "plan", "bench.presets": "plan", "bench.presets_msa": "plan", "bench.presets_data": "plan",
     "bench.gridfile": "plan", "bench.selection": "plan", "bench.conformance": "plan",
     "bench.store": "store",
     "bench.execute": "execute",

@@ -25,9 +25,11 @@ def test_result_columns_by_metric_set() -> None:
     assert mmsa == all_result_columns("mmsa") and "test_acc7" in mmsa and "test_acc3" not in mmsa
     sims = all_result_columns("mmsa-sims")
     assert set(SIMS_COLUMNS) <= set(sims) and len(sims) == len(set(sims))
-    from bench.tasks.regression import Regression
+    from bench.tasks.regression import Regression, modality_view_columns
 
-    assert Regression.metric_set_columns("mmsa-sims") == SIMS_COLUMNS
+    # the SIMS set's columns, then the per-modality view (each modality against its own and the multimodal label)
+    assert Regression.metric_set_columns("mmsa-sims") == (*SIMS_COLUMNS, *modality_view_columns())
+    assert "test_audio_own_acc2" in sims and "test_vision_mm_mae" in sims and "test_text_own_acc2" not in mmsa
     assert "test_acc7" not in sims and "test_acc2_non0" not in sims and "test_acc" in sims
 
 
@@ -53,6 +55,8 @@ def test_a_sims_regression_run_reports_sims_metrics(tmp_path: Path) -> None:
     assert cfg.label_rule == "sims3"  # the spec's default rule, through the family shim
     result = train_run(cfg, dataset=load_dataset(str(path), "smoke", label_rule=cfg.label_rule))
     assert result.status == "ok", result.error
-    assert set(result.metrics) - {"best_epoch", "epochs"} == set(SIMS_COLUMNS)
+    view = {f"test_{m}_{a}_{k}" for m in ("text", "audio") for a in ("own", "mm") for k in ("acc2", "corr", "mae")}
+    assert set(result.metrics) - {"best_epoch", "epochs"} == set(SIMS_COLUMNS) | view
     assert 0.0 <= result.metrics["test_acc3"] <= 100.0 and result.metrics["test_mae"] <= 2.0
-    assert set(result.predictions["test"]) >= {"target", "prediction"}
+    assert set(result.predictions["test"]) >= {"target", "prediction", "target_text", "target_audio"}
+    assert "target_vision" not in result.predictions["test"]  # a modality the run does not train

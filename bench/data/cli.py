@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from bench.data import cache, synth, twins
+from bench.data import cache, packaged, synth, twins
 from bench.data.loader import load_dataset, load_file, published_match
 from bench.data.mmsa import check
 from bench.data.registry import DATASETS, dataset_names, spec_file_beside, spec_for, write_spec_file
@@ -53,6 +53,9 @@ def list_command() -> None:
         scores = f"scores {list(labels.score_range)}" if labels.score_range is not None else "given classes"
         kind = "SYNTHETIC" if spec.synthetic else "real     "
         where = "" if spec.synthetic else "  " + ", ".join(spec.files.values()) + " under $BENCH_DATA_DIR"
+        source = packaged.source_for(spec.name)
+        if source is not None:
+            where = f"  from the installed {source.package} package ({packaged.INSTALL_HINT})"
         typer.echo(f"{spec.name:<22} {kind}  {spec.display}; {scores}, rules {rules}{where}")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import cache, labels, mmsa, splits, synth, twins
+from bench.data import cache, labels, mmsa, packaged, splits, synth, twins
 from bench.data.registry import (
     DATASETS,
     declared_file,
@@ -46,6 +46,7 @@ SCORE_PREFIX = "modality_score_"  # cache array name of a per-modality score: mo
 def clear_memory_cache() -> None:
     """Forget the datasets kept in this process (the on-disk cache stays)."""
     _load_file_cached.cache_clear()
+    _load_packaged_cached.cache_clear()
     load_synth.cache_clear()
 
 
@@ -64,6 +65,9 @@ def load_dataset(name: str, profile: str = "quick", data_dir: Path | None = None
     spec = DATASETS.get(key)
     if spec is not None and spec.synthetic:
         return load_synth(key, profile, label_rule=label_rule)
+    source = packaged.source_for(key)
+    if spec is not None and source is not None:
+        return load_packaged(source, spec, profile, label_rule)
     declared = declared_file(key)  # the name of a loaded spec file: the data file it declares
     if declared is not None:
         return load_file(declared, profile, name=key, label_rule=label_rule)
@@ -82,6 +86,9 @@ def data_fingerprint(name: str, profile: str = "quick", data_dir: Path | None = 
     spec = DATASETS.get(key)
     if spec is not None and spec.synthetic:
         return twins.surrogate_params(key, profile).fingerprint
+    source = packaged.source_for(key)
+    if spec is not None and source is not None:
+        return source.digest(source.folder())
     declared = declared_file(key)
     if declared is not None:
         path = declared
@@ -154,9 +161,16 @@ def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, spe
     path = Path(resolved)
     digest = cache.known_sha256(path)
     directory = convert_file(path, digest, spec)
+    return _dataset_from_cache(directory, str(path), spec, name, profile, num_classes, label_rule,
+                               file_fingerprint(digest, spec))
+
+
+def _dataset_from_cache(directory: Path, source: str, spec: DatasetSpec, name: str, profile: str,
+                        num_classes: int | None, label_rule: str | None, fingerprint: str) -> Dataset:
+    """A converted cache entry as a Dataset: labels by the spec's rule, the profile's subset, the dev split."""
     meta = cache.read_meta(directory)
     full = {split: cache.read_arrays(directory, split) for split in mmsa.RAW_SPLITS}
-    labelled, k, label_note, rule = label_splits(full, path, spec, num_classes, label_rule)
+    labelled, k, label_note, rule = label_splits(full, source, spec, num_classes, label_rule)
     parts = {split: _split_arrays(full[split], labelled[split], meta["modalities"]) for split in mmsa.RAW_SPLITS}
     notes = list(meta.get("notes", [])) + [label_note]
     if profile != "full":
@@ -165,10 +179,27 @@ def _load_file_cached(resolved: str, size: int, mtime_ns: int, profile: str, spe
     return Dataset(
         name=name, num_classes=k, modalities=tuple(meta["modalities"]), train=parts["train"],
         valid=parts["valid"], test=parts["test"],
-        dev_index=splits.dev_index(parts["train"].labels, spec.dev_size), fingerprint=file_fingerprint(digest, spec),
-        synthetic=False,
-        source=str(path), notes=tuple(notes), label_rule=rule, spec=spec,
+        dev_index=splits.dev_index(parts["train"].labels, spec.dev_size), fingerprint=fingerprint,
+        synthetic=False, source=source, notes=tuple(notes), label_rule=rule, spec=spec,
     )
+
+
+def load_packaged(source: packaged.PackagedSource, spec: DatasetSpec, profile: str = "full",
+                  label_rule: str | None = None) -> Dataset:
+    """A dataset read from an installed package (bench.data.packaged), converted to the cache on first use;
+    DataError in one line when the package is not installed."""
+    folder = source.folder()
+    return _load_packaged_cached(source, str(folder), spec, profile, label_rule)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_packaged_cached(source: packaged.PackagedSource, folder: str, spec: DatasetSpec, profile: str,
+                          label_rule: str | None) -> Dataset:
+    digest = source.digest(Path(folder))
+    directory = _convert(cache_key(digest, spec), lambda: source.build(Path(folder)), source.source(Path(folder)),
+                         digest, spec)
+    return _dataset_from_cache(directory, source.source(Path(folder)), spec, spec.name, profile, None, label_rule,
+                               digest)
 
 
 def cache_key(digest: str, spec: DatasetSpec | None) -> str:
@@ -183,21 +214,27 @@ def cache_key(digest: str, spec: DatasetSpec | None) -> str:
 def convert_file(path: Path, digest: str, spec: DatasetSpec | None = None) -> Path:
     """The cache directory of `path` (sha256 `digest`) read by `spec`'s schema, converting the pickle first
     if needed."""
+    return _convert(cache_key(digest, spec), lambda: mmsa.read_raw(path), str(path), digest, spec)
+
+
+def _convert(key: str, read: Any, source: str, digest: str, spec: DatasetSpec | None) -> Path:
+    """The cache entry `key` of an MMSA-schema record (`read()` gives it; `source` names it in messages),
+    validated and converted by `spec`'s schema if not there yet."""
     schema = mmsa.Schema.of(spec)
-    directory = cache.entry_dir("mmsa", cache_key(digest, spec))
+    directory = cache.entry_dir("mmsa", key)
     if cache.is_complete(directory):
         return directory
 
     def fill(save: cache.ArrayWriter, _open: Any) -> dict[str, Any]:
-        raw = mmsa.read_raw(path)
+        raw = read()
         findings = mmsa.Findings(strict=True)
-        modalities = mmsa.split_modalities(path, raw, schema)
+        modalities = mmsa.split_modalities(source, raw, schema)
         sizes = {}
-        for split, clean in mmsa.iter_clean_splits(path, raw, findings, schema):
+        for split, clean in mmsa.iter_clean_splits(source, raw, findings, schema):
             sizes[split] = clean.size
             _save_clean(save, split, clean)
             del clean  # frees this split's arrays before the next split is validated
-        return {"modalities": list(modalities), "notes": findings.notes, "sizes": sizes, "source": str(path),
+        return {"modalities": list(modalities), "notes": findings.notes, "sizes": sizes, "source": source,
                 "sha256": digest, "synthetic": False}
 
     cache.write_entry(directory, fill)
@@ -323,6 +360,8 @@ def _fill_synth(params: synth.SynthParams, save: cache.ArrayWriter, open_array: 
             del out
             save(plan.name, f"{spec.name}_lengths", plan.lengths[spec.name])
         save(plan.name, "regression", plan.scores)
+        for modality, scores in plan.modality_scores.items():
+            save(plan.name, f"{SCORE_PREFIX}{modality}", scores)
         save(plan.name, "ids", plan.ids)
     return {"modalities": [m.name for m in params.modalities], "notes": [], "source": params.source,
             "params": params.to_json(), "synthetic": True}
@@ -335,6 +374,7 @@ def synth_dataset(params: synth.SynthParams, notes: tuple[str, ...] = (), label_
         record = {m.name: synth.assemble(params, plan, m.name) for m in params.modalities}
         record.update({f"{m}_lengths": plan.lengths[m] for m in plan.lengths})
         record.update({"regression": plan.scores, "ids": plan.ids})
+        record.update({f"{SCORE_PREFIX}{m}": v for m, v in plan.modality_scores.items()})
         arrays[plan.name] = record
     dataset = _synth_from_arrays(params, arrays, notes, label_rule)
     for split in (dataset.train, dataset.valid, dataset.test):

@@ -4,6 +4,8 @@
   derived from `mosi` / `mosei` (same labels, dev split, profile sizes and metrics; no files).
 - `synth-mosi-aligned`, `synth-mosei-aligned`: word-aligned twins in the aligned_50 shapes (bench.data.twins),
   derived from the base surrogate.
+- `synth-sims`, `synth-simsv2`: CH-SIMS-like surrogates (bench.data.synth) in the MMSA shapes of CH-SIMS /
+  CH-SIMS v2, with per-modality labels; specs derived from `sims` / `simsv2` (SIMS metrics, no files).
 - `synth-mosei-shift`, `synth-mosi-shift`: domain-shifted twins with the *other* dataset's feature
   sizes, for out-of-distribution tests (bench.data.twins); their labels are their `like`'s.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.data.builtin import MOSEI, MOSI
+from bench.data.builtin import MOSEI, MOSI, SIMS, SIMSV2
 from bench.data.spec import DatasetSpec
 
 BASE, ALIGNED, SHIFT = "base", "aligned", "shift"
@@ -47,9 +49,11 @@ SURROGATES: dict[str, Surrogate] = {s.name: s for s in (
     Surrogate("synth-mosei-aligned", "mosei", ALIGNED, "mosei"),
     Surrogate("synth-mosei-shift", "mosei", SHIFT, "mosi"),
     Surrogate("synth-mosi-shift", "mosi", SHIFT, "mosei"),
+    Surrogate("synth-sims", "sims", BASE, "sims"),
+    Surrogate("synth-simsv2", "simsv2", BASE, "simsv2"),
 )}
 SURROGATE_NAMES: tuple[str, ...] = tuple(SURROGATES)
-_ROOTS = {"mosi": MOSI, "mosei": MOSEI}
+_ROOTS = {"mosi": MOSI, "mosei": MOSEI, "sims": SIMS, "simsv2": SIMSV2}
 
 
 def _spec(entry: Surrogate, parent: DatasetSpec) -> DatasetSpec:
@@ -60,7 +64,7 @@ def _spec(entry: Surrogate, parent: DatasetSpec) -> DatasetSpec:
     return parent.derive(
         name=entry.name, display=display, synthetic=True, files={}, published_sha256={},
         # the report's labels as they always were: 'synth-MOSI (surrogate)', column 'synth-MOSI'
-        table_name=f"synth-{base.upper()} (surrogate)",
+        table_name=f"synth-{_ROOTS[base].short if base in _ROOTS else base.upper()} (surrogate)",
         short=f"synth-{_ROOTS[base].short}" if base in _ROOTS else entry.name,
     )
 

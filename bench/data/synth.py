@@ -24,6 +24,15 @@ Everything is a deterministic function of `SynthParams` (its sha256 is the data 
 are generated in fixed-size row chunks, each from its own seed, so a full-size set can be streamed to
 disk without holding it in memory and the values do not depend on how the caller consumes them.
 
+CH-SIMS-like (`synth-sims`, `synth-simsv2`; bench.data.surrogates): scores on CH-SIMS's 0.2 grid in [-1, 1]
+(means of five {-1, 0, 1} votes; the neutral class of rule sims3 is exactly 0), the MMSA shapes of
+unaligned_39.pkl / ch-simsv2s.pkl, and one label per modality (`regression_labels_T/_A/_V`): modality m's
+label has the multimodal label's sims3 class with probability AGREEMENT[m], else one of the other two
+classes (drawn by the class prior), its magnitude drawn afresh inside the class. A modality's evidence is
+its own label, seen through its noise: what a branch can learn is its own signal, and the fused target
+differs from it where the labels disagree (what CH-SIMS annotates). MOSI / MOSEI draw no such labels, so
+their random streams are unchanged.
+
 Twins (bench.data.twins, names in bench.data.surrogates): the word-aligned and the domain-shifted
 variants are this generator with the SynthParams fields `variant`, `stream`, `mean_shift` and
 `direction_cos`; at their defaults those fields are left out of to_json(), so the base surrogate's
@@ -41,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.builtin import MOSEI, MOSI
+from bench.data.builtin import MOSEI, MOSI, SIMS, SIMSV2
 from bench.data.labels import classes_by_rule
 from bench.data.splits import allocate
 from bench.data.types import DataError
@@ -51,17 +60,20 @@ DATA_SEED = 0  # the seed of the surrogate behind load_dataset("synth-mosi" / "s
 RAW_SPLITS = ("train", "valid", "test")
 MODALITY_ORDER = ("text", "audio", "vision")
 CHUNK_ROWS = 256  # rows per feature chunk; part of the output's definition (each chunk has its own seed)
-LIKES = ("mosi", "mosei")
+LIKES = ("mosi", "mosei", "sims", "simsv2")
 PROFILE_NAMES = ("smoke", "quick", "full")
 
 # Padded (steps, feature size) per modality: the MMSA unaligned_50 shapes.
 SHAPES: dict[str, dict[str, tuple[int, int]]] = {
     "mosi": {"text": (50, 768), "audio": (375, 5), "vision": (500, 20)},
     "mosei": {"text": (50, 768), "audio": (500, 74), "vision": (500, 35)},
+    # MMSA's CH-SIMS unaligned_39.pkl and CH-SIMS v2 ch-simsv2s.pkl (bench.data.builtin.sims / simsv2)
+    "sims": {"text": (39, 768), "audio": (400, 33), "vision": (55, 709)},
+    "simsv2": {"text": (50, 768), "audio": (925, 25), "vision": (232, 177)},
 }
 
 # The dataset each `like` imitates: its labels (default rule, class count) and split sizes.
-LIKE_SPECS = {"mosi": MOSI, "mosei": MOSEI}
+LIKE_SPECS = {"mosi": MOSI, "mosei": MOSEI, "sims": SIMS, "simsv2": SIMSV2}
 # train / valid / test sizes: the spec's profile sizes (MOSI smoke 48/24/24, quick 500/150/300, full
 # 1284/229/686; MOSEI 64/32/32, 800/200/400, 16326/1871/4659). quick: ~250 runs of the thesis model in
 # well under an hour on 2 cores.
@@ -82,6 +94,17 @@ LENGTHS: dict[str, dict[str, dict[str, tuple[int, int, int]]]] = {
         "quick": {"text": (8, 28, 50), "audio": (5, 20, 60), "vision": (5, 20, 60)},
         "smoke": {"text": (4, 12, 30), "audio": (4, 10, 24), "vision": (4, 10, 24)},
     },
+    # CH-SIMS (ours: the paper prints no length statistics): short Chinese utterances, 39 text steps padded
+    "sims": {
+        "full": {"text": (5, 15, 39), "audio": (40, 160, 400), "vision": (10, 30, 55)},
+        "quick": {"text": (5, 15, 39), "audio": (5, 20, 60), "vision": (5, 20, 55)},
+        "smoke": {"text": (4, 10, 24), "audio": (4, 10, 24), "vision": (4, 10, 24)},
+    },
+    "simsv2": {
+        "full": {"text": (5, 18, 50), "audio": (40, 250, 925), "vision": (10, 80, 232)},
+        "quick": {"text": (5, 18, 50), "audio": (5, 20, 60), "vision": (5, 20, 60)},
+        "smoke": {"text": (4, 10, 24), "audio": (4, 10, 24), "vision": (4, 10, 24)},
+    },
 }
 
 # Class priors per split. MOSI: (negative, neutral, positive); MOSEI: classes -3..+3.
@@ -93,6 +116,17 @@ CLASS_PRIORS: dict[str, dict[str, tuple[float, ...]]] = {
     },
     # classes of the "binned" rule: y < -2, [-2, -1), [-1, 0), 0, (0, 1], (1, 2], > 2
     "mosei": {split: (0.015, 0.055, 0.160, 0.210, 0.325, 0.170, 0.065) for split in RAW_SPLITS},
+    # classes of rule sims3: negative, neutral (exactly 0), positive. Ours, provisional: the CH-SIMS papers'
+    # label statistics could not be read in the session that wrote this (docs/datasets.md says so).
+    "sims": {split: (0.55, 0.15, 0.30) for split in RAW_SPLITS},
+    "simsv2": {split: (0.45, 0.15, 0.40) for split in RAW_SPLITS},
+}
+
+# Per-modality labels (CH-SIMS-like only): the probability that modality m's label has the multimodal
+# label's sims3 class. Provisional, ours (see CLASS_PRIORS): not measured from the papers' statistics.
+AGREEMENT: dict[str, dict[str, float]] = {
+    "sims": {"text": 0.80, "audio": 0.65, "vision": 0.70},
+    "simsv2": {"text": 0.80, "audio": 0.70, "vision": 0.70},
 }
 
 # Calibration knobs per modality: (signal, label_noise). `label_noise` sets the accuracy ceiling
@@ -107,6 +141,9 @@ CLASS_PRIORS: dict[str, dict[str, tuple[float, ...]]] = {
 KNOBS: dict[str, dict[str, tuple[float, float]]] = {
     "mosi": {"text": (6.0, 1.5), "audio": (0.3, 3.0), "vision": (0.6, 3.0)},
     "mosei": {"text": (12.0, 0.48), "audio": (0.5, 3.0), "vision": (0.5, 3.0)},
+    # CH-SIMS-like (scores in [-1, 1], so label_noise is in CH-SIMS units); see bench.data.calibrate
+    "sims": {"text": (6.0, 0.35), "audio": (1.0, 0.6), "vision": (1.5, 0.5)},
+    "simsv2": {"text": (6.0, 0.35), "audio": (1.5, 0.5), "vision": (1.5, 0.5)},
 }
 CALIBRATED_PROFILE = "quick"  # KNOBS hold at this profile; PROFILE_KNOBS adjusts the others it lists
 
@@ -136,7 +173,7 @@ class ModalityParams:
     steps: int  # padded sequence length T
     dim: int  # feature size D
     length: tuple[int, int, int]  # true length (min, median, max)
-    signal: float  # amplitude of the evidence at |y_m| = 3
+    signal: float  # amplitude of the evidence at |y_m| = the score bound (3 for MOSI / MOSEI, 1 for CH-SIMS)
     label_noise: float  # std of the perceived-score noise: the accuracy ceiling knob
     noise: float  # std of the per-step Gaussian noise
     speaker: float  # std of the per-video offset
@@ -162,10 +199,18 @@ class SynthParams:
     stream: int = 0  # appended to every random key but the world's: 0 = the base surrogate's streams
     mean_shift: float = 0.0  # shift of each mean vector, in units of the modality's mean_scale
     direction_cos: float = 1.0  # cosine between this data's evidence direction and the base one
+    # CH-SIMS-like only: (modality, probability its label has the multimodal label's class); () = no
+    # per-modality labels (MOSI / MOSEI), left out of to_json() then like the twins' fields.
+    agreement: tuple[tuple[str, float], ...] = ()
 
     @property
     def num_classes(self) -> int:
         return int(LIKE_SPECS[self.like].labels.num_classes() or 0)
+
+    @property
+    def bound(self) -> float:
+        """The largest |score| of the imitated dataset (3 for MOSI / MOSEI, 1 for CH-SIMS)."""
+        return LIKE_SPECS[self.like].labels.bound
 
     def modality(self, name: str) -> ModalityParams:
         for spec in self.modalities:
@@ -194,7 +239,8 @@ class SynthParams:
         return f"generator:{self.name} profile={self.profile} seed={self.seed} v{self.version}"
 
 
-TWIN_FIELD_DEFAULTS: dict[str, Any] = {"variant": "base", "stream": 0, "mean_shift": 0.0, "direction_cos": 1.0}
+TWIN_FIELD_DEFAULTS: dict[str, Any] = {"variant": "base", "stream": 0, "mean_shift": 0.0, "direction_cos": 1.0,
+                                       "agreement": ()}
 
 
 def rng_for(params: SynthParams, *key: int) -> np.random.Generator:
@@ -224,7 +270,7 @@ def synth_params(like: str, profile: str = "quick", seed: int = DATA_SEED,
     return SynthParams(
         like=like, profile=profile, seed=int(seed), sizes=SIZES[like][profile],
         class_priors=tuple(CLASS_PRIORS[like][s] for s in RAW_SPLITS), clips_per_video=(2, 8),
-        modalities=tuple(modalities),
+        modalities=tuple(modalities), agreement=tuple(AGREEMENT.get(like, {}).items()),
     )
 
 
@@ -267,7 +313,18 @@ def _mosi_scores(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return sign * magnitude
 
 
-SCORE_DRAWS = {"mosi": _mosi_scores, "mosei": _mosei_scores}  # how each imitated dataset's scores are drawn
+SIMS_MAGNITUDES = np.arange(1, 6) / 5  # 0.2 .. 1.0: means of five {-1, 0, 1} votes
+SIMS_MAGNITUDE_WEIGHTS = np.array([0.30, 0.25, 0.20, 0.15, 0.10])  # weaker sentiment is more common (ours)
+
+
+def _sims_scores(classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N,) scores for CH-SIMS-like classes of rule sims3 (0 negative, 1 neutral = exactly 0, 2 positive)."""
+    magnitude = rng.choice(SIMS_MAGNITUDES, size=classes.shape[0], p=SIMS_MAGNITUDE_WEIGHTS)
+    return (classes.astype(np.float64) - 1) * magnitude
+
+
+# how each imitated dataset's scores are drawn
+SCORE_DRAWS = {"mosi": _mosi_scores, "mosei": _mosei_scores, "sims": _sims_scores, "simsv2": _sims_scores}
 
 
 def _class_counts(prior: tuple[float, ...], n: int) -> np.ndarray:
@@ -304,6 +361,8 @@ class SplitPlan:
     perceived: dict[str, np.ndarray]  # modality -> (N,) float64 score seen through the modality's noise
     offsets: dict[str, np.ndarray]  # modality -> (n_videos, D) float32 speaker offsets, row = video - first
     first_video: int
+    bound: float = 3.0  # the score bound the evidence amplitude is relative to
+    modality_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # m -> (N,) own label
 
     @property
     def size(self) -> int:
@@ -339,6 +398,7 @@ def plan_splits(params: SynthParams) -> list[SplitPlan]:
         video, clip = _videos(scores.shape[0], params.clips_per_video, first, rng)
         ids = np.asarray([f"vid_{v:04d}$_${c}" for v, c in zip(video, clip, strict=True)])
         n_videos = int(video.max()) - first + 1
+        own = modality_labels(params, index, scores)
         lengths, perceived, offsets = {}, {}, {}
         for spec in params.modalities:
             lengths[spec.name] = _true_lengths(spec, scores.shape[0], rng)
@@ -347,11 +407,40 @@ def plan_splits(params: SynthParams) -> list[SplitPlan]:
                 # (Drawn above all the same, so the random stream stays the base surrogate's.)
                 lengths[spec.name] = lengths["text"].copy()
             noise = spec.label_noise * rng.standard_normal(scores.shape[0])
-            perceived[spec.name] = scores.astype(np.float64) + noise
+            perceived[spec.name] = own.get(spec.name, scores).astype(np.float64) + noise
             offsets[spec.name] = (spec.speaker * rng.standard_normal((n_videos, spec.dim))).astype(np.float32)
-        plans.append(SplitPlan(name, index, scores, video, ids, lengths, perceived, offsets, first))
+        plans.append(SplitPlan(name, index, scores, video, ids, lengths, perceived, offsets, first, params.bound,
+                               own))
         first = int(video.max()) + 1
     return plans
+
+
+def modality_labels(params: SynthParams, split_index: int, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """modality -> (N,) float32 own label (CH-SIMS-like data; {} otherwise), from its own random stream.
+
+    With probability AGREEMENT[m] the label keeps the multimodal label's sims3 class, else it takes one of
+    the other two classes (in proportion to the split's class prior); either way its magnitude is drawn
+    afresh inside the class (the neutral class is exactly 0)."""
+    if not params.agreement:
+        return {}
+    classes = like_classes(scores, params.like)  # (N,)
+    prior = np.asarray(params.class_priors[split_index], dtype=np.float64)
+    draw = SCORE_DRAWS[params.like]
+    out = {}
+    for m_index, (modality, agree) in enumerate(params.agreement):
+        rng = rng_for(params, 4, split_index, m_index)
+        keep = rng.random(scores.shape[0]) < agree  # (N,)
+        other = np.array([rng.choice(np.flatnonzero(np.arange(prior.size) != c),
+                                     p=np.delete(prior, c) / np.delete(prior, c).sum()) for c in classes])
+        own_classes = np.where(keep, classes, other)
+        out[modality] = draw(own_classes, rng).astype(np.float32)
+    return out
+
+
+def agreement_rates(plan: SplitPlan, like: str) -> dict[str, float]:
+    """modality -> share of the split whose own label has the multimodal label's class (rule of `like`)."""
+    truth = like_classes(plan.scores, like)
+    return {m: float(np.mean(like_classes(v, like) == truth)) for m, v in plan.modality_scores.items()}
 
 
 # -- features -----------------------------------------------------------------------------------------
@@ -414,7 +503,7 @@ def _chunk(spec: ModalityParams, plan: SplitPlan, rows: slice, mean: np.ndarray,
     # At least one evidence step per clip: the last valid step carries evidence if none was drawn.
     none = ~carries.any(axis=1)
     carries[np.flatnonzero(none), lengths[none] - 1] = True
-    amplitude = spec.signal * plan.perceived[spec.name][rows] / 3.0  # (B,)
+    amplitude = spec.signal * plan.perceived[spec.name][rows] / plan.bound  # (B,)
     body += (carries * amplitude[:, None])[:, :, None] * direction[None, None, :]
     body *= valid[:, :, None]  # zero padding
     out[:, :width] = body
@@ -436,6 +525,9 @@ def split_record(params: SynthParams, plan: SplitPlan) -> dict[str, Any]:
         "raw_text": np.asarray([f"[synthetic utterance {i}]" for i in plan.ids]),
         "regression_labels": plan.scores.astype(np.float32),
     }
+    for modality, key in LIKE_SPECS[params.like].per_modality_labels.items():
+        if modality in plan.modality_scores:
+            record[key] = plan.modality_scores[modality].copy()
     for spec in params.modalities:
         record[spec.name] = assemble(params, plan, spec.name)
         # Like MMSA's files: text lengths are implicit in unaligned files, and aligned files carry no

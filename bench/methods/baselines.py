@@ -55,6 +55,10 @@ def unimodal_models(ctx: BuildContext) -> dict[str, nn.Module]:
     return models
 
 
+# The baselines combine any number of modalities (mfeat's six views; the model decides its own limit).
+MAX_BASELINE_MODALITIES = 8
+
+
 @register
 class Unimodal(Method):
     name = "unimodal"
@@ -77,6 +81,7 @@ class Unimodal(Method):
 @register
 class Concat(Method):
     name = "concat"
+    max_modalities = MAX_BASELINE_MODALITIES
     tasks = BOTH_TASKS
     description = "Late Concatenation, joint training with one learning rate (the baseline)"
     display_name = "Late Concatenation (Baseline)"
@@ -88,6 +93,7 @@ class Concat(Method):
 @register
 class ConcatLR(Method):
     name = "concat_lr"
+    max_modalities = MAX_BASELINE_MODALITIES
     tasks = BOTH_TASKS
     requires = frozenset({"encoders"})
     description = "Late Concatenation with one learning rate per encoder and one for the head"
@@ -99,7 +105,8 @@ class ConcatLR(Method):
         from bench.models import default_param_groups
 
         tuned = tuned_modality_lrs(dataset_recipe(cfg.dataset))
-        rates = {m: tuned[m] for m in cfg.modalities} | dict(cfg.group_lrs)
+        # a modality without a tuned rate (a dataset's own name, e.g. mfeat's "pix") trains at cfg.lr
+        rates = {m: tuned[m] for m in cfg.modalities if m in tuned} | dict(cfg.group_lrs)
         return default_param_groups(model, cfg.replace(group_lrs=tuple(sorted(rates.items()))))
 
 
@@ -129,6 +136,7 @@ class SoftVotingEnsemble(nn.Module):
 @register
 class Ensemble(Method):
     name = "ensemble"
+    max_modalities = MAX_BASELINE_MODALITIES
     trains = False
     tasks = BOTH_TASKS
     requires = frozenset({"single_modality"})
@@ -150,6 +158,7 @@ class Ensemble(Method):
 @register
 class UniPre(Method):
     name = "unipre"
+    max_modalities = MAX_BASELINE_MODALITIES
     tasks = BOTH_TASKS
     requires = frozenset({"encoders", "single_modality"})
     description = "encoders initialised from the same seed's unimodal models, fresh head, concat training"

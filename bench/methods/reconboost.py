@@ -82,8 +82,8 @@ class ReconBoostParams:
 
 
 def stage_order(modalities: tuple[str, ...]) -> tuple[str, ...]:
-    """The run's modalities in stage order: text -> vision -> audio."""
-    return tuple(m for m in STAGE_ORDER if m in modalities)
+    """The run's modalities in stage order: text -> vision -> audio, then any other names in the run's order."""
+    return (*(m for m in STAGE_ORDER if m in modalities), *(m for m in modalities if m not in STAGE_ORDER))
 
 
 @dataclass(frozen=True)

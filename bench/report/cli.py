@@ -85,6 +85,9 @@ def table(
     evaluations: bool = typer.Option(False, "--evaluations", help="Instead: the test-time evaluations (runs "
                                      "trained with test_noise / test_dataset): the clean test metric beside its "
                                      "value per noise level and per out-of-domain dataset (md or csv)."),
+    modality_view: bool = typer.Option(False, "--modality-view", help="Instead: per method and modality, the "
+                                       "branch's metrics against its own label and the multimodal one (data with "
+                                       "per-modality labels, e.g. CH-SIMS; md or csv)."),
     eval_metric: str = typer.Option("", "--eval-metric", help="Metric of --evaluations (default: the task's "
                                     "headline, acc for classification), e.g. loss or mae."),
     test: str = TestOption,
@@ -105,7 +108,11 @@ def table(
         raise ConfigError("--eval-metric applies to --evaluations")
     if rank_plot is not None and not rank:
         raise ConfigError("--rank-plot applies to --rank")
-    if evaluations:
+    if sum((rank, evaluations, modality_view)) > 1:
+        raise ConfigError("--rank, --evaluations and --modality-view are different tables; choose one")
+    if modality_view:
+        text = api.render_modality_view(preset, runs_dir, fmt, **kwargs)
+    elif evaluations:
         text = api.render_evaluations(preset, runs_dir, fmt, eval_metric, **kwargs)
     elif rank:
         text = api.ranking(preset, runs_dir, plot=rank_plot, **kwargs)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from bench.data.registry import DATASETS
 from bench.data.types import DataError
 
 THESIS_TASK = "classification"  # the protocol of bench/reference/thesis_tables.csv
@@ -48,7 +49,7 @@ class TableSpec:
     units_text: str  # the caption sentence about what the numbers are
     directions_text: str  # "highest accuracy, lowest loss"
     thesis: bool  # the thesis's reference figures (and Δ columns) apply
-    published: bool = False  # the published MSA regression rows go under the table
+    published: bool = False  # published reference rows of the table's datasets go under it
     untested_per_cell: bool = False  # the caption names a cell with no metric tested once, not per metric
 
 
@@ -64,6 +65,9 @@ LABELS: dict[str, tuple[str, int, str]] = {  # key -> (label, decimals, short na
     "acc5": ("Acc-5 (%)", 2, "Acc-5"),
     "mae": ("MAE", 3, "MAE"),
     "corr": ("Corr", 3, "Corr"),
+    "acc2": ("Acc-2 (%)", 2, "Acc-2"),
+    "acc3": ("Acc-3 (%)", 2, "Acc-3"),
+    "f1": ("F1 (%)", 2, "F1"),
 }
 
 REGRESSION_UNITS = (
@@ -74,9 +78,17 @@ REGRESSION_UNITS = (
     "(half to even); MAE = mean |p - y|; Corr = Pearson's r of p and y (MAE and Corr unclipped). "
     "Accuracies and F1 in %, MAE and Corr raw.")
 
+SIMS_UNITS = (
+    "Metrics as MMSA's CH-SIMS set defines them (__eval_sims_regression), on the score y in [-1, 1] and the "
+    "prediction p, both clipped to [-1, 1]: Acc-2 = accuracy of the bins (-1, 0] / (0, 1]; Acc-3 with cuts -0.1, "
+    "0.1; Acc-5 with cuts -0.7, -0.1, 0.1, 0.7; F1 = the support-weighted F1 of the two Acc-2 classes; MAE = mean "
+    "|p - y|; Corr = Pearson's r. Accuracies and F1 in %, MAE and Corr raw.")
+# Caption sentences of a regression metric set other than MOSI / MOSEI's (bench.metrics.METRIC_SETS).
+METRIC_SET_UNITS: dict[str, str] = {"mmsa-sims": SIMS_UNITS}
+
 TASK_TEXTS: dict[str, dict[str, Any]] = {
     "classification": {"decimals_text": "2 decimals", "units_text": "Loss is test cross-entropy x 100.",
-                       "thesis": True},
+                       "thesis": True, "published": True},
     "regression": {"decimals_text": "2 decimals (MAE and Corr: 3)", "units_text": REGRESSION_UNITS,
                    "directions_text": "highest accuracy, F1 and Corr, lowest MAE", "thesis": False,
                    "published": True, "untested_per_cell": True},
@@ -98,16 +110,33 @@ def _directions_text(metrics: tuple[Metric, ...]) -> str:
 
 
 @cache
-def table_spec(task: str) -> TableSpec:
-    """The table presentation of task `task` (its summary metrics, in the task's order)."""
-    from bench.tasks import task_class
+def table_spec(task: str, metric_set: str = "mmsa") -> TableSpec:
+    """The table presentation of task `task` on data of `metric_set` (its summary metrics, in the task's
+    order: the task as it scores a dataset of that set, e.g. CH-SIMS's Acc-2/3/5 for regression)."""
+    from bench.tasks import make_task, task_class
 
-    cls = task_class(task)
-    metrics = tuple(metric_for(key, cls.metric_directions.get(key, "max")) for key in cls.summary_metrics)
+    shown: Any = task_class(task)
+    if metric_set != "mmsa":
+        spec = next((s for s in DATASETS.values() if s.metric_set == metric_set), None)
+        shown = make_task(task, spec=spec) if spec is not None else shown
+    metrics = tuple(metric_for(key, shown.metric_directions.get(key, "max")) for key in shown.summary_metrics)
     texts = {"decimals_text": "2 decimals", "units_text": "", "thesis": False,
              "directions_text": _directions_text(metrics), **TASK_TEXTS.get(task, {})}
+    if metric_set in METRIC_SET_UNITS and task == "regression":
+        texts.update(units_text=METRIC_SET_UNITS[metric_set], directions_text=_directions_text(metrics))
     texts["thesis"] = bool(texts["thesis"]) and task == THESIS_TASK
     return TableSpec(task=task, metrics=metrics, **texts)
+
+
+def cell_metric_set(cell: Any) -> str:
+    """The metric set of a cell's dataset (its spec's; "mmsa" for an unknown name)."""
+    spec = DATASETS.get(str(getattr(cell, "dataset", "")))
+    return spec.metric_set if spec is not None else "mmsa"
+
+
+def cell_table_spec(cell: Any) -> TableSpec:
+    """The table presentation of a cell: its task on its dataset's metric set."""
+    return table_spec(cell_task(cell), cell_metric_set(cell))
 
 
 def cell_task(cell: Any) -> str:
@@ -120,7 +149,9 @@ def cell_task(cell: Any) -> str:
 
 
 def result_columns() -> tuple[str, ...]:
-    """Every test-metric column a table of any registered task reads."""
+    """Every test-metric column a table of any registered task reads, on any registered dataset's metric set."""
     from bench.tasks import REGISTRY
 
-    return tuple(dict.fromkeys(f"test_{key}" for name in REGISTRY for key in REGISTRY[name].summary_metrics))
+    sets = dict.fromkeys(("mmsa", *(spec.metric_set for spec in DATASETS.values())))
+    return tuple(dict.fromkeys(metric.column for name in REGISTRY for metric_set in sets
+                               for metric in table_spec(name, metric_set).metrics))

@@ -18,7 +18,7 @@ from bench.config import ConfigError
 from bench.data.registry import spec_for
 from bench.data.types import DataError
 from bench.report import labels, reference, stats
-from bench.report.metricsets import Metric, TableSpec, cell_task, table_spec
+from bench.report.metricsets import Metric, TableSpec, cell_metric_set, cell_table_spec, cell_task, table_spec
 from bench.report.published import PublishedRow, published_rows
 
 # Per table: rank the best three within each modality block, or across the whole column.
@@ -184,7 +184,7 @@ class TableModel:
 
 def join_cell(cell: Any, results: pd.DataFrame, metrics: Sequence[Metric] | None = None) -> CellResult:
     """The ok values, failure count and data provenance of one cell's runs (metrics: the cell's task's)."""
-    metrics = table_spec(cell_task(cell)).metrics if metrics is None else metrics
+    metrics = cell_table_spec(cell).metrics if metrics is None else metrics
     run_ids = tuple(cfg.run_id for cfg in cell.configs)
     rows = results[results["run_id"].isin(run_ids)] if len(results) else results
     rows = rows.drop_duplicates("run_id", keep="last") if len(rows) else rows
@@ -238,7 +238,7 @@ def attach_statistics(result: CellResult) -> None:
     """Mean / std / n per metric, and the thesis's figure for the same cell (classification cells only:
     the thesis's figures are of that protocol)."""
     cell = result.cell
-    spec = table_spec(cell_task(cell))
+    spec = cell_table_spec(cell)
     found = reference.thesis_lookup(cell.table, cell.family, cell.modalities, cell.method,
                                     cell.config_label, cell.optimizer) if spec.thesis else None
     thesis, result.thesis_table = found if found is not None else (None, "")
@@ -315,7 +315,7 @@ def attach_significance(result: CellResult, baseline: CellResult | None,
     result.baseline = baseline
     if baseline is None or baseline is result or result.cell.method == labels.baseline_method():
         return
-    for metric in table_spec(cell_task(result.cell)).metrics:
+    for metric in cell_table_spec(result.cell).metrics:
         metric_cell = result.metrics[metric.key]
         found = compare_cells(result, baseline, metric.key, options)
         metric_cell.p_value, metric_cell.p_adjusted, metric_cell.test = found.p_value, found.p_value, found.test
@@ -463,7 +463,7 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
         tally=tally(rows, spec.metrics), thesis_notes=thesis_notes,
         notes=[*notes, *_table_notes(table, members, outside, fingerprints, spec), *method_notes(members)],
         spec=spec,
-        published=_published(table, members) if spec.published and comparable else [],
+        published=_published(table, members, spec.metrics) if spec.published and comparable else [],
         options=options, tests=tests,
         seeds=tuple(sorted({int(cfg.seed) for r in members for cfg in r.cell.configs})),
         profiles=profiles, test_sizes={d: test_split_size(d, profiles) for d in datasets},
@@ -489,9 +489,11 @@ def test_split_size(dataset: str, profiles: Sequence[str]) -> int:
         return 0
 
 
-def _published(table: str, members: Sequence[CellResult]) -> list[PublishedRow]:
-    """The published reference rows a table shows: its datasets', from the sources it names (all by default)."""
+def _published(table: str, members: Sequence[CellResult], metrics: Sequence[Metric] = ()) -> list[PublishedRow]:
+    """The published reference rows a table shows: its datasets', from the sources it names (all by default),
+    that report at least one of the table's metrics."""
     rows = published_rows(r.cell.family for r in members)
+    rows = [row for row in rows if not metrics or any(not math.isnan(row.value(m.key)) for m in metrics)]
     sources = PUBLISHED_SOURCES.get(table)
     return rows if sources is None else [row for row in rows if row.source in sources]
 
@@ -516,7 +518,10 @@ def _table_spec(table: str, members: Sequence[CellResult]) -> TableSpec:
     tasks = sorted({cell_task(r.cell) for r in members})
     if len(tasks) > 1:
         raise DataError(f"table {table} mixes tasks {', '.join(tasks)}: one table shows one task's metrics")
-    return table_spec(tasks[0] if tasks else "classification")
+    sets = sorted({cell_metric_set(r.cell) for r in members})
+    if len(sets) > 1:
+        raise DataError(f"table {table} mixes metric sets {', '.join(sets)}: one table shows one set's metrics")
+    return table_spec(tasks[0] if tasks else "classification", sets[0] if sets else "mmsa")
 
 
 def _table_notes(table: str, members: Sequence[CellResult], outside_baselines: set[str],

@@ -242,7 +242,9 @@ def _provenance(model: TableModel) -> str:
         parts.append(f"{SYNTHETIC_NOTICE}: columns {', '.join(synthetic)} come from the generated surrogate "
                      f"(data fingerprints: {_fingerprint_list(model, synthetic)}).")
     if real:
-        parts.append(f"Real data: {', '.join(real)} (data fingerprints: {_fingerprint_list(model, real)}).")
+        sources = "; ".join(f"{d}: {labels.dataset_name(d)}" for d in real)
+        parts.append(f"Real data: {', '.join(real)} (data fingerprints: {_fingerprint_list(model, real)}; "
+                     f"source: {sources}).")
     return " ".join(parts)
 
 
@@ -449,19 +451,29 @@ PUBLISHED_MODALITIES = "audio+vision+text"  # every published system uses all th
 
 
 def published_title(model: TableModel) -> str:
-    """The heading of the published block: real data, the fine-tuned encoder, unranked."""
+    """The heading of the published block: real data, what differs (the fine-tuned encoder, the protocol),
+    unranked."""
     names = " / ".join(dict.fromkeys(labels.dataset_name(r.dataset) for r in model.published))
-    return (f"Published results on the real {names} ({ENCODER_NOTE}), by source — reference rows, "
+    contexts = "; ".join(dict.fromkeys(r.context for r in model.published))
+    return (f"Published results on the real {names} ({contexts}), by source — reference rows, "
             "never ranked or tested against the runs above")
 
 
 def published_caption(model: TableModel) -> list[str]:
     """The published block's caption: where the rows come from and why they are not compared."""
-    lines = [f"Each row is one figure as its source prints it (Source: the paper or benchmark and its table; "
-             f"no spread is given; {NOT_REPORTED}: the source does not report that metric), transcribed in "
-             "bench/reference/msa_published.csv. Every one of these systems fine-tunes its text encoder "
-             "(BERT / RoBERTa) on the real data, where the runs above train on frozen features: the rows are "
-             "context, not competitors, so they are never shaded, ranked, marked best or tested."]
+    contexts = {r.context for r in model.published}
+    if ENCODER_NOTE in contexts:
+        lines = [f"Each row is one figure as its source prints it (Source: the paper or benchmark and its table; "
+                 f"no spread is given; {NOT_REPORTED}: the source does not report that metric), transcribed in "
+                 "bench/reference/msa_published.csv. Every one of these systems fine-tunes its text encoder "
+                 "(BERT / RoBERTa) on the real data, where the runs above train on frozen features: the rows are "
+                 "context, not competitors, so they are never shaded, ranked, marked best or tested."]
+    else:
+        lines = []
+    if contexts - {ENCODER_NOTE}:
+        lines.append("Rows marked with their protocol (Note) are figures as their sources print them, transcribed in "
+                     "bench/reference/mfeat_published.csv: each source's own split, model and number of runs, not "
+                     "this harness's fixed split, so they are context, never shaded, ranked, marked best or tested.")
     if model.any_synthetic:
         lines.append(f"{SYNTHETIC_NOTICE}: the runs above are on the generated surrogate, and no number of theirs "
                      "can be read against these real-data figures.")
@@ -679,7 +691,7 @@ def _published_record(model: TableModel, row: PublishedRow, key: str) -> dict[st
         "ci_high": math.nan, "test": "", "n_pairs": None, "difference": math.nan, "interval": "",
         "p_adjusted": math.nan, "correction": "", "n_tests": None, "shown_rank": None, "tied": False,
         "next_test": "", "next_p_value": math.nan, "next_p_adjusted": math.nan, "seeds": "", "values": "",
-        "verdict": "", "untested": f"published figure ({ENCODER_NOTE}): never ranked or tested",
+        "verdict": "", "untested": f"published figure ({row.context}): never ranked or tested",
         "note": row.note,
     }
 

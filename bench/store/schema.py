@@ -67,17 +67,26 @@ def metric_columns_of(result: ResultLike) -> tuple[str, ...]:
                  if name.startswith(METRIC_PREFIXES) and name not in EPOCH_COLUMNS)
 
 
-def prediction_schema(modalities: Iterable[str]) -> pa.Schema:
+def prediction_schema(modalities: Iterable[str], modality_targets: Iterable[str] = ()) -> pa.Schema:
     """One schema for every predictions file, whatever the task: class indices are stored as floats,
     `probs` holds the class probabilities of a classification run, `score` its continuous label. Then
     `prediction_<m>` for text, audio and vision (always, so a folder read keeps every column of every
-    thesis run) and for any other modality of the run, in the run's order."""
+    thesis run) and for any other modality of the run, in the run's order; then `target_<m>` (modality
+    m's own label) for each of `modality_targets`, the modalities whose data has one (CH-SIMS)."""
+    modalities = tuple(modalities)
     extra = [m for m in modalities if m not in MODALITIES]
     return pa.schema([
         ("run_id", pa.string()), ("split", pa.string()), ("sample", pa.string()), ("target", pa.float64()),
         ("prediction", pa.float64()), ("probs", pa.list_(pa.float64())), ("score", pa.float64()),
         *((f"prediction_{m}", pa.float64()) for m in (*MODALITIES, *extra)),
+        *((f"target_{m}", pa.float64()) for m in modalities if m in set(modality_targets)),
     ])
+
+
+def modality_targets_of(predictions: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """The modalities whose own label (`target_<m>`) a run's prediction columns hold."""
+    return tuple(dict.fromkeys(name.removeprefix("target_") for columns in predictions.values()
+                               for name in columns if name.startswith("target_")))
 
 
 def evaluation_schema(metric_columns: Iterable[str]) -> pa.Schema:

