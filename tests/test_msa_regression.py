@@ -75,9 +75,9 @@ def test_a_method_that_gains_a_regression_form_joins_the_preset(monkeypatch):
     assert all(dict(r.fields)["task"] == "regression" for r in rows)
 
 
-def test_grid_show_refuses_the_regression_preset(capsys):
-    assert bench("grid", MSA, "--show") == 2
-    assert "cannot express yet" in capsys.readouterr().err
+def test_grid_show_writes_the_regression_preset_with_its_task(capsys):
+    assert bench("grid", MSA, "--show") == 0
+    assert 'task = "regression"' in capsys.readouterr().out
 
 
 # -- a regression table from a fake store ---------------------------------------------------------

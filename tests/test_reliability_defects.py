@@ -224,7 +224,8 @@ def test_the_model_key_is_applied(tmp_path: Path) -> None:
 
 def test_a_method_without_the_grid_task_says_so(tmp_path: Path, capsys) -> None:
     path = tmp_path / "g.toml"
-    path.write_text('datasets=["synth-mosi"]\nmethods=["sati"]\nmodalities=[["text","vision","audio"]]\n')
+    path.write_text('datasets=["synth-mosi"]\ntask="classification"\nmethods=["sati"]\n'
+                    'modalities=[["text","vision","audio"]]\n')
     code, err = _bench(["grid", str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs")], capsys)
     _one_line(code, err, "g.toml", "sati has no classification form")
 
