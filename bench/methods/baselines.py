@@ -43,6 +43,16 @@ def _dependency_states(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]])
     return {m: deps[unimodal_config(cfg, m).run_id] for m in cfg.modalities}
 
 
+def unimodal_models(ctx: BuildContext) -> dict[str, nn.Module]:
+    """modality -> the run model's unimodal form loaded with the best checkpoint of that modality's run."""
+    models = {}
+    for modality, state in _dependency_states(ctx.cfg, ctx.deps).items():
+        model = ctx.model(ctx.spec.only(modality))
+        model.load_state_dict(state)
+        models[modality] = model
+    return models
+
+
 @register
 class Unimodal(Method):
     name = "unimodal"
@@ -131,12 +141,7 @@ class Ensemble(Method):
             raise ConfigError("ensemble does not use a development set; drop --dev-set")
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        members = {}
-        for modality, state in _dependency_states(ctx.cfg, ctx.deps).items():
-            member = ctx.model(ctx.spec.only(modality))
-            member.load_state_dict(state)
-            members[modality] = member
-        return SoftVotingEnsemble(members, average_outputs=ctx.cfg.task == "regression")
+        return SoftVotingEnsemble(unimodal_models(ctx), average_outputs=ctx.cfg.task == "regression")
 
 
 @register
