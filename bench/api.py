@@ -19,8 +19,10 @@ EmptySelection (a ConfigError) saying what the store holds.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from bench.execute import default_executor, merge_options, resolve_options
 from bench.params import check_params
 from bench.plan.deps import job_graph
 from bench.plan.resolve import explain, plan, planned_for
+from bench.plugins import activate, code_changes
 from bench.presets import jobs_with_dependencies, resolve_dataset
 from bench.presets import preset_names as names
 from bench.report import evaluations as report_evaluations
@@ -110,13 +113,13 @@ class Execution:
         return executor, resolve_options(executor, self.options, self.exec_opt_names)
 
 
-def _train(jobs: Sequence[RunConfig], runs_dir: Path, execution: Execution) -> Any:
-    """bench.execute.run_jobs on the job graph of `jobs` with these options; the Summary."""
+def _train(jobs: Sequence[RunConfig], runs_dir: Path, execution: Execution, echo: Echo = print) -> Any:
+    """bench.execute.run_jobs on the job graph of `jobs` with these options; the Summary (echo None: silent)."""
     from bench.tasks import all_result_columns
 
     executor, options = execution.resolved()
     return execute.run_jobs(job_graph(jobs), runs_dir, executor, options, retry_failed=execution.retry_failed,
-                            progress=execution.progress, metric_columns=all_result_columns())
+                            progress=execution.progress, metric_columns=all_result_columns(), quiet=echo is None)
 
 
 def _say(echo: Echo, text: str) -> None:
@@ -171,14 +174,15 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
                 optimizer: str = "adam", lr: float | None = None, dev_set: bool = False,
                 step_every: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick",
                 params: Mapping[str, Any] | None = None, window: tuple[int, int] | None = None,
-                label_rule: str | None = None, task: str = "classification",
+                label_rule: str | None = None, task: str | None = None,
                 task_params: Mapping[str, Any] | None = None, model: str | None = None,
                 model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
-                test_dataset: str | None = None) -> list[Any]:
+                test_dataset: str | None = None, plugins: Sequence[str | Path] | None = None) -> list[Any]:
     """The planned configs (bench.plan.resolve.Planned) of `bench run`, one per seed.
 
     test_noise / test_dataset: the test-time evaluations (RunConfig fields; a test dataset must fit the
     run's modalities, feature sizes and classes, checked here, before anything trains)."""
+    activate([str(path) for path in plugins or ()])  # the user's parts first: they may be named below
     from bench.methods import validate_config
 
     if profile not in PROFILES:
@@ -198,7 +202,9 @@ def run_plans(method: str, modalities: str | Sequence[str], dataset: str = "mosi
         overrides["window"] = tuple(window)
     if label_rule is not None:
         overrides["label_rule"] = label_rule
-    overrides.update(task=task, task_params=dict(task_params or {}), model_params=dict(model_params or {}))
+    overrides.update(task_params=dict(task_params or {}), model_params=dict(model_params or {}))
+    if task is not None:  # else the method's default: classification, or its only task
+        overrides["task"] = task
     if model:
         overrides["model"] = model
     if test_noise:
@@ -263,10 +269,11 @@ def dataset_modalities(name: str, profile: str) -> tuple[str, ...] | None:
 def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, source: str = "auto",
         optimizer: str = "adam", lr: float | None = None, dev_set: bool = False, step_every: int | None = None,
         seeds: Sequence[int] = DEFAULT_SEEDS, profile: str = "quick", params: Mapping[str, Any] | None = None,
-        window: tuple[int, int] | None = None, label_rule: str | None = None, task: str = "classification",
+        window: tuple[int, int] | None = None, label_rule: str | None = None, task: str | None = None,
         task_params: Mapping[str, Any] | None = None, model: str | None = None,
         model_params: Mapping[str, Any] | None = None, test_noise: Sequence[float] | str = (),
-        test_dataset: str | None = None, runs_dir: str | Path = "runs", executor: str | None = None,
+        test_dataset: str | None = None, plugins: Sequence[str | Path] | None = None,
+        runs_dir: str | Path = "runs", executor: str | None = None,
         workers: int | None = None, workers_per_gpu: int | None = None, retry_failed: bool = False,
         progress: bool = True, slurm: Mapping[str, Any] | None = None, exec_opts: Mapping[str, Any] | None = None,
         echo: Echo = print) -> pd.DataFrame:
@@ -280,7 +287,8 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
     configs = run_configs(method, modalities, dataset, source=source, optimizer=optimizer, lr=lr, dev_set=dev_set,
                           step_every=step_every, seeds=seeds, profile=profile, params=params, window=window,
                           label_rule=label_rule, task=task, task_params=task_params, model=model,
-                          model_params=model_params, test_noise=test_noise, test_dataset=test_dataset)
+                          model_params=model_params, test_noise=test_noise, test_dataset=test_dataset,
+                          plugins=plugins)
     first = configs[0]
     synthetic = " (synthetic surrogate)" if is_synthetic(first.dataset) else ""
     announce_synthetic(echo, [first.dataset])
@@ -293,7 +301,7 @@ def run(method: str, modalities: str | Sequence[str], dataset: str = "mosi", *, 
         extra = [f"noise sigma {', '.join(f'{s:g}' for s in first.test_noise)}"] if first.test_noise else []
         extra += [f"out of domain on {first.test_dataset}"] if first.test_dataset else []
         _say(echo, f"test-time evaluations: {'; '.join(extra)} (stored in {Path(runs_dir) / 'evaluations'})")
-    summary = _train(configs, Path(runs_dir), execution)
+    summary = _train(configs, Path(runs_dir), execution, echo)  # echo None: no progress lines either
     rows = stored_rows(runs_dir, configs)
     if echo is not None:
         for line in seed_lines(configs, rows):
@@ -364,14 +372,15 @@ def cells(preset_or_file: str, *, profile: str | None = None, datasets: str | Se
           source: str | None = None, seeds: str | Sequence[int] | None = None,
           methods: str | Sequence[str] | None = None, optimizers: str | Sequence[str] | None = None,
           modalities: str | Sequence[str] | None = None, dev_set: bool | None = None,
-          label_rule: str | None = None) -> list[Any]:
+          label_rule: str | None = None, task: str | None = None, model: str | None = None,
+          plugins: Sequence[str | Path] | None = None) -> list[Any]:
     """The cells (one configuration over its seeds each) of a preset or a grid file; flags as the CLI's.
 
     profile / datasets / source / seeds override the preset's defaults or the file's values; methods,
     optimizers, modalities (one combination per item) and dev_set filter its cells.
     """
     return GridQuery(preset_or_file, profile, datasets, source, seeds, methods, optimizers, modalities,
-                     dev_set, label_rule).cells()
+                     dev_set, label_rule, task, model, tuple(map(str, plugins or ()))).cells()
 
 
 def check_data(grid_cells: Sequence[Any], profile: str) -> None:
@@ -436,7 +445,7 @@ def grid(preset_or_file: str, *, runs_dir: str | Path = "runs", executor: str | 
     announce_synthetic(echo, (c.dataset for c in grid_cells))
     _say(echo, f"{query.name} ({query.resolved_profile()}): {len(grid_cells)} cells, {len(job_list)} runs incl. "
                "dependencies")
-    summary = _train(job_list, Path(runs_dir), execution)
+    summary = _train(job_list, Path(runs_dir), execution, echo)
     _say(echo, str(summary))
     _print_failures(echo, summary)
     return stored_rows(runs_dir, job_list)
@@ -463,6 +472,18 @@ class Selected:
     results: pd.DataFrame
     problems: list[str]
     target_rows: pd.DataFrame
+
+
+def older_code_runs(rows: pd.DataFrame) -> Counter[str]:
+    """Per change ("method agm@1 -> agm@2"), how many stored rows were planned for code other than the code
+    loaded now (their run ids are not the ones planning gives today, so they are never reused)."""
+    changes: Counter[str] = Counter()
+    for text in rows["config_json"] if "config_json" in rows else ():
+        try:
+            changes.update(code_changes(RunConfig.from_dict(json.loads(text))))
+        except (TypeError, ValueError):  # a row that does not decode is reported by the reader
+            continue
+    return changes
 
 
 def select(preset_or_file: str, runs_dir: str | Path = "runs", **selection: Any) -> Selected:
@@ -653,24 +674,26 @@ def report(preset_or_file: str, runs_dir: str | Path = "runs", out_dir: str | Pa
 
 def _run_selection(run_ids: Sequence[str] | None, methods: str | Sequence[str] | None, dataset: str | None,
                    modalities: str | None, optimizer: str | None, dev_set: bool | None,
-                   seeds: str | Sequence[int] | None) -> Any:
+                   seeds: str | Sequence[int] | None, task: str | None = None, model: str | None = None) -> Any:
     from bench.report.plots import Selection
 
     return Selection(run_ids=tuple(run_ids) if run_ids else None, methods=as_tuple(methods), dataset=dataset,
-                     modalities=modalities, optimizer=optimizer, dev_set=dev_set, seeds=as_seeds(seeds))
+                     modalities=modalities, optimizer=optimizer, dev_set=dev_set, seeds=as_seeds(seeds),
+                     task=task, model=model)
 
 
 def trajectories(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = None, *,
                  methods: str | Sequence[str] | None = None, dataset: str | None = None,
                  modalities: str | None = None, optimizer: str | None = None, dev_set: bool | None = None,
-                 seeds: str | Sequence[int] | None = None) -> pd.DataFrame:
+                 seeds: str | Sequence[int] | None = None, task: str | None = None,
+                 model: str | None = None) -> pd.DataFrame:
     """The trajectories of the selected ok runs (long: run_id, epoch, step, split, series, modality, value)
     joined with their dataset, modalities, method, optimizer, dev_set, seed, profile and method_params.
     An empty frame when nothing matches."""
     from bench.report.plots import filter_runs
 
     rows = filter_runs(results(runs_dir), _run_selection(run_ids, methods, dataset, modalities, optimizer,
-                                                         dev_set, seeds))
+                                                         dev_set, seeds, task, model))
     traj, problems = sources.read_trajectories(Path(runs_dir), list(rows["run_id"]) if len(rows) else [])
     sources.print_warnings(problems)
     config = ["run_id", "dataset", "modalities", "method", "optimizer", "dev_set", "seed", "profile",
@@ -697,11 +720,12 @@ def predictions(runs_dir: str | Path = "runs", run_ids: Sequence[str] | None = N
 def plot(kind: str, runs_dir: str | Path = "runs", *, run_ids: Sequence[str] | None = None,
          methods: str | Sequence[str] | None = None, dataset: str | None = None, modalities: str | None = None,
          optimizer: str | None = None, dev_set: bool | None = None, seeds: str | Sequence[int] | None = None,
-         out: str | Path | None = None, out_dir: str | Path = "reports", pdf: bool = False) -> list[Path]:
+         task: str | None = None, model: str | None = None, out: str | Path | None = None,
+         out_dir: str | Path = "reports", pdf: bool = False) -> list[Path]:
     """Draw a trend figure (`bench plot`: ratios, strengths, losses, prototypes); the written paths."""
     from bench.report.plots import plot as draw
 
-    selection = _run_selection(run_ids, methods, dataset, modalities, optimizer, dev_set, seeds)
+    selection = _run_selection(run_ids, methods, dataset, modalities, optimizer, dev_set, seeds, task, model)
     return draw(kind, Path(runs_dir), selection, out=None if out is None else Path(out), out_dir=Path(out_dir),
                 pdf=pdf)
 

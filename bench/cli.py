@@ -25,8 +25,8 @@ app = typer.Typer(
 )
 
 # Each module registers its own commands: register(app) adds commands or sub-apps.
-COMMAND_MODULES = ("bench.data.cli", "bench.calibrate", "bench.cli_runs", "bench.report.cli", "bench.reproduce",
-                   "bench.perf", "bench.export")
+COMMAND_MODULES = ("bench.data.cli", "bench.calibrate", "bench.cli_runs", "bench.cli_parts", "bench.report.cli",
+                   "bench.reproduce", "bench.perf", "bench.export")
 
 _DEBUG = {"on": False, "registered": False}
 

@@ -32,7 +32,9 @@ from bench.config import (
 from bench.data import data_fingerprint
 from bench.execute import default_device
 from bench.params import check_value
+from bench.plugins import code_changes, load_recorded
 from bench.presets import dependencies, jobs_with_dependencies
+from bench.report import sources
 from bench.selection import EmptySelection, GridQuery
 
 # Options several commands share, each defined once (flag and help text); defaults stay in the signatures.
@@ -230,7 +232,8 @@ def run_command(
     param: list[str] | None = typer.Option(None, "--param", help="Method parameter name=value (repeatable)."),
     window: str | None = typer.Option(None, "--window", help="Modulation window START:END (epochs)."),
     label_rule: LabelRuleOpt = None,
-    task: str = typer.Option("classification", "--task", help="classification (the thesis's) or regression "
+    task: str | None = typer.Option(None, "--task", help="Default: the method's (classification, or its only "
+                                    "task). classification (the thesis's) or regression "
                              "(MMSA's protocol: score in [-3, 3], L1 loss, Acc-2/F1/Acc-7/Acc-5/MAE/Corr)."),
     task_param: list[str] | None = typer.Option(None, "--task-param", help="Task option name=value, e.g. "
                                                 "loss=mse or checkpoint=mae (regression)."),
@@ -291,6 +294,10 @@ def grid_command(
     seeds: str | None = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the file's, else "
                                      "0,1,2,3,4)."),
     label_rule: LabelRuleOpt = None,
+    task: str | None = typer.Option(None, "--task", help="Every row on this task (over the preset's or file's); "
+                                    "rows whose method has no form for it are left out, with a note."),
+    model: str | None = typer.Option(None, "--model", help="Every row on this model (a plugin's too); rows whose "
+                                     "method needs a capability it lacks are left out, with a note."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and what is stored; train nothing."),
     runs_dir: RunsDir = Path("runs"),
     explain: ExplainOpt = False,
@@ -300,13 +307,13 @@ def grid_command(
     """Train every run of a preset or grid file that is not stored yet (resumable), dependencies first."""
     with gridfile.confirmed(yes):
         _grid(preset, show, profile, dataset, source, method, optimizer, modalities, dev_set, seeds, label_rule,
-              dry_run, runs_dir, explain, execution)
+              dry_run, runs_dir, explain, execution, task, model)
 
 
 def _grid(preset: str | None, show: bool, profile: str | None, dataset: str | None, source: str | None,
           method: str | None, optimizer: str | None, modalities: str | None, dev_set: bool | None,
           seeds: str | None, label_rule: str | None, dry_run: bool, runs_dir: Path, explain: bool,
-          execution: dict[str, Any] | None) -> None:
+          execution: dict[str, Any] | None, task: str | None = None, model: str | None = None) -> None:
     """bench grid, after --yes is taken."""
 
     if preset is None:
@@ -317,7 +324,7 @@ def _grid(preset: str | None, show: bool, profile: str | None, dataset: str | No
     selection = {"profile": profile, "datasets": parse_list(dataset), "source": source,
                  "seeds": parse_seeds(seeds) if seeds is not None else None, "methods": parse_list(method),
                  "optimizers": parse_list(optimizer), "modalities": parse_modality_filter(modalities),
-                 "dev_set": dev_set, "label_rule": label_rule}
+                 "dev_set": dev_set, "label_rule": label_rule, "task": task, "model": model}
     if show:
         typer.echo(show_grid(preset, selection), nl=False)
         return
@@ -380,26 +387,52 @@ def ls_command(
     seeds: str | None = typer.Option(None, "--seeds", help="Seeds of --preset (default: the file's, or the set "
                                      "the store holds, else 0,1,2,3,4)."),
     label_rule: LabelRuleOpt = None,
+    task: str | None = typer.Option(None, "--task", help="Only runs of this task (with --preset: every row on it)."),
+    model: str | None = typer.Option(None, "--model", help="Only runs on this model (with --preset: every row on "
+                                     "it)."),
 ) -> None:
     """What is stored (counts by dataset / method / status), corrupt files, what a preset lacks."""
 
     if preset is not None:
         chosen = api.select(preset, runs_dir, profile=profile, datasets=parse_list(dataset), source=source,
-                            seeds=parse_seeds(seeds) if seeds is not None else None, label_rule=label_rule)
+                            seeds=parse_seeds(seeds) if seeds is not None else None, label_rule=label_rule,
+                            task=task, model=model)
         results, problems = chosen.results, chosen.problems
     else:
-        results, problems = store.read_results(runs_dir)
+        results, problems = sources.read_results(runs_dir)
         if not len(results) and not problems:
             raise EmptySelection(f"no stored runs under {runs_dir} (bench run or bench grid trains some)")
+        results = filter_parts(results, dataset, task, model)
     typer.echo(f"{runs_dir}: {len(results)} stored run(s)")
     if len(results):
-        counts = results.groupby(["dataset", "method", "status"]).size().unstack("status", fill_value=0)
+        columns = [c for c in ("dataset", "task", "model", "method") if c in results]
+        counts = results.groupby([*columns, "status"]).size().unstack("status", fill_value=0)
         typer.echo(counts.to_string())
+        print_older_code(results)
     for problem in problems:
         typer.echo(f"{'left out' if store.is_old_scheme_problem(problem) else 'corrupt'}: {problem}")
     print_mixed_data(results)
     if preset is not None:
         print_preset_status(chosen.query, chosen.cells, results)
+
+
+def filter_parts(results: Any, dataset: str | None, task: str | None, model: str | None) -> Any:
+    """The stored rows of these datasets (comma-separated), task and model (None: any)."""
+    wanted = {"dataset": parse_list(dataset), "task": (task,) if task else None, "model": (model,) if model else None}
+    for column, values in wanted.items():
+        if values and column in results:
+            results = results[results[column].astype(str).isin(values)]
+    return results
+
+
+def print_older_code(results: Any) -> None:
+    """How many stored runs were trained by code other than the code loaded now (a bumped version, an edited
+    plugin): their ids are not the ones a new plan gives, so they are never reused."""
+    older = api.older_code_runs(results)
+    if older:
+        shown = "; ".join(f"{change} ({count} runs)" for change, count in older.most_common(8))
+        typer.echo(f"{sum(older.values())} stored run(s) came from older code, never reused for the code loaded "
+                   f"now: {shown}")
 
 
 def print_mixed_data(results: Any) -> None:
@@ -458,7 +491,13 @@ def rerun_command(
         row = store.read_row(runs_dir, run_id)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    for problem in load_recorded([row.get("plugin_files")]):
+        typer.echo(f"warning: {problem}", err=True)
     cfg = store.stored_config(row)
+    changed = code_changes(cfg)
+    if changed:
+        raise ConfigError(f"run {run_id} was trained by other code than is loaded now ({'; '.join(changed)}): "
+                          "a rerun would not test the stored numbers; check out that code (or plugin file) first")
     check_same_data(run_id, cfg)
     deps = {}
     for dep in dependencies(cfg):

@@ -24,12 +24,14 @@ dataset may declare other names (bench.data.spec)."""
 
 # Version of the run-id scheme, stored in every result row (`id_scheme`). 2: the id covers the label
 # rule and every resolved method parameter; 3: also the task, the model and their resolved parameters.
+# 4: also the code: each part's declared `version` and, for a part a plugin file defines, that file's hash
+# (the `code` field, filled in by the planner: bench.plugins.code_identity).
 # Rows without the column were written by scheme 1.
-RUN_ID_SCHEME = 3
+RUN_ID_SCHEME = 4
 
 OPTIMIZERS = ("adam", "sgd")
 # RunConfig fields held as sorted (name, value) pairs.
-PAIR_FIELDS = ("method_params", "task_params", "model_params", "group_lrs")
+PAIR_FIELDS = ("method_params", "task_params", "model_params", "group_lrs", "code")
 PROFILES = ("smoke", "quick", "full")
 SCHEDULERS = ("plateau", "none")
 
@@ -147,6 +149,11 @@ class RunConfig:
     # defaults, so every configuration without them keeps its id.
     test_noise: tuple[float, ...] = ()
     test_dataset: str = ""
+    # The code the run is meant for, as sorted (part, identity) pairs: ("method", "agm@1"), ("model",
+    # "late_fusion@1"), ...; a part a plugin file defines adds the file's SHA-256 ("mmcosine@1+3f2a..."). The
+    # planner fills it in (bench.plugins.code_identity) and the trainer refuses a run whose code has changed
+    # since, so an edited plugin or a bumped version trains anew. () = not pinned (a config made by hand).
+    code: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test_noise", noise_levels(self.test_noise))

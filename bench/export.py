@@ -24,7 +24,8 @@ import typer
 
 from bench.config import ConfigError
 from bench.data.registry import root_name
-from bench.store import TRAJECTORY_COLUMNS, read_results, read_trajectories
+from bench.report.sources import read_results  # loads the plugins the rows record
+from bench.store import TRAJECTORY_COLUMNS, read_trajectories
 
 # Columns of a result row that name a run's configuration; the CSV joins them into every trajectory row.
 RUN_COLUMNS = ("dataset", "method", "modalities", "optimizer", "dev_set", "seed")
@@ -43,13 +44,16 @@ class Selection:
 
     methods: tuple[str, ...] | None = None
     datasets: tuple[str, ...] | None = None
+    tasks: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
 
     def mask(self, frame: pd.DataFrame) -> pd.Series:
         """The rows selected; a dataset matches by name (synth-mosi) or by its root spec (mosi: the one its
         spec derives from, bench.data.registry.root_name)."""
         keep = pd.Series(True, index=frame.index)
-        if self.methods:
-            keep &= frame["method"].astype(str).isin(self.methods)
+        for column, wanted in (("method", self.methods), ("task", self.tasks), ("model", self.models)):
+            if wanted and column in frame:
+                keep &= frame[column].astype(str).isin(wanted)
         if self.datasets:
             names = frame["dataset"].astype(str)
             keep &= names.isin(self.datasets) | names.map(root_name).isin(self.datasets)
@@ -57,9 +61,10 @@ class Selection:
 
     def describe(self) -> str:
         """The filters as the flags that set them."""
-        flags = [f"--method {','.join(self.methods)}" if self.methods else "",
-                 f"--dataset {','.join(self.datasets)}" if self.datasets else ""]
-        return " ".join(f for f in flags if f) or "no filter"
+        flags = [f"{flag} {','.join(values)}" for flag, values in (
+            ("--method", self.methods), ("--dataset", self.datasets), ("--task", self.tasks), ("--model", self.models))
+            if values]
+        return " ".join(flags) or "no filter"
 
 
 def _warn(problems: list[str]) -> None:
@@ -76,7 +81,33 @@ def selected_results(runs_dir: Path, selection: Selection) -> pd.DataFrame:
         results = results[selection.mask(results)]
     if not len(results):
         raise ConfigError(f"no stored runs under {runs_dir} match the selection ({selection.describe()})")
+    results = with_own_param_columns(results)
     return results.sort_values([*RUN_COLUMNS, "run_id"], kind="stable").reset_index(drop=True)
+
+
+def param_column_names(rows: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(method, parameter) -> its export column: param_<name>, or param_<method>.<name> where two methods of
+    `rows` have a parameter of that name (SATI's `scale` and a plugin's are different things)."""
+    owners: dict[str, set[str]] = {}
+    for method, text in zip(rows["method"].astype(str), rows.get("method_params", pd.Series(dtype=object)),
+                            strict=False):
+        for name in _json_object(text):
+            owners.setdefault(name, set()).add(method)
+    return {(method, name): f"param_{method}.{name}" if len(methods) > 1 else f"param_{name}"
+            for name, methods in owners.items() for method in methods}
+
+
+def with_own_param_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with the store's shared param_<name> columns replaced by one column per parameter and owner
+    (`param_column_names`), filled from each row's method_params."""
+    names = param_column_names(rows)
+    shared = [c for c in rows.columns if c.startswith("param_")]
+    values: dict[str, list[Any]] = {column: [None] * len(rows) for column in dict.fromkeys(names.values())}
+    for i, (method, text) in enumerate(zip(rows["method"].astype(str), rows["method_params"], strict=True)):
+        for name, value in _json_object(text).items():
+            values[names[(method, name)]][i] = value if not isinstance(value, (list, dict)) else json.dumps(value)
+    own = pd.DataFrame(values, index=rows.index)
+    return pd.concat([rows.drop(columns=shared), own], axis=1)
 
 
 def run_trajectory(runs_dir: Path, run_id: str) -> pd.DataFrame:
@@ -162,10 +193,10 @@ def _plain(value: Any) -> Any:
 
 
 def run_hparams(row: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
-    """The run's HPARAM_FIELDS and method parameters (param_<name>) that it sets."""
+    """The run's HPARAM_FIELDS and the method parameters it sets, under their export columns (param_<name>,
+    or param_<method>.<name> where another exported method shares the name: `with_own_param_columns`)."""
     values = {name: _plain(row.get(name)) for name in HPARAM_FIELDS}
-    params = _json_object(row.get("method_params"))
-    values.update({f"param_{name}": value for name, value in params.items()})
+    values.update({name: _plain(value) for name, value in row.items() if str(name).startswith("param_")})
     return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
             for k, v in values.items() if v is not None}
 
@@ -310,12 +341,17 @@ DatasetOpt = Annotated[str | None, typer.Option(
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Plain progress lines, no live bar.")]
 
 
-def _selection(method: str | None, dataset: str | None) -> Selection:
+TaskOpt = Annotated[str | None, typer.Option("--task", help="Only runs of these tasks (comma-separated).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Only runs on these models (comma-separated).")]
+
+
+def _selection(method: str | None, dataset: str | None, task: str | None = None,
+               model: str | None = None) -> Selection:
     def items(value: str | None) -> tuple[str, ...] | None:
         parts = tuple(v.strip() for v in (value or "").split(",") if v.strip())
         return parts or None
 
-    return Selection(methods=items(method), datasets=items(dataset))
+    return Selection(methods=items(method), datasets=items(dataset), tasks=items(task), models=items(model))
 
 
 TENSORBOARD_HELP = "\n\n".join((
@@ -345,9 +381,11 @@ def tensorboard_command(
     out: Path = typer.Option(Path("reports/tensorboard"), "--out", help="Log directory to write."),
     method: MethodOpt = None,
     dataset: DatasetOpt = None,
+    task: TaskOpt = None,
+    model: ModelOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    folders = export_tensorboard(runs_dir, out, _selection(method, dataset), progress=not no_progress)
+    folders = export_tensorboard(runs_dir, out, _selection(method, dataset, task, model), progress=not no_progress)
     typer.echo(f"written: {out} ({len(folders)} runs); view with: tensorboard --logdir {out}")
 
 
@@ -357,9 +395,11 @@ def csv_command(
     out: Path = typer.Option(Path("reports/csv"), "--out", help="Folder for results.csv and trajectories.csv."),
     method: MethodOpt = None,
     dataset: DatasetOpt = None,
+    task: TaskOpt = None,
+    model: ModelOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    paths = export_csv(runs_dir, out, _selection(method, dataset), progress=not no_progress)
+    paths = export_csv(runs_dir, out, _selection(method, dataset, task, model), progress=not no_progress)
     typer.echo("written: " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -2,8 +2,9 @@
 
     datasets = ["mosi"]                            # mosi, mosei (or synth-mosi, synth-mosei)
     profile = "smoke"                              # smoke, quick, full
-    task = "classification"                        # the only task a grid file takes for now
-    model = "late_fusion"                          # the only model a grid file takes for now
+    plugins = ["my_method.py", "my_model.py"]      # the user's parts, relative to this file (optional)
+    task = "classification"                        # any registered task (default: the methods' own)
+    model = "late_fusion"                          # any registered model (default: each method's own)
     methods = ["concat", "ogm"]
     modalities = [["text", "vision"], ["audio", "vision"]]
     optimizers = ["adam"]                          # adam, sgd
@@ -12,6 +13,9 @@
 
     [params.ogm]                                   # on top of the thesis's parameters of the method
     alpha = [0.1, 0.5]                             # a list is swept, a single value is fixed
+
+    [task_params]                                  # options of the task, for every row (swept likewise)
+    [model_params]                                 # parameters of the model, for every row (swept likewise)
 
 Every list is crossed: this file is 2 modality pairs x 2 seeds = 4 concat runs and 2 x 2 seeds x 2
 alphas = 8 OGM runs. Each run gets the thesis's settings for its method, dataset and optimizer
@@ -22,6 +26,10 @@ dev-set cell is its standard one). Optional keys: `name` (the table's name; defa
 (Gaussian feature noise of these standard deviations on the test split) and `test_dataset = "mosei"`
 (also test on that dataset's test split). Unknown keys, methods, parameters and wrong types are ConfigErrors naming
 the file and the key.
+
+`datasets` takes registered names and dataset spec files (`*.toml`, relative to this file). `plugins`
+are loaded before anything else is read, so `methods` and `model` may name what they define; every later
+command that reads the grid's runs loads them again from the rows' recorded paths.
 
 `preset_as_file` writes a built-in preset in this form (`bench grid --show PRESET`); rows a flat file
 cannot express are listed in its comments.
@@ -55,10 +63,12 @@ from bench.data import DataError
 from bench.params import check_value
 from bench.plan.datasets import recipe_key
 from bench.plan.resolve import resolved_method_params
+from bench.plugins import activate
 from bench.presets import (
     SOURCES,
     Cell,
     check_label_rule,
+    compatible_methods,
     label_rule_fields,
     method_params,
     resolve_dataset,
@@ -71,10 +81,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SUFFIX = ".toml"
-TASKS = ("classification",)  # what a grid file takes today (bench run and presets take every task)
-MODELS = ("late_fusion",)  # likewise (bench run --model and on_<model> rows take every model)
-KEYS = ("name", "datasets", "profile", "source", "task", "model", "methods", "modalities", "optimizers",
-        "dev_set", "seeds", "params", "test_noise", "test_dataset")
+KEYS = ("name", "plugins", "datasets", "profile", "source", "task", "model", "methods", "modalities", "optimizers",
+        "dev_set", "seeds", "params", "task_params", "model_params", "test_noise", "test_dataset")
 REQUIRED = ("methods", "modalities")
 DEFAULT_DATASETS = ("mosi", "mosei")
 
@@ -109,8 +117,12 @@ class GridSpec:
     datasets: tuple[str, ...] = DEFAULT_DATASETS
     profile: str | None = None
     source: str = "auto"
-    task: str | None = None  # None: the task the methods default to (classification)
+    task: str | None = None  # None: each method's default task (classification, or its only one)
     model: str | None = None  # None: each method's own default model; set: every method runs on it
+    plugins: tuple[str, ...] = ()  # resolved paths of the plugin files the grid loads first
+    # (option, (value, ...)) of the task / the model, crossed for every row
+    task_params: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    model_params: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     optimizers: tuple[str, ...] = ("adam",)
     dev_set: tuple[bool, ...] = (False,)
     seeds: tuple[int, ...] | None = None
@@ -122,9 +134,11 @@ class GridSpec:
 
     def settings(self, method: str) -> list[Setting]:
         """Every parameter setting of `method` (the crossing of its lists); [()] without parameters."""
-        sweep = dict(self.params).get(method, ())
-        names = [name for name, _ in sweep]
-        return [tuple(zip(names, values, strict=True)) for values in itertools.product(*(v for _, v in sweep))]
+        return _crossed(dict(self.params).get(method, ()))
+
+    def part_settings(self) -> list[tuple[Setting, Setting]]:
+        """Every (task options, model parameters) setting of the file's [task_params] / [model_params]."""
+        return list(itertools.product(_crossed(self.task_params), _crossed(self.model_params)))
 
     def replace(self, **changes: Any) -> GridSpec:
         return dataclasses.replace(self, **changes)
@@ -141,6 +155,12 @@ class GridCell(Cell):
     base_label: str = "standard"
     setting: Setting = ()
     settings_tried: int = 1  # how many settings the file gives this method
+
+
+def _crossed(sweep: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Setting]:
+    """The crossing of (name, values) lists as settings; [()] for no lists."""
+    names = [name for name, _ in sweep]
+    return [tuple(zip(names, values, strict=True)) for values in itertools.product(*(v for _, v in sweep))]
 
 
 def is_grid_file(target: str) -> bool:
@@ -172,25 +192,30 @@ def parse(data: Mapping[str, Any], where: str, default_name: str = "grid") -> Gr
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise ConfigError(f"{where}: missing key {missing[0]!r} (a grid file needs {' and '.join(REQUIRED)})")
+    plugins = _plugins(where, data["plugins"]) if "plugins" in data else ()
     methods = _methods(where, _strings(where, "methods", data["methods"]))
     fields: dict[str, Any] = {
+        "plugins": plugins,
         "where": where, "name": _name(where, data.get("name", default_name)), "methods": methods,
         "modalities": _modality_lists(where, data["modalities"]),
-        "datasets": check_datasets(where, _strings(where, "datasets", data.get("datasets", list(DEFAULT_DATASETS)))),
+        "datasets": check_datasets(where, _dataset_names(where, data.get("datasets", list(DEFAULT_DATASETS)))),
         "profile": _choice(where, "profile", data["profile"], PROFILES) if "profile" in data else None,
         "source": _choice(where, "source", data.get("source", "auto"), SOURCES),
-        "task": _only(where, "task", data["task"], TASKS) if "task" in data else None,
-        "model": _only(where, "model", data["model"], MODELS) if "model" in data else None,
+        "task": _registered(where, "task", data["task"]) if "task" in data else None,
+        "model": _registered(where, "model", data["model"]) if "model" in data else None,
         "optimizers": tuple(_choice(where, "optimizers", v, OPTIMIZERS)
                             for v in _strings(where, "optimizers", data.get("optimizers", ["adam"]))),
         "dev_set": _bools(where, data.get("dev_set", False)),
         "seeds": _seeds(where, data["seeds"]) if "seeds" in data else None,
         "params": _params(where, data.get("params", {}), methods),
+        "task_params": _part_params(where, "task_params", data.get("task_params", {})),
+        "model_params": _part_params(where, "model_params", data.get("model_params", {})),
         "test_noise": _noise(where, data["test_noise"]) if "test_noise" in data else (),
         "test_dataset": check_datasets(where, [_string(where, "test_dataset", data["test_dataset"])],
                                        "test_dataset")[0] if "test_dataset" in data else "",
     }
-    _check_tasks(where, methods, fields["task"] or TASKS[0])
+    if fields["task"] is not None:
+        _check_tasks(where, methods, fields["task"])
     return GridSpec(**fields)
 
 
@@ -202,6 +227,64 @@ def _check_tasks(where: str, methods: Sequence[str], task: str) -> None:
         supported = tuple(get_method(name).tasks)
         if task not in supported:
             raise ConfigError(f"{where}: methods: {name} has no {task} form (it supports: {', '.join(supported)})")
+
+
+def _relative(where: str, entry: str) -> Path:
+    """A path named in the grid file `where`, relative to that file's folder unless absolute."""
+    path = Path(entry).expanduser()
+    return path if path.is_absolute() else Path(where).parent / path
+
+
+def _plugins(where: str, value: Any) -> tuple[str, ...]:
+    """Load every plugin file the grid names (relative to the grid file) and keep their resolved paths."""
+    paths = tuple(str(_relative(where, entry).resolve()) for entry in _strings(where, "plugins", value))
+    try:
+        activate(list(paths))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: plugins: {err}") from err
+    return paths
+
+
+def _dataset_names(where: str, value: Any) -> tuple[str, ...]:
+    """datasets: registered names, or dataset spec files (`*.toml`, relative to the grid file) registered now."""
+    names = []
+    for entry in _strings(where, "datasets", value):
+        if not entry.endswith(".toml"):
+            names.append(entry)
+            continue
+        try:
+            registered = activate([str(_relative(where, entry))])
+        except ConfigError as err:
+            raise ConfigError(f"{where}: datasets: {err}") from err
+        names.extend(part.removeprefix("dataset ") for part in registered)
+    return tuple(names)
+
+
+def _registered(where: str, kind: str, value: Any) -> str:
+    """A registered task or model name; an unknown one lists the registered ones and suggests a plugin."""
+    from bench.models import REGISTRY as MODELS
+    from bench.tasks import REGISTRY as TASKS
+
+    known = {"task": TASKS, "model": MODELS}[kind]
+    text = _string(where, kind, value)
+    if text not in known:
+        raise ConfigError(f"{where}: {kind}: unknown {kind} {text!r}; registered: {', '.join(sorted(known))} "
+                          f"(a {kind} of your own: list its file under plugins = [...])")
+    return text
+
+
+def _part_params(where: str, key: str, value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """[task_params] / [model_params]: option = value or a list of values (swept); the planner checks names."""
+    if not isinstance(value, dict):
+        raise _wrong(where, key, "a table of option = value(s)", value)
+    sweep = []
+    for name, values in value.items():
+        items = _listed(where, f"{key}.{name}", values, "a value or a non-empty list of values") \
+            if isinstance(values, list) else [values]
+        if any(isinstance(v, dict) for v in items):
+            raise _wrong(where, f"{key}.{name}", "a value or a list of values", values)
+        sweep.append((str(name), tuple(items)))
+    return tuple(sweep)
 
 
 def _noise(where: str, value: Any) -> tuple[float, ...]:
@@ -256,14 +339,6 @@ def _choice(where: str, key: str, value: Any, choices: Sequence[str]) -> str:
     text = _string(where, key, value)
     if text not in choices:
         raise ConfigError(f"{where}: {key}: unknown value {text!r}; choose from {', '.join(choices)}")
-    return text
-
-
-def _only(where: str, key: str, value: Any, supported: Sequence[str]) -> str:
-    text = _string(where, key, value)
-    if text not in supported:
-        raise ConfigError(f"{where}: {key}: only {', '.join(map(repr, supported))} is supported for now, "
-                          f"got {text!r}")
     return text
 
 
@@ -367,6 +442,29 @@ def restrict(spec: GridSpec, methods: Iterable[str] | None = None, optimizers: I
                         params=tuple((m, p) for m, p in spec.params if m in keep_methods))
 
 
+def on_parts(spec: GridSpec, task: str | None = None, model: str | None = None) -> GridSpec:
+    """The grid with every row on `task` / `model` (the CLI's --task / --model over the file's keys); methods
+    that cannot run there are left out with a note on stderr, and none left is a ConfigError."""
+    if task is None and model is None:
+        return spec
+    if task is not None:
+        _registered("--task", "task", task)
+    if model is not None:
+        _registered("--model", "model", model)
+    task, model = task or spec.task, model or spec.model
+    kept, notes = compatible_methods(spec.methods, task, model)
+    if not kept:
+        raise ConfigError(f"{spec.where}: no method of the grid runs on {_parts_text(task, model)}: {'; '.join(notes)}")
+    if notes:
+        print(f"note: {spec.where} on {_parts_text(task, model)}: left out {'; '.join(notes)}", file=sys.stderr)
+    return spec.replace(methods=kept, task=task, model=model,
+                        params=tuple((m, p) for m, p in spec.params if m in kept))
+
+
+def _parts_text(task: str | None, model: str | None) -> str:
+    return " and ".join(f"{kind} {name}" for kind, name in (("task", task), ("model", model)) if name)
+
+
 def _keep(spec: GridSpec, kind: str, values: tuple[str, ...], wanted: Iterable[str] | None) -> tuple[str, ...]:
     if wanted is None:
         return values
@@ -396,36 +494,46 @@ def expand(spec: GridSpec, profile: str, seeds: Sequence[int], label_rule: str |
         except ConfigError as err:
             raise ConfigError(f"{spec.where}: test_dataset: {err}") from err
     evaluations.update({key: value for key, value in (("task", spec.task), ("model", spec.model)) if value})
+    part_settings = spec.part_settings()
     for dataset in dict.fromkeys(resolve_dataset(name, spec.source) for name in spec.datasets):
         rule = label_rule_fields(label_rule, dataset)
-        for mods, optimizer, dev, method in itertools.product(spec.modalities, spec.optimizers, spec.dev_set,
-                                                               spec.methods):
+        for mods, optimizer, dev, method, (task_setting, model_setting) in itertools.product(
+                spec.modalities, spec.optimizers, spec.dev_set, spec.methods, part_settings):
             base = "dev_set" if dev else "standard"
             settings = spec.settings(method)
-            for setting in settings:
+            parts = {"task_params": dict(task_setting), "model_params": dict(model_setting)}
+            parts = {key: value for key, value in parts.items() if value}
+            shown_parts = (*((f"task.{k}", v) for k, v in task_setting),
+                           *((f"model.{k}", v) for k, v in model_setting))
+            for method_setting in settings:
+                setting = (*shown_parts, *method_setting)
                 try:
                     configs = tuple(thesis_config(dataset, method, mods, profile=profile, optimizer=optimizer,
-                                                  config_label=base, seed=seed, method_params=dict(setting),
-                                                  **rule, **evaluations)
+                                                  config_label=base, seed=seed, method_params=dict(method_setting),
+                                                  **rule, **evaluations, **parts)
                                     for seed in seeds)
                     for cfg in configs:
                         validate_config(cfg)
                 except ConfigError as err:
-                    swept = f" [params.{method}: {setting_text(setting)}]" if setting else ""
+                    shown = [f"{table}: {setting_text(values)}" for table, values in (
+                        ("task_params", task_setting), ("model_params", model_setting),
+                        (f"params.{method}", method_setting)) if values]
+                    swept = f" [{'; '.join(shown)}]" if shown else ""
                     raise ConfigError(f"{spec.where}: {method} {modality_key(mods)} on {dataset}{swept}: {err}") \
                         from err
                 cells.append(GridCell(
                     table=spec.name, dataset=dataset, family=recipe_key(dataset), modalities=modality_key(mods),
                     method=method, config_label=cell_label(base, setting), optimizer=optimizer, configs=configs,
-                    base_label=base, setting=setting, settings_tried=len(settings)))
+                    base_label=base, setting=setting, settings_tried=len(settings) * len(part_settings)))
     return cells
 
 
 def run_count(spec: GridSpec, seeds: Sequence[int]) -> int:
     """How many runs the grid names (without the runs they depend on), from the lengths of its lists."""
     settings = sum(math.prod(len(values) for _, values in dict(spec.params).get(m, ())) for m in spec.methods)
+    parts = math.prod(len(values) for _, values in (*spec.task_params, *spec.model_params))
     return (len(dict.fromkeys(spec.datasets)) * len(spec.modalities) * len(spec.optimizers) * len(spec.dev_set)
-            * settings * len(seeds))
+            * settings * parts * len(seeds))
 
 
 def check_run_count(spec: GridSpec, seeds: Sequence[int]) -> int:
@@ -460,6 +568,8 @@ def to_toml(spec: GridSpec, comments: Sequence[str] = ()) -> str:
     lines = [f"# {line}" if line else "#" for line in comments]
     if comments:
         lines.append("")
+    if spec.plugins:
+        lines.append(f"plugins = {_toml(list(spec.plugins))}")
     if spec.profile is not None:
         lines.append(f"profile = {_toml(spec.profile)}")
     lines += [f"{key} = {_toml(value)}" for key, value in (("task", spec.task), ("model", spec.model)) if value]
@@ -476,8 +586,11 @@ def to_toml(spec: GridSpec, comments: Sequence[str] = ()) -> str:
         lines.append(f"test_noise = {_toml(list(spec.test_noise))}")
     if spec.test_dataset:
         lines.append(f"test_dataset = {_toml(spec.test_dataset)}")
-    for method, sweep in spec.params:
-        lines += ["", f"[params.{method}]"]
+    tables = [(f"params.{method}", sweep) for method, sweep in spec.params]
+    tables += [(key, sweep) for key, sweep in (("task_params", spec.task_params), ("model_params", spec.model_params))
+               if sweep]
+    for table, sweep in tables:
+        lines += ["", f"[{table}]"]
         lines += [f"{name} = {_toml(values[0] if len(values) == 1 else list(values))}" for name, values in sweep]
     return "\n".join(lines) + "\n"
 
@@ -510,10 +623,10 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
     """
     cells = presets.expand(preset, profile=profile or "quick", datasets=tuple(datasets or DEFAULT_DATASETS),
                            source=source, seeds=(0,))
-    other_tasks = sorted({cfg.task for cell in cells for cfg in cell.configs} - set(TASKS))
-    if other_tasks:
-        raise ConfigError(f"preset {preset} trains the {', '.join(other_tasks)} task, which a grid file cannot "
-                          f"express yet (it takes task {', '.join(TASKS)}); use the preset's name instead")
+    tasks = sorted({cfg.task for cell in cells for cfg in cell.configs})
+    if len(tasks) > 1:
+        raise ConfigError(f"preset {preset} trains the tasks {', '.join(tasks)}; a grid file takes one task "
+                          "(write one file per task, or use the preset's name)")
     variants, reasons = _variants(cells)
     chosen, families, combos, optimizers, devs = _largest_crossing(variants)
     covered = {(v.method, v.setting, ctx) for v in chosen
@@ -530,6 +643,7 @@ def preset_as_file(preset: str, profile: str | None = None, datasets: Sequence[s
         where=f"preset {preset}", name=preset, methods=tuple(v.method for v in chosen), modalities=combos,
         datasets=tuple(f for f in DEFAULT_DATASETS if f in families), profile=profile or "quick", source=source,
         optimizers=optimizers, dev_set=devs, seeds=tuple(seeds) if seeds else (0, 1, 2, 3, 4),
+        task=tasks[0] if tasks and tasks[0] != "classification" else None,
         params=tuple((v.method, tuple((n, (val,)) for n, val in v.setting)) for v in chosen if v.setting))
     comments = [f"bench grid file: preset {preset}, as `bench grid --show {preset}` writes it.",
                 "Every list is crossed; each run gets the thesis's settings for its method, dataset and",

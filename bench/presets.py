@@ -23,6 +23,7 @@ here follow those figures.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,7 +386,7 @@ def expand(preset: str, profile: str = "quick", datasets: Sequence[str] = ("mosi
         raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if profile not in PROFILE_SETTINGS:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_SETTINGS)}")
-    rows = PRESETS[preset]()
+    rows = _on_parts(preset, PRESETS[preset](), overrides or {})
     want_methods, want_opts = _as_set(methods), _as_set(optimizers)
     want_mods = _modality_keys(modalities)
     _check_choice("method", want_methods, {r.method for r in rows})
@@ -408,6 +409,42 @@ def expand(preset: str, profile: str = "quick", datasets: Sequence[str] = ("mosi
         raise ConfigError(f"preset {preset!r} has no cells for these filters")
     _validate(cells)
     return cells
+
+
+def compatible_methods(methods: Sequence[str], task: str | None, model: str | None) -> tuple[tuple[str, ...],
+                                                                                           list[str]]:
+    """The methods with a form for `task` whose needed capabilities `model` offers (None: any), and a reason
+    for each other one."""
+    from bench.methods import get_method
+    from bench.models import model_class
+
+    offered = model_class(model).capabilities if model else None
+    kept, notes = [], []
+    for name in methods:
+        method = get_method(name)
+        if task and task not in method.tasks:
+            notes.append(f"{name} (no {task} form)")
+        elif offered is not None and not method.requires <= offered:
+            notes.append(f"{name} (needs {', '.join(sorted(method.requires - offered))})")
+        else:
+            kept.append(name)
+    return tuple(kept), notes
+
+
+def _on_parts(preset: str, rows: list[_Row], overrides: Mapping[str, Any]) -> list[_Row]:
+    """The rows whose method runs on the overrides' task / model (every row when neither is given); a note on
+    stderr names the rows left out, and none left is a ConfigError."""
+    task, model = overrides.get("task"), overrides.get("model")
+    if not task and not model:
+        return rows
+    methods = tuple(dict.fromkeys(row.method for row in rows))
+    kept, notes = compatible_methods(methods, task, model)
+    on = " and ".join(f"{kind} {name}" for kind, name in (("task", task), ("model", model)) if name)
+    if not kept:
+        raise ConfigError(f"preset {preset}: no method of it runs on {on}: {'; '.join(notes)}")
+    if notes:
+        print(f"note: preset {preset} on {on}: left out {'; '.join(notes)}", file=sys.stderr)
+    return [row for row in rows if row.method in kept]
 
 
 # -- dependencies (bench.plan.deps) ------------------------------------------------------------------

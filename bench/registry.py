@@ -23,5 +23,9 @@ def add(registry: dict[str, Any], cls: T, kind: str) -> T:
 def lookup(registry: dict[str, Any], name: str, kind: str) -> Any:
     """The class registered as `name`; an unknown name is a ConfigError listing the registered ones."""
     if name not in registry:
-        raise ConfigError(f"unknown {kind} {name!r}; choose from {', '.join(sorted(registry))}")
+        raise ConfigError(f"unknown {kind} {name!r}; choose from {', '.join(sorted(registry))}{PLUGIN_HINT}")
     return registry[name]
+
+
+# What an unknown name's message adds: a part of the user's own is loaded from its file first.
+PLUGIN_HINT = " (one of your own: load its file with `bench --plugin FILE.py ...` or a grid file's plugins = [...])"

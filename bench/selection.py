@@ -23,6 +23,7 @@ import pandas as pd
 from bench import gridfile
 from bench.config import PROFILES, ConfigError, RunConfig, canonical_modalities, modality_key
 from bench.gridfile import is_grid_file, load
+from bench.plugins import activate
 from bench.presets import expand, preset_names
 
 DEFAULT_PROFILE = "quick"
@@ -73,8 +74,15 @@ class GridQuery:
     modalities: tuple[str, ...] | None = None  # one combination per item: "text+vision" or "text,vision"
     dev_set: bool | None = None
     label_rule: str | None = None  # MOSEI's classes: binned (default) or round; applies where it fits
+    # Every cell on this task / model (as a grid file's `task` / `model` keys); cells whose method has no
+    # form for it or needs a capability the model lacks are left out with a note
+    task: str | None = None
+    model: str | None = None
+    plugins: tuple[str, ...] = ()  # plugin files loaded before anything is read (bench.plugins.activate)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", tuple(str(p) for p in self.plugins or ()))
+        activate(list(self.plugins))
         target = str(self.target)
         object.__setattr__(self, "target", target)
         for name in ("datasets", "methods", "optimizers"):
@@ -132,10 +140,12 @@ class GridQuery:
 
     def expand_kwargs(self) -> dict[str, Any]:
         """bench.presets.expand keyword arguments (a preset target)."""
+        overrides = {key: value for key, value in (("label_rule", self.label_rule), ("task", self.task),
+                                                   ("model", self.model)) if value}
         return {"profile": self.resolved_profile(), "datasets": self.datasets or DEFAULT_DATASETS,
                 "source": self.resolved_source(), "seeds": self.resolved_seeds(), "methods": self.methods,
                 "optimizers": self.optimizers, "modalities": self.modalities, "dev_set": self.dev_set,
-                "overrides": {"label_rule": self.label_rule} if self.label_rule else None}
+                "overrides": overrides or None}
 
     def cells(self) -> list[Any]:
         """The cells (one configuration over seeds each) of the target, flags applied, every config validated."""
@@ -148,6 +158,7 @@ class GridQuery:
         if self.source is not None:
             spec = spec.replace(source=self.source)
         spec = gridfile.restrict(spec, self.methods, self.optimizers, self.modalities, self.dev_set)
+        spec = gridfile.on_parts(spec, self.task, self.model)
         return list(gridfile.expand(spec, self.resolved_profile(), self.resolved_seeds(), self.label_rule))
 
     def describe(self, cells: Sequence[Any]) -> str:
@@ -168,7 +179,8 @@ class GridQuery:
         if self.seeds:
             parts.append(f"--seeds {','.join(map(str, self.seeds))}")
         for flag, values in (("--method", self.methods), ("--optimizer", self.optimizers),
-                             ("--modalities", self.modalities)):
+                             ("--modalities", self.modalities), ("--task", (self.task,) if self.task else None),
+                             ("--model", (self.model,) if self.model else None)):
             if values:
                 parts.append(f"{flag} {','.join(values)}")
         if self.dev_set is not None:

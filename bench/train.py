@@ -33,7 +33,9 @@ from bench.methods import (
     get_method,
     validate_config,
 )
+from bench.methods.base import needed_runs
 from bench.models import model_class, model_spec
+from bench.plugins import code_changes, plugin_files_of
 from bench.tasks import Task, all_result_columns, make_task
 
 EVAL_BATCH = 512
@@ -73,6 +75,9 @@ class RunResult:
     # The result row's metric columns: every registered task's, taken when the run is made (bench.store
     # builds the row's and the evaluations file's schema from them, so a late-registered task keeps its).
     metric_columns: tuple[str, ...] = ()
+    # The plugin files that define a part of the run, as {"path", "sha256"} (the row records them, so later
+    # commands load them again).
+    plugin_files: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -620,8 +625,14 @@ def build_trainer(cfg: RunConfig, data: Dataset, deps: Mapping[str, Mapping[str,
             f"run {cfg.run_id} uses label rule {cfg.label_rule!r}, but the dataset was labelled with "
             f"{data.label_rule!r}: load it with load_dataset(..., label_rule={cfg.label_rule!r})"
         )
+    changed = code_changes(cfg)
+    if changed:
+        raise ConfigError(
+            f"run {cfg.run_id} was planned for other code than is loaded now ({'; '.join(changed)}): a plugin "
+            "file or a declared version changed since; plan it again (bench run / bench grid do)"
+        )
     deps = dict(deps or {})
-    missing = [need.run_id for need in method.needs(cfg) if need.run_id not in deps]
+    missing = [need.run_id for need in needed_runs(method, cfg) if need.run_id not in deps]
     if missing:
         raise ConfigError(
             f"method {cfg.method!r} needs the runs {', '.join(missing)} (unimodal, same seed) trained first; "
@@ -666,4 +677,5 @@ def train_run(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]] | None = 
         predictions=trainer.predictions if status == "ok" else {},
         evaluations=evaluations if status == "ok" else [],
         metric_columns=all_result_columns(data.spec.metric_set if getattr(data, "spec", None) else "mmsa"),
+        plugin_files=[dataclasses.asdict(source) for source in plugin_files_of(cfg)],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -109,7 +110,11 @@ def test_csv_export_matches_the_store(store: Path, tmp_path: Path, capsys) -> No
     traj, _ = read_trajectories(store)
     flat = pd.read_csv(out / "results.csv")
     assert len(flat) == len(results) == 4
-    assert set(flat.columns) == set(results.columns)
+    own = {c for c in results.columns if not c.startswith("param_")}
+    assert own <= set(flat.columns)
+    # the parameter columns: one per parameter the exported runs set (per method where two share a name)
+    set_params = {f"param_{name}" for text in results["method_params"] for name in json.loads(text)}
+    assert set(flat.columns) - own == set_params
     by_id = flat.set_index("run_id")
     for row in results.to_dict("records"):
         assert by_id.loc[row["run_id"], "test_acc"] == row["test_acc"]

@@ -35,12 +35,12 @@ LAYER_OF = {
     "bench.methods": "methods", "bench.params": "methods", "bench.plugins": "methods",
     "bench.train": "train",
     "bench.plan": "plan", "bench.presets": "plan", "bench.presets_msa": "plan",
-    "bench.gridfile": "plan", "bench.selection": "plan",
+    "bench.gridfile": "plan", "bench.selection": "plan", "bench.conformance": "plan",
     "bench.store": "store",
     "bench.execute": "execute",
     "bench.report": "report", "bench.export": "report", "bench.report.cli": "cli",
     "bench.api": "api", "bench.calibrate": "cli", "bench.perf": "api", "bench.reproduce": "cli",
-    "bench.cli": "cli", "bench.cli_runs": "cli",
+    "bench.cli": "cli", "bench.cli_runs": "cli", "bench.cli_parts": "cli",
 }
 # Imports that point up, each an entry point: (importing module, imported module prefix).
 UPWARD = {

@@ -157,7 +157,8 @@ def published_description(sha256: str) -> str | None:
 # -- spec files ---------------------------------------------------------------------------------------
 
 _TOP_KEYS = {"name", "display", "short", "table_name", "modalities", "labels", "dev_size", "profile_sizes",
-             "metric_set", "recipe", "files", "published_sha256", "like", "per_modality_labels", "data"}
+             "metric_set", "recipe", "files", "published_sha256", "like", "per_modality_labels", "data",
+             "version"}
 _LABEL_KEYS = {"kind", "score_range", "rules", "class_names"}
 
 
@@ -184,6 +185,19 @@ def load_spec_file(path: Path | str) -> DatasetSpec:
     return spec
 
 
+def spec_source(name: str) -> str:
+    """Where a registered dataset spec comes from: 'built-in', or 'spec file <path>'."""
+    path = _FROM_FILES.get(name)
+    return f"spec file {path}" if path is not None else "built-in"
+
+
+def forget_spec(name: str) -> None:
+    """Unregister a dataset a spec file declared (a plugin unloaded); built-in specs stay."""
+    if name in _FROM_FILES:
+        DATASETS.pop(name, None)
+        _FROM_FILES.pop(name, None)
+
+
 def _spec_from_table(table: Mapping[str, Any], path: Path) -> DatasetSpec:
     """A spec from a TOML table: `like` starts from a registered spec, every other key overrides it."""
     name = str(table.get("name", path.name.removesuffix(SPEC_SUFFIX).removesuffix(".toml")))
@@ -195,6 +209,8 @@ def _spec_from_table(table: Mapping[str, Any], path: Path) -> DatasetSpec:
         fields["modalities"] = tuple(str(m) for m in table["modalities"])
     if "dev_size" in table:
         fields["dev_size"] = int(table["dev_size"])
+    if "version" in table:
+        fields["version"] = int(table["version"])
     if "profile_sizes" in table:
         fields["profile_sizes"] = {str(k): tuple(int(n) for n in v) for k, v in table["profile_sizes"].items()}
     for key in ("files", "published_sha256"):  # never inherited: a spec file declares its own files

@@ -100,6 +100,9 @@ class DatasetSpec:
     per_modality_labels: Mapping[str, str] = field(default_factory=dict)  # modality -> label key in the file
     short: str = ""  # compact column label in tables ("MOSI"); "" = the name
     table_name: str = ""  # the name a table caption prints ("CMU-MOSI"); "" = display
+    # The version of the spec's rules: part of every run id (RunConfig.code). Bump it when a change alters
+    # what a run on this dataset trains on or reports.
+    version: int = 1
 
     def __post_init__(self) -> None:
         where = f"dataset spec {self.name!r}"
@@ -125,7 +128,8 @@ class DatasetSpec:
             raise DataError(f"{where}: per_modality_labels for undeclared modalities {', '.join(stray)}")
 
     # Fields that only name or place the dataset; every other field can change what a run trains or reports.
-    PRESENTATION_FIELDS = ("name", "display", "short", "table_name", "like", "files", "published_sha256")
+    PRESENTATION_FIELDS = ("name", "display", "short", "table_name", "like", "files", "published_sha256",
+                           "version")  # version: in the run id's code pairs, not in the data fingerprint
 
     def content_digest(self) -> str:
         """A hash of every field that can change a run's data, labels or metrics (not its names): what a

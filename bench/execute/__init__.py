@@ -131,7 +131,7 @@ def _as_jobs(planned: Iterable[Any]) -> list[Job]:
 def run_jobs(jobs: Iterable[Any], runs_dir: str | Path, executor: str = "inline",
              options: Mapping[str, Any] | BackendOptions | None = None, *, retry_failed: bool = False,
              job_fn: JobFn | None = None, progress: bool = True, metric_columns: tuple[str, ...] = (),
-             claim_ttl_s: float = store.DEFAULT_CLAIM_TTL_S) -> Summary:
+             claim_ttl_s: float = store.DEFAULT_CLAIM_TTL_S, quiet: bool = False) -> Summary:
     """Train every job not already stored ok (see the module docstring); the Summary.
 
     jobs: the job graph, dependencies first (`bench.plan.deps.job_graph(configs)`: each item has `config`
@@ -145,7 +145,7 @@ def run_jobs(jobs: Iterable[Any], runs_dir: str | Path, executor: str = "inline"
     runs = Path(runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
     context = BackendContext(runs, job_fn if job_fn is not None else default_job_fn(), tuple(metric_columns))
-    reporter = make_reporter(progress)
+    reporter = make_reporter(progress, quiet)  # quiet: the caller asked for no output (api echo=None)
     sched = Scheduler(graph, runs, retry_failed, claim_ttl_s, reporter, context.metric_columns)
     backend: Backend | None = None
     try:

@@ -153,8 +153,10 @@ class LiveReporter(Reporter):
         return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
-def make_reporter(progress: bool) -> Reporter:
-    """The live display on a terminal, plain lines otherwise."""
+def make_reporter(progress: bool, quiet: bool = False) -> Reporter:
+    """The live display on a terminal, plain lines otherwise; `quiet`: no line at all."""
+    if quiet:
+        return Reporter(echo=lambda line: None)
     if progress and sys.stdout.isatty():
         return LiveReporter()
     return Reporter()

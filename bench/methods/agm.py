@@ -41,11 +41,11 @@ from torch import Tensor, nn
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, Logs, Method, ThesisSettings, TrainState, check_choices, register, scale_gradient
 from bench.models import behaves_the_same_in_train_and_eval
+from bench.tasks import Task, make_task
 
 if TYPE_CHECKING:
     from bench.models import LateFusionModel
 
-MIN_PROB = 1e-8  # the official code's floor on the true-class probability
 STATE_KEY = "agm/state"
 HEAD_GRAD_LIMIT = 1.0  # clip when a head weight gradient element leaves [-1, 1] ...
 CLIP_MAX_NORM = 1.0  # ... to this global norm
@@ -58,8 +58,8 @@ REGRESSION_SCORES = ("mse", "mcr_inverse")
 class AGMParams:
     alpha: float = 2.0
     clip_c: float = 7.0  # c in k = exp(alpha * min(tau - r, c))
-    # regression only: "mse" = mean squared error of o_m (a loss, as CE in classification);
-    # "mcr_inverse" = batch size / MSE, the score of the MCR code's AGM_reg
+    # "mse" = the mean per-sample error of o_m (squared error in regression, clamped NLL in classification);
+    # "mcr_inverse" = batch size / that mean, the score of the MCR code's AGM_reg (made for regression)
     regression_score: str = "mse"
 
 
@@ -148,34 +148,29 @@ def shapley_outputs(model: LateFusionModel, batch: Batch, full_logits: Tensor,
 # -- scores, strengths, coefficients -------------------------------------------------------------------
 
 
-def clamped_nll(logits: Tensor, labels: Tensor) -> Tensor:
-    """-log max(softmax(logits)_y, 1e-8) per sample: (B,)."""
-    log_probs = torch.log_softmax(logits.detach().float(), dim=1)  # (B, K)
-    nll = -log_probs.gather(1, labels.view(-1, 1)).squeeze(1)  # (B,)
-    return nll.clamp(max=-math.log(MIN_PROB))  # p < 1e-8  <=>  -log p > -log 1e-8
+def as_task(task: Task | str) -> Task:
+    """A task instance (a name is made with its default options)."""
+    return make_task(task) if isinstance(task, str) else task
 
 
-def squared_errors(outputs: Tensor, targets: Tensor) -> Tensor:
-    """(o_i - y_i)^2 per sample of a (B, 1) regression output: (B,)."""
-    return (outputs.detach().float().squeeze(1) - targets.float()) ** 2
+def sample_losses(outputs: Tensor, targets: Tensor, task: Task | str) -> Tensor:
+    """The per-sample error behind s_m, the task's `sample_error`: -log max(p_y, 1e-8) (classification,
+    the official clamp) or the squared error (regression): (B,)."""
+    return as_task(task).sample_error(outputs, targets)
 
 
-def sample_losses(outputs: Tensor, targets: Tensor, task: str) -> Tensor:
-    """The per-sample loss behind s_m: clamped NLL (classification) or squared error (regression): (B,)."""
-    return squared_errors(outputs, targets) if task == "regression" else clamped_nll(outputs, targets)
-
-
-def score_from_mean_loss(mean_loss: float, task: str, rule: str, batch_size: int) -> float:
-    """s_m from the mean per-sample loss: the loss itself, or MCR's batch size / MSE ("mcr_inverse")."""
-    if task == "regression" and rule == "mcr_inverse":
+def score_from_mean_loss(mean_loss: float, rule: str, batch_size: int) -> float:
+    """s_m from the mean per-sample error: the error itself ("mse"), or MCR's batch size / error
+    ("mcr_inverse", the score of the MCR code's AGM_reg)."""
+    if rule == "mcr_inverse":
         return batch_size / max(mean_loss, 1e-12)
     return mean_loss
 
 
-def mono_modal_scores(outputs: Mapping[str, Tensor], labels: Tensor, task: str = "classification",
+def mono_modal_scores(outputs: Mapping[str, Tensor], labels: Tensor, task: Task | str = "classification",
                       rule: str = "mse") -> dict[str, float]:
-    """s_m = mean_i -log max(p(o_m,i)_{y_i}, 1e-8) (classification), or the regression score of `rule`."""
-    return {m: score_from_mean_loss(float(sample_losses(out, labels, task).mean()), task, rule, int(labels.shape[0]))
+    """s_m = mean_i of the task's per-sample error of o_m (see `sample_losses`), then the score `rule`."""
+    return {m: score_from_mean_loss(float(sample_losses(out, labels, task).mean()), rule, int(labels.shape[0]))
             for m, out in outputs.items()}
 
 
@@ -228,13 +223,13 @@ def dev_split_scores(model: LateFusionModel, state: TrainState) -> dict[str, flo
         for batch in state.batches("dev"):
             outputs = shapley_outputs(model, batch, model(batch).logits)
             for modality, logits in outputs.items():
-                losses = sample_losses(logits, batch.labels, state.cfg.task)
+                losses = sample_losses(logits, batch.labels, state.task)
                 totals[modality] = totals.get(modality, 0.0) + float(losses.sum())
             count += batch.size
     finally:
         model.train(was_training)
     rule = state.params.regression_score
-    return {m: score_from_mean_loss(total / max(count, 1), state.cfg.task, rule, state.cfg.batch_size)
+    return {m: score_from_mean_loss(total / max(count, 1), rule, state.cfg.batch_size)
             for m, total in totals.items()}
 
 
@@ -279,7 +274,7 @@ class AGM(Method):
         """Measure s_m (batch, or dev split when due) and update r, tau and the running scores."""
         agm = state.scratch.setdefault(STATE_KEY, AGMState())
         if not state.cfg.dev_set:
-            record_scores(agm, mono_modal_scores(outputs, batch.labels, state.cfg.task,
+            record_scores(agm, mono_modal_scores(outputs, batch.labels, state.task,
                                                  state.params.regression_score))
         elif self.dev_refresh_due(agm, state):
             record_scores(agm, dev_split_scores(model, state))

@@ -37,10 +37,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from bench import registry
 from bench.batch import Batch, ModelOutput  # re-exported: methods import both from here
 from bench.config import ConfigError, RunConfig
 from bench.data.registry import spec_for
 from bench.models import ModelSpec, check_model_params, model_class
+from bench.plugins import restamp
 from bench.tasks import Task, make_task, task_class
 
 Logs = dict[str, float]
@@ -155,6 +157,9 @@ class Method:
     default_model: ClassVar[str] = "late_fusion"
     requires: ClassVar[frozenset[str]] = frozenset()  # model capabilities used (bench.models.CAPABILITIES)
     owns_step: ClassVar[bool] = False  # True: train_step does forward, backward and the optimizer steps
+    # The version of what the method computes: part of every run id (RunConfig.code). Bump it when a change
+    # alters the numbers of a configuration that exists already, so its stored runs are not reused.
+    version: ClassVar[int] = 1
 
     # -- what the method's file states about itself (read by presets, store and report) --------------
     # display_name, table_order and is_reference_baseline name one method, so a subclass does not inherit
@@ -270,6 +275,12 @@ class Method:
         return cfg.dev_set or self.holds_out_dev
 
 
+def needed_runs(method: Method, cfg: RunConfig) -> list[RunConfig]:
+    """The runs `cfg` needs (`method.needs`), each pinned to the code of its own parts when `cfg` is pinned:
+    what the planner schedules and the trainer looks up, so both agree on the run ids."""
+    return [restamp(need) for need in method.needs(cfg)]
+
+
 def dataset_recipe(dataset: str) -> str:
     """The recipe-table name of a run's dataset (bench/recipes.toml), for settings read at train time."""
 
@@ -337,7 +348,8 @@ def method_order() -> list[str]:
 def get_method(name: str) -> Method:
     """The registered method `name`; an unknown name lists the registered ones."""
     if name not in REGISTRY:
-        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(sorted(REGISTRY))}")
+        raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(sorted(REGISTRY))}"
+                          f"{registry.PLUGIN_HINT}")
     return REGISTRY[name]()
 
 
@@ -392,9 +404,10 @@ def check_choices(method: str, params: Any, choices: Mapping[str, Sequence[str]]
 def check_task_and_model(method: Method, cfg: RunConfig) -> None:
     """The task is one the method supports, the model offers every capability the method uses."""
     task_class(cfg.task)
+    if cfg.task not in method.tasks:  # before the task's options: they may be the method's own task's
+        raise ConfigError(f"method {method.name!r} has no {cfg.task} form (it supports: {', '.join(method.tasks)}; "
+                          f"--task {method.tasks[0]})")
     make_task(cfg.task, dict(cfg.task_params))
-    if cfg.task not in method.tasks:
-        raise ConfigError(f"method {method.name!r} has no {cfg.task} form (it supports: {', '.join(method.tasks)})")
     model = model_class(cfg.model)
     check_model_params(cfg.model, dict(cfg.model_params))
     missing = sorted(method.requires - model.capabilities)

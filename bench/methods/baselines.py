@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import Batch, BuildContext, Method, ModelOutput, dataset_recipe, register
+from bench.plugins import restamp
 from bench.recipes import recipe
+from bench.tasks import Task, make_task
 
 BOTH_TASKS = ("classification", "regression")
 
@@ -31,11 +32,11 @@ def unimodal_config(cfg: RunConfig, modality: str) -> RunConfig:
     modality, and the fields a unimodal run never sets (per-group rates, dev set, window, test evaluations).
     """
     default = RunConfig()
-    return cfg.replace(
+    return restamp(cfg.replace(
         method="unimodal", modalities=(modality,), method_params=(), group_lrs=(), dev_set=False,
         ratio_every=default.ratio_every, window_start=default.window_start,
         window_end=min(default.window_end, cfg.max_epochs - 1), test_noise=(), test_dataset="",
-    )
+    ))
 
 
 def _dependency_states(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Mapping]:
@@ -102,23 +103,18 @@ class ConcatLR(Method):
 
 
 class SoftVotingEnsemble(nn.Module):
-    """Unimodal models combined by averaging their class probabilities (classification) or their
-    predicted scores (regression, `average_outputs`)."""
+    """Unimodal models combined as the task averages members (`Task.average_members`): the log of the mean
+    class distribution (classification), the mean score (regression)."""
 
-    def __init__(self, members: Mapping[str, nn.Module], average_outputs: bool = False) -> None:
+    def __init__(self, members: Mapping[str, nn.Module], task: Task) -> None:
         super().__init__()
         self.members = nn.ModuleDict(dict(members))
-        self.average_outputs = average_outputs
+        self.task = task
 
     def forward(self, batch: Batch) -> ModelOutput:
         member_logits = {m: model(batch).logits for m, model in self.members.items()}  # m -> (B, K)
-        if self.average_outputs:  # regression: the mean of the unimodal predictions, (B, 1)
-            mean = torch.stack(list(member_logits.values())).mean(dim=0)
-            return ModelOutput(logits=mean, modality_logits={m: z.detach() for m, z in member_logits.items()})
-        mean_probs = torch.stack([torch.softmax(z, dim=1) for z in member_logits.values()]).mean(dim=0)
-        # log of the mean distribution: cross-entropy on it is the NLL of the soft vote
         return ModelOutput(
-            logits=torch.log(mean_probs.clamp_min(1e-12)),
+            logits=self.task.average_members(list(member_logits.values())),
             modality_logits={m: z.detach() for m, z in member_logits.items()},
         )
 
@@ -141,7 +137,7 @@ class Ensemble(Method):
             raise ConfigError("ensemble does not use a development set; drop --dev-set")
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        return SoftVotingEnsemble(unimodal_models(ctx), average_outputs=ctx.cfg.task == "regression")
+        return SoftVotingEnsemble(unimodal_models(ctx), make_task(ctx.cfg.task, dict(ctx.cfg.task_params)))
 
 
 @register

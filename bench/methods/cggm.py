@@ -47,6 +47,7 @@ from bench.methods.base import (
     register,
     resolve_params,
 )
+from bench.tasks import Task, make_task
 
 if TYPE_CHECKING:
     from bench.models import LateFusionModel
@@ -85,12 +86,11 @@ class CGGMState:
 # -- the formulas ---------------------------------------------------------------------------------------
 
 
-def helper_hits(outputs: Tensor, targets: Tensor, task: str) -> float:
-    """Samples the helper gets right: argmax == y (classification), (out > 0) == (y > 0) (regression)."""
-    outputs = outputs.detach()
-    if task == "regression":  # outputs (B, 1), targets (B,) scores
-        return float(((outputs.squeeze(1) > 0) == (targets > 0)).sum())
-    return float((outputs.argmax(dim=1) == targets).sum())  # outputs (B, K), targets (B,) classes
+def helper_hits(outputs: Tensor, targets: Tensor, task: Task | str) -> float:
+    """Samples the helper gets right, as the task counts them (`Task.hits`): argmax == y (classification),
+    (out > 0) == (y > 0) (regression)."""
+    task = make_task(task) if isinstance(task, str) else task
+    return float(task.hits(outputs, targets).sum())
 
 
 def improvements(accuracies: Mapping[str, float], previous: Mapping[str, float]) -> dict[str, float]:
@@ -154,7 +154,7 @@ class CGGMModel(nn.Module):
         super().__init__()
         self.base = base
         width = base.spec.num_classes
-        self.helpers = nn.ModuleDict({m: HelperHead(base.spec.size(m).out, width, helper) for m in base.modalities})
+        self.helpers = nn.ModuleDict({m: HelperHead(base.feature_dim(m), width, helper) for m in base.modalities})
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -176,7 +176,7 @@ class CGGM(Method):
     name = "cggm"
     Params = CGGMParams
     tasks = ("classification", "regression")
-    requires = frozenset({"encoders", "features", "linear_head", "encoder_sizes"})
+    requires = frozenset({"encoders", "features", "linear_head"})
     description = ("Classifier-Guided Gradient Modulation: helper heads' accuracy gains scale the encoder "
                    "gradients; a cosine term aligns the fused head with them")
     display_name = "CGGM"
@@ -219,7 +219,7 @@ class CGGM(Method):
         for m in base.modalities:
             out = model.helpers[m](features[m].detach())  # (B, K): no gradient into the encoder
             helper_losses[m] = state.task.loss(out, batch.labels)
-            cggm.correct[m] = cggm.correct.get(m, 0.0) + helper_hits(out, batch.labels, state.cfg.task)
+            cggm.correct[m] = cggm.correct.get(m, 0.0) + helper_hits(out, batch.labels, state.task)
         cggm.seen += batch.size
         loss = task_loss + sum(helper_losses.values())
         if cggm.snapshot is not None and state.in_window:

@@ -167,11 +167,22 @@ def class_distribution_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return (q[present] * (q[present].log() - log_p_bar[present])).sum()
 
 
-def statistical_loss(task: str, outputs: Tensor, labels: Tensor, moments: int) -> Tensor:
-    """SL of the fused outputs (B, K): the regression moments, or the class distribution."""
-    if task == "regression":
-        return regression_statistics_loss(outputs.squeeze(1), labels, moments)
+def _regression_sl(outputs: Tensor, labels: Tensor, moments: int) -> Tensor:
+    return regression_statistics_loss(outputs.squeeze(1), labels, moments)
+
+
+def _classification_sl(outputs: Tensor, labels: Tensor, moments: int) -> Tensor:
     return class_distribution_loss(outputs, labels)
+
+
+# The statistical loss's form for each task the method defines (`CPSL.tasks`): the paper's moments of the
+# scores (regression), the class distribution (ours, classification).
+STATISTICAL_LOSSES = {"regression": _regression_sl, "classification": _classification_sl}
+
+
+def statistical_loss(task: str, outputs: Tensor, labels: Tensor, moments: int) -> Tensor:
+    """SL of the fused outputs (B, K) in the form of `task` (a name of STATISTICAL_LOSSES)."""
+    return STATISTICAL_LOSSES[task](outputs, labels, moments)
 
 
 # -- the objective and its logs ----------------------------------------------------------------------
@@ -249,7 +260,7 @@ class CPSL(Method):
         parts: CPSLParts = model.parts(batch)
         task_loss = state.task.loss(parts.fused, labels)
         unimodal = {m: state.task.loss(out, labels) for m, out in parts.unimodal.items()}
-        sl = statistical_loss(state.cfg.task, parts.fused, labels, params.moments) if params.use_sl else None
+        sl = statistical_loss(state.task.name, parts.fused, labels, params.moments) if params.use_sl else None
         gradients, conflict, sl_cos, projected = None, None, None, False
         correction_term = None
         if params.use_cp:

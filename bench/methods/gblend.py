@@ -122,15 +122,11 @@ class GBlendModel(nn.Module):
     """The run's late-fusion model (`base`; evaluation and checkpoint selection use its fused head) and a
     linear head on each modality's encoder output, trained with the encoders."""
 
-    def __init__(self, base: nn.Module) -> None:
+    def __init__(self, base: nn.Module, modalities: tuple[str, ...], output_size: int) -> None:
         super().__init__()
         self.base = base
-        width = base.spec.num_classes
-        self.unimodal = nn.ModuleDict({m: nn.Linear(base.spec.size(m).out, width) for m in base.modalities})
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return self.base.modalities
+        self.modalities = tuple(modalities)
+        self.unimodal = nn.ModuleDict({m: nn.Linear(base.feature_dim(m), output_size) for m in self.modalities})
 
     @property
     def encoders(self) -> nn.ModuleDict:
@@ -138,13 +134,13 @@ class GBlendModel(nn.Module):
 
     @property
     def heads(self) -> tuple[str, ...]:
-        return (*self.base.modalities, FUSED)
+        return (*self.modalities, FUSED)
 
     def head_outputs(self, batch: Batch) -> dict[str, Tensor]:
         """Every head's output (B, K): u_m for each modality and the fused prediction."""
         base: LateFusionModel = self.base
         features = base.encode(batch)  # m -> z_m (B, D_m)
-        outputs = {m: self.unimodal[m](features[m]) for m in base.modalities}
+        outputs = {m: self.unimodal[m](features[m]) for m in self.modalities}
         outputs[FUSED] = base.fuse(features)
         return outputs
 
@@ -207,7 +203,7 @@ class GBlend(Method):
     name = "gblend"
     Params = GBlendParams
     tasks = ("classification", "regression")
-    requires = frozenset({"features", "encoder_sizes"})
+    requires = frozenset({"features"})
     holds_out_dev = True
     description = ("Gradient Blending (online): fused and unimodal losses weighted by G/O^2, the held-out "
                    "gain over the squared overfitting growth, re-estimated every super-epoch")
@@ -221,7 +217,7 @@ class GBlend(Method):
         check_choices("gblend", params, {"estimate": ESTIMATES, "gain_rule": GAIN_RULES})
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        return GBlendModel(ctx.model())
+        return GBlendModel(ctx.model(), ctx.spec.modalities, ctx.spec.num_classes)
 
     # -- estimation -----------------------------------------------------------------------------------------
     def on_epoch_start(self, model: nn.Module, state: TrainState) -> Logs:

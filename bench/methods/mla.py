@@ -183,7 +183,7 @@ class MLA(Method):
     name = "mla"
     Params = MLAParams
     owns_step = True
-    requires = frozenset({"encoders", "features", "encoder_sizes"})
+    requires = frozenset({"encoders", "features"})
     description = "MLA: alternating unimodal updates through a shared head, entropy-weighted fusion at test time"
     display_name = "MLA"
     table_order = 190
@@ -196,8 +196,9 @@ class MLA(Method):
                                       "head_gradient": HEAD_GRADIENTS})
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        widths = {m: ctx.spec.size(m).out for m in ctx.spec.modalities}
-        return MLAModel(ctx.model(), widths, ctx.spec.num_classes, ctx.params.fusion, ctx.params.fusion_entropy)
+        base = ctx.model()
+        widths = {m: base.feature_dim(m) for m in ctx.spec.modalities}
+        return MLAModel(base, widths, ctx.spec.num_classes, ctx.params.fusion, ctx.params.fusion_entropy)
 
     def param_groups(self, model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
         """One group per modality (encoder + projection) and 'head' (the shared head), without the run

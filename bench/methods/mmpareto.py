@@ -237,16 +237,14 @@ class MMPareto(Method):
         losses: dict[str, float] = {}
         correct: dict[str, float] = {}
         count = 0
-        classification = state.cfg.task == "classification"
         try:
             for batch in state.batches("valid"):
                 for modality, z in model.encode(batch).items():
                     out = model.unimodal_heads[modality](z)
                     batch_loss = float(state.task.loss(out, batch.labels)) * batch.size
                     losses[modality] = losses.get(modality, 0.0) + batch_loss
-                    if classification:
-                        hits = float((out.argmax(dim=1) == batch.labels).sum())
-                        correct[modality] = correct.get(modality, 0.0) + hits
+                    hits = float(state.task.hits(out, batch.labels).sum())  # class or sign right
+                    correct[modality] = correct.get(modality, 0.0) + hits
                 count += batch.size
         finally:
             model.train(was_training)

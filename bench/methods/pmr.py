@@ -227,7 +227,7 @@ class PMR(Method):
     name = "pmr"
     Params = PMRParams
     has_dev_set_variant = True
-    requires = frozenset({"features", "encoder_sizes"})
+    requires = frozenset({"features"})
     description = "prototype cross-entropy added for the lagging modality (Prototypical Modal Rebalance)"
     display_name = "PMR"
     table_order = 100
@@ -278,7 +278,7 @@ class PMR(Method):
         return logs
 
     def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
-        sizes = {m: model.spec.size(m).out for m in state.cfg.modalities}
+        sizes = {m: model.feature_dim(m) for m in state.cfg.modalities}
         state.scratch["prototypes"] = {
             m: empty_prototypes(state.num_classes, dim, state.device) for m, dim in sizes.items()
         }

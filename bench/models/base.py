@@ -91,6 +91,9 @@ class Model:
     description: ClassVar[str] = ""
     min_modalities: ClassVar[int] = 1
     max_modalities: ClassVar[int] = 3
+    # The version of the architecture: part of every run id (RunConfig.code); bump it when a change alters
+    # what an existing configuration builds or computes.
+    version: ClassVar[int] = 1
 
     @classmethod
     def defaults(cls, recipe: str) -> dict[str, Any]:

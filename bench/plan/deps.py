@@ -27,8 +27,9 @@ class PlannedJob:
 def dependencies(cfg: RunConfig) -> list[RunConfig]:
     """The runs `cfg` needs first (the method's `needs`)."""
     from bench.methods import get_method
+    from bench.methods.base import needed_runs
 
-    return list(get_method(cfg.method).needs(cfg))
+    return needed_runs(get_method(cfg.method), cfg)
 
 
 def order_with_dependencies(configs: Iterable[RunConfig]) -> list[RunConfig]:

@@ -39,6 +39,7 @@ from bench.data import DataError, data_fingerprint
 from bench.data.registry import is_synthetic
 from bench.params import as_stored
 from bench.plan.datasets import check_label_rule, dataset_modalities, default_label_rule, recipe_key
+from bench.plugins import stamp
 from bench.recipes import Recipe, recipe
 
 if TYPE_CHECKING:
@@ -318,10 +319,16 @@ def _finish(chain: Chain, dataset: str) -> Planned:
     check_label_rule(dataset, values["label_rule"])
     if not values.get("model"):
         chain.set(f"{RESOLVED} (the method's default)", model=default_model(values["method"]))
+    own_task = method_own_task(values["method"])
+    if chain.origins.get("task") == DEFAULT and own_task and own_task != values["task"]:
+        chain.set(f"{RESOLVED} (the method's only task)", task=own_task)
     _resolve_params(chain, dataset)
     for key in PAIR_FIELDS:
         values[key] = as_pairs(values.get(key) or {})
-    config = RunConfig(**values)
+    values["code"] = ()
+    config = stamp(RunConfig(**values))  # the code it is planned for: part of its run id
+    for part in dict(config.code):
+        chain.origins[f"code.{part}"] = f"{RESOLVED} (the loaded code: version, plugin file)"
     planned = Planned(config, dict(chain.origins))
     _remember(planned)
     return planned
@@ -385,6 +392,14 @@ def resolved_method_params(method: str, given: Mapping[str, Any]) -> dict[str, A
             resolved[f.name] = f.default
     resolved.update({k: v for k, v in given.items() if k not in resolved})
     return resolved
+
+
+def method_own_task(method: str) -> str | None:
+    """The task a method with one task runs when none is given (feada, sati: regression); else None."""
+    from bench.methods.base import REGISTRY
+
+    cls = REGISTRY.get(method)
+    return cls.tasks[0] if cls is not None and len(cls.tasks) == 1 else None
 
 
 def default_model(method: str) -> str:

@@ -16,7 +16,7 @@ from bench import __version__, store
 from bench.config import ConfigError
 from bench.report import labels, sources
 from bench.report.model import StatsOptions, TableModel
-from bench.report.plots import PLOTS, build_figure, png_bytes
+from bench.report.plots import build_figure, plot_kind, png_bytes
 from bench.report.reference import normalise_table
 from bench.report.render import SYNTHETIC_NOTICE, html_fragment, html_page
 from bench.report.tables import baseline_pool, models_from
@@ -91,7 +91,7 @@ def table_figures(model: TableModel, cells: Sequence[Any], results: pd.DataFrame
         for cell in chosen:
             groups.setdefault((cell.dataset, cell.modalities), []).extend(cfg.run_id for cfg in cell.configs)
         for (dataset, modalities), run_ids in groups.items():
-            caption = (f"{PLOTS[spec.kind].title}: {labels.block_name(modalities)}, {dataset}, "
+            caption = (f"{plot_kind(spec.kind).title}: {labels.block_name(modalities)}, {dataset}, "
                        f"{', '.join(labels.method_name(m) for m in spec.methods)} "
                        f"({', '.join(spec.configs)})")
             rendered.append(_render_one(spec.kind, caption, results, run_ids, runs_dir))

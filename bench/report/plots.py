@@ -77,6 +77,20 @@ PLOTS: dict[str, PlotKind] = {
                ("train", "valid", "dev"), "step", "each"))),
 }
 PLOT_KINDS = tuple(PLOTS)
+SERIES_PREFIX = "series:"  # `bench plot series:<name>`: any series a method logs, per modality and split
+
+
+def plot_kind(kind: str) -> PlotKind:
+    """The figure of `kind`: a built-in one, or "series:<name>" for a method's own logged series (every
+    split and modality it was logged with, against the optimizer step)."""
+    if kind in PLOTS:
+        return PLOTS[kind]
+    name = kind.removeprefix(SERIES_PREFIX).strip()
+    if not kind.startswith(SERIES_PREFIX) or not name:
+        raise ConfigError(f"unknown plot {kind!r}; choose from {', '.join(PLOT_KINDS)}, or {SERIES_PREFIX}<name> "
+                          "for a series a method logs (e.g. series:ratio)")
+    return PlotKind(f"logged series '{name}' per step", (),
+                    (Panel(name, (name,), ("train", "valid", "dev"), "step", "any", show_split=True),))
 
 DPI = 100
 FIG_WIDTH_IN = 10.0
@@ -95,7 +109,7 @@ TITLE_CHARS = 135  # a title line longer than this would run off a 10-inch figur
 
 def figure_size_px(kind: str) -> tuple[int, int]:
     """(width, height) in pixels of a saved figure of this kind."""
-    height = PANEL_HEIGHT_IN * len(PLOTS[kind].panels) + HEADER_HEIGHT_IN
+    height = PANEL_HEIGHT_IN * len(plot_kind(kind).panels) + HEADER_HEIGHT_IN
     return int(round(FIG_WIDTH_IN * DPI)), int(round(height * DPI))
 
 
@@ -110,6 +124,8 @@ class Selection:
     optimizer: str | None = None
     dev_set: bool | None = None
     seeds: tuple[int, ...] | None = None
+    task: str | None = None
+    model: str | None = None
 
 
 @dataclass
@@ -139,6 +155,9 @@ def filter_runs(results: pd.DataFrame, selection: Selection, methods: Sequence[s
     mods = modality_key(canonical_modalities(selection.modalities)) if selection.modalities else None
     rows = _filter(rows, "modalities", (mods,) if mods else None)
     rows = _filter(rows, "optimizer", (selection.optimizer,) if selection.optimizer else None)
+    for column in ("task", "model"):
+        wanted = getattr(selection, column)
+        rows = _filter(rows, column, (wanted,) if wanted else None)
     if selection.dev_set is not None:
         rows = rows[rows["dev_set"].astype(bool) == selection.dev_set]
     return _filter(rows, "seed", selection.seeds)
@@ -154,7 +173,7 @@ def select_runs(results: pd.DataFrame, kind: str, selection: Selection) -> pd.Da
 
     if not len(results) or "status" not in results:
         raise ConfigError("no stored results to plot (the store is empty)")
-    methods = selection.methods or (None if selection.run_ids else PLOTS[kind].methods)
+    methods = selection.methods or (None if selection.run_ids else plot_kind(kind).methods)
     rows = filter_runs(results, selection, methods)
     if not len(rows):
         wanted = ", ".join(methods or ["any"])
@@ -171,7 +190,7 @@ def select_runs(results: pd.DataFrame, kind: str, selection: Selection) -> pd.Da
 
 def selection_note(rows: pd.DataFrame, kind: str, selection: Selection) -> str:
     """A note naming the methods and seeds the selection asks for that have no ok run ("" when none)."""
-    methods = selection.methods or (None if selection.run_ids else PLOTS[kind].methods)
+    methods = selection.methods or (None if selection.run_ids else plot_kind(kind).methods)
     absent = [f"method {m}" for m in methods or () if m not in set(rows["method"])]
     absent += [f"seed {s}" for s in selection.seeds or () if s not in set(rows["seed"])]
     if not absent:
@@ -215,19 +234,23 @@ def _variant_label(values: dict[str, str], siblings: Sequence[dict[str, str]]) -
     if "optimizer" in varying:
         label += f" {values['optimizer'].upper()}"
         varying = [f for f in varying if f not in OPTIMIZER_IMPLIED]
-    extras = [f"{f}={_short(values[f])}" for f in varying]
+    extras = [f"{f}={_short(values[f], [s[f] for s in siblings])}" for f in varying]
     return f"{label} ({', '.join(extras)})" if extras else label
 
 
-def _short(value: str) -> str:
-    """Compact a JSON parameter dict for a legend."""
+def _short(value: str, siblings: Sequence[str] = ()) -> str:
+    """Compact a JSON parameter dict for a legend: only the keys whose values differ among `siblings` (a
+    model's dozen sizes would overflow the legend when one of them is what tells two lines apart)."""
     try:
         parsed = json.loads(value)
     except ValueError:
         return value
-    if isinstance(parsed, dict):
-        return ",".join(f"{k}={v}" for k, v in parsed.items()) or "{}"
-    return value
+    if not isinstance(parsed, dict):
+        return value
+    others = [json.loads(s) for s in siblings if s != value]
+    others = [o for o in others if isinstance(o, dict)]
+    differing = {k: v for k, v in parsed.items() if any(o.get(k) != v for o in others)} if others else parsed
+    return ",".join(f"{k}={v}" for k, v in differing.items()) or "{}"
 
 
 # -- aggregation ----------------------------------------------------------------------------------
@@ -285,7 +308,7 @@ def _aggregate(index: int, label: str, split: str, modality: str, rows: pd.DataF
 
 def build_figure(kind: str, rows: pd.DataFrame, traj: pd.DataFrame) -> Figure:
     """The figure of `kind` for the selected result rows and their trajectories."""
-    spec = PLOTS[kind]
+    spec = plot_kind(kind)
     found = variants(rows)
     width, height = figure_size_px(kind)
     absent: dict[str, list[str]] = {}  # variant label -> series it did not log
@@ -362,7 +385,7 @@ def _title_lines(kind: str, rows: pd.DataFrame, found: Sequence[Variant], notes:
     methods = ", ".join(dict.fromkeys(labels.method_name(v.method) for v in found))
     config = (f"{labels.block_name(str(rows['modalities'].iloc[0]))} · optimizer {optimizers} · "
               f"dev set: {dev} · {methods} · {BAND}")
-    lines = [PLOTS[kind].title, data, config]
+    lines = [plot_kind(kind).title, data, config]
     if notes:
         lines.append("; ".join(notes) + ": only what exists is plotted")
     return [textwrap.shorten(line, TITLE_CHARS, placeholder=" …") for line in lines]
@@ -372,8 +395,7 @@ def _title_lines(kind: str, rows: pd.DataFrame, found: Sequence[Variant], notes:
 
 def figure_for(kind: str, runs_dir: Path, selection: Selection) -> tuple[Figure, pd.DataFrame]:
     """Read the store and build the figure; returns it with the result rows it draws."""
-    if kind not in PLOTS:
-        raise ConfigError(f"unknown plot {kind!r}; choose from {', '.join(PLOT_KINDS)}")
+    plot_kind(kind)  # an unknown kind is an error before anything is read
     results, problems = sources.read_results(Path(runs_dir))
     sources.print_warnings(problems)
     rows = select_runs(results, kind, selection)

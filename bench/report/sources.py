@@ -13,15 +13,19 @@ from typing import Any
 import pandas as pd
 
 from bench import selection
+from bench.plugins import load_recorded
 from bench.presets import preset_names as names
 from bench.store import read_results as store_read_results
 from bench.store import read_trajectories as store_read_trajectories
 
 
 def read_results(runs_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Valid result rows and 'path: problem' lines for files that were skipped."""
+    """Valid result rows and 'path: problem' lines for files that were skipped (and for recorded plugin files
+    that could not be loaded again: every plugin a row records is loaded, so its parts are known)."""
 
-    return store_read_results(Path(runs_dir))
+    rows, problems = store_read_results(Path(runs_dir))
+    recorded = rows["plugin_files"] if "plugin_files" in rows else ()
+    return rows, [*problems, *load_recorded(recorded)]
 
 
 def read_trajectories(runs_dir: Path, run_ids: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[str]]:

@@ -123,9 +123,10 @@ def is_old_scheme_problem(problem: str) -> bool:
 def old_scheme_problem(runs_dir: Path, count: int) -> str:
     """The one line that says why old-scheme rows are left out, and what to do."""
     return (f"{runs_dir / RESULTS}: {count} {OLD_SCHEME_MARK} (before scheme {RUN_ID_SCHEME}: "
-            "the id did not cover the label rule and the method's default parameters, so they may hold "
-            "numbers of old defaults such as rounded MOSEI labels): left out of every listing and table; "
-            "retrain with a fresh --runs-dir, or delete those result files to retrain them in place")
+            "the id did not cover the code that trained the run, nor in older schemes the label rule and the "
+            "method's default parameters, so they may hold numbers of code or defaults since changed): left "
+            "out of every listing and table; retrain with a fresh --runs-dir, or delete those result files "
+            "to retrain them in place")
 
 
 def stored_status(runs_dir: PathLike) -> dict[str, str]:

@@ -191,6 +191,8 @@ def result_columns(result: ResultLike) -> Columns:
     columns["torch_version"] = (str(getattr(result, "torch_version", "") or ""), pa.string())
     columns["torch_threads"] = (cast(getattr(result, "torch_threads", None), pa.int64()), pa.int64())
     columns["slurm_job_id"] = (str(getattr(result, "slurm_job_id", None) or "") or None, pa.string())
+    plugin_files = list(getattr(result, "plugin_files", None) or [])  # [{"path", "sha256"}]
+    columns["plugin_files"] = (json.dumps(plugin_files), pa.string())  # later commands load them again
     columns["data_fingerprint"] = (str(result.data_fingerprint or ""), pa.string())
     columns["synthetic"] = (bool(result.synthetic), pa.bool_())
     columns["finished_at"] = (provenance.utc_now(), pa.string())

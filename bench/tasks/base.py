@@ -49,6 +49,8 @@ class Task:
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoTaskParams
     description: ClassVar[str] = ""
+    # The version of the task's loss, targets and metrics: part of every run id (RunConfig.code).
+    version: ClassVar[int] = 1
     target_dtype: ClassVar[torch.dtype] = torch.long
     # Every metric the task reports, in table order, with the better direction: "max" or "min".
     metric_directions: ClassVar[dict[str, str]] = {}

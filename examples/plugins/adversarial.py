@@ -153,6 +153,7 @@ class SharedPrivateNet(nn.Module):
             m: SharedPrivateEncoder(spec.input_dim(m), self.shared_dim, int(params.private_dim))
             for m in spec.modalities
         })
+        self.width = width
         self.head = nn.Linear(width * len(spec.modalities), spec.output_size)
         self.discriminator = nn.Sequential(
             nn.Linear(self.shared_dim, int(params.disc_hidden)), nn.ReLU(),
@@ -162,6 +163,10 @@ class SharedPrivateNet(nn.Module):
     def encode(self, batch: Batch) -> dict[str, Tensor]:
         """z_m = [s_m | p_m] for every modality: (B, S + P)."""
         return {m: self.encoders[m](batch.inputs[m], batch.lengths[m]) for m in self.modalities}
+
+    def feature_dim(self, modality: str) -> int:
+        """S + P, the width of every z_m (the "features" capability)."""
+        return self.width
 
     def fuse(self, features: Mapping[str, Tensor]) -> Tensor:
         """The head's output (B, output_size) from the concatenated z_m."""
