@@ -102,8 +102,8 @@ def datasets_command() -> None:
     _print_entries(entries)
 
 
-def check_command(path: str = typer.Argument(..., help="A plugin file (.py) that registers methods, models or "
-                                             "tasks.")) -> None:
+def check_command(paths: list[str] = typer.Argument(..., help="Plugin files (.py) that register methods, models "
+                                                    "or tasks (a method and the model it needs together).")) -> None:
     """Check a plugin: each declared capability's contract on a tiny batch (output width, modality outputs that
     sum to the fused output, detached outputs, zero-input passes, ...), then one smoke run per method x model x
     task it offers. Exit 1 when a check fails."""
@@ -113,7 +113,7 @@ def check_command(path: str = typer.Argument(..., help="A plugin file (.py) that
         for problem in check.problems:
             typer.echo(f"      {problem}")
 
-    checks = conformance.check_plugin(path, progress=show)
+    checks = conformance.check_plugin(paths, progress=show)
     failed = [c for c in checks if not c.ok]
     typer.echo(f"{len(checks) - len(failed)} of {len(checks)} checks hold" + (f"; {len(failed)} fail" if failed
                                                                                 else ""))

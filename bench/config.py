@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,12 @@ OPTIMIZERS = ("adam", "sgd")
 PAIR_FIELDS = ("method_params", "task_params", "model_params", "group_lrs", "code")
 PROFILES = ("smoke", "quick", "full")
 SCHEDULERS = ("plateau", "none")
+
+
+# The code identity of a config's parts (RunConfig.code), installed by bench.plugins, the layer that knows the
+# registries; empty until it is imported.
+CODE_IDENTITY: list[Callable[[RunConfig], tuple[tuple[str, str], ...]]] = []
+CODE_PARTS = frozenset({"dataset", "method", "model", "task"})
 
 
 class ConfigError(ValueError):
@@ -189,7 +195,12 @@ class RunConfig:
         return self.window_start <= epoch <= end
 
     def replace(self, **changes: Any) -> RunConfig:
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`; a pinned config whose dataset, method, model or task changes is pinned to
+        the code of its new parts (CODE_IDENTITY), so a derived config never carries another part's code."""
+        new = dataclasses.replace(self, **changes)
+        if self.code and "code" not in changes and CODE_PARTS & set(changes) and CODE_IDENTITY:
+            new = dataclasses.replace(new, code=CODE_IDENTITY[0](new))
+        return new
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import ConfigError
+from bench.config import CODE_IDENTITY, ConfigError
 from bench.data import DataError
 from bench.data.registry import forget_spec, load_spec_file, spec_for
 
@@ -26,7 +26,7 @@ ENV_VAR = "BENCH_PLUGINS"
 _LOADED: dict[str, list[str]] = {}  # resolved path -> the names it registered
 # (kind, name) -> the plugin file that defined it: its resolved path and SHA-256 when loaded
 _SOURCES: dict[tuple[str, str], PluginSource] = {}
-CODE_PARTS = ("dataset", "method", "model", "task")  # the axes whose code a run id covers
+CODE_PARTS = ("dataset", "method", "model", "task")  # the axes whose code a run id covers (RunConfig.code)
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,9 @@ def code_identity(cfg: Any) -> tuple[tuple[str, str], ...]:
         if identity is not None:
             pairs.append((kind, identity))
     return tuple(sorted(pairs))
+
+
+CODE_IDENTITY.append(code_identity)  # RunConfig.replace re-pins a derived config with it
 
 
 def stamp(cfg: Any) -> Any:

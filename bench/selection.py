@@ -111,7 +111,9 @@ class GridQuery:
         if not self.is_file:
             return None
         path = Path(self.target)
-        return _load_spec(str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+        spec = _load_spec(str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+        activate(list(spec.plugins))  # a cached spec: its plugin files may have been edited since (reloaded)
+        return spec
 
     @property
     def name(self) -> str:

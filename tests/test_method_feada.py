@@ -252,8 +252,9 @@ def test_paper_fields() -> None:
 def test_bad_combinations_are_one_line_config_errors() -> None:
     with pytest.raises(ConfigError, match="needs exactly 3 modalities"):
         validate_config(smoke_config(method="feada", modalities=("audio", "vision"), **REGRESSION))
+    assert smoke_config(method="feada", modalities=TAV).task == "regression"  # its only task, when none is given
     with pytest.raises(ConfigError, match="no classification form"):
-        validate_config(smoke_config(method="feada", modalities=TAV))
+        validate_config(smoke_config(method="feada", modalities=TAV, task="classification"))
     with pytest.raises(ConfigError, match="modality_outputs"):  # ogm needs per-modality outputs
         validate_config(smoke_config(method="ogm", model="feada", modalities=TAV))
     with pytest.raises(ConfigError, match="weights must be one of"):

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from tiny import TAV, TV, bare_state, series_by_step, smoke_config
+from tiny import TAV, TV, bare_state, method_setup, series_by_step, smoke_config
 
 from bench.config import ConfigError
-from bench.methods import BuildContext, get_method, validate_config
+from bench.methods import get_method, validate_config
 from bench.methods.mmpareto import (
     ParetoWeights,
     WithUnimodalHeads,
@@ -20,8 +20,7 @@ from bench.methods.mmpareto import (
     min_norm_weight,
     pareto_weights,
 )
-from bench.models import model_spec
-from bench.train import SplitTensors, seed_everything, train_run
+from bench.train import train_run
 
 torch.set_num_threads(1)
 
@@ -92,14 +91,7 @@ def test_integrate_gradients_by_hand() -> None:
 
 
 def _setup(tiny, modalities=TV, **fields):
-    cfg = _cfg(modalities, **fields)
-    state = bare_state(cfg)
-    seed_everything(cfg.seed)
-    spec = model_spec(cfg, tiny.feature_dims, tiny.num_classes)
-    method = get_method("mmpareto")
-    model = method.build(BuildContext(spec, cfg, state.params, {}))
-    train = SplitTensors(tiny.train, modalities, torch.device("cpu"))
-    return method, model, state, train
+    return method_setup(tiny, "mmpareto", modalities, **fields)
 
 
 def _reference(model, batches, modalities, gamma=1.5, in_window=True):

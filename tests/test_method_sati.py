@@ -204,8 +204,9 @@ def test_forward_is_the_head_output_of_parts() -> None:
 def test_bad_combinations_are_one_line_config_errors() -> None:
     with pytest.raises(ConfigError, match="needs exactly 3 modalities"):
         validate_config(smoke_config(method="sati", modalities=("audio", "vision"), **REGRESSION))
+    assert smoke_config(method="sati", modalities=TAV).task == "regression"  # its only task, when none is given
     with pytest.raises(ConfigError, match="no classification form"):
-        validate_config(smoke_config(method="sati", modalities=TAV))
+        validate_config(smoke_config(method="sati", modalities=TAV, task="classification"))
     with pytest.raises(ConfigError, match="vision_gate must be one of"):
         validate_config(_config(method_params={"vision_gate": "other"}))
     with pytest.raises(ConfigError, match="margin_kind must be one of"):

@@ -11,7 +11,7 @@ import torch
 from clitools import bench
 
 from bench import store
-from bench.config import ConfigError
+from bench.config import RUN_ID_SCHEME, ConfigError
 from bench.methods.base import REGISTRY
 from bench.plan.resolve import make_config
 from bench.store import RunRecord
@@ -69,7 +69,7 @@ def test_the_result_row_holds_every_resolved_parameter_and_the_rule(tmp_path) ->
     store.save_result(tmp_path, _record(cfg))
     rows, problems = store.read_results(tmp_path)
     row = rows.iloc[0]
-    assert problems == [] and row["id_scheme"] == 3 and row["label_rule"] == "binned"
+    assert problems == [] and row["id_scheme"] == RUN_ID_SCHEME and row["label_rule"] == "binned"
     assert row["param_eta_init"] == 1.0 and row["param_consolidation"] == "official"
     assert row["param_optimizer_reset"] == "phase" and row["param_stage0_q"] == "official"
 

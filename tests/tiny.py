@@ -9,44 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.data.types import Dataset, SplitArrays
+from bench.conformance import DIMS, STEPS, make_tiny_dataset, tiny_split  # noqa: F401  (the tests' tiny data)
+from bench.data.types import Dataset
 
 SIMS_SHAPES = {"text": (39, 768), "audio": (400, 33), "vision": (55, 709)}  # MMSA unaligned_39.pkl
 SIMS_SCORE_KEYS = {"text": "regression_labels_T", "audio": "regression_labels_A", "vision": "regression_labels_V"}
 
-DIMS = {"text": 6, "audio": 3, "vision": 4}
 TV = ("text", "vision")  # the modality tuples the method tests use most
 TAV = ("text", "audio", "vision")
 LN2, LN3 = math.log(2.0), math.log(3.0)  # cross-entropy of a uniform guess over 2 / 3 classes
-STEPS = {"text": 5, "audio": 7, "vision": 6}
-
-
-def tiny_split(n: int, rng: np.random.Generator, num_classes: int = 3, signal: float = 1.5) -> SplitArrays:
-    """n samples whose text carries a clear class signal, vision a weak one, audio none."""
-    labels = rng.integers(0, num_classes, size=n)
-    strength = {"text": signal, "vision": signal / 3, "audio": 0.0}
-    features, lengths = {}, {}
-    for m, dim in DIMS.items():
-        x = rng.normal(size=(n, STEPS[m], dim)).astype(np.float32)
-        x[:, :, 0] += strength[m] * (labels[:, None] - 1)
-        length = rng.integers(1, STEPS[m] + 1, size=n)
-        for i, L in enumerate(length):
-            x[i, L:] = 0.0
-        features[m], lengths[m] = x, length.astype(np.int64)
-    regression = (labels - 1).astype(np.float32)
-    ids = np.array([f"clip{i}" for i in range(n)])
-    return SplitArrays(features, lengths, labels.astype(np.int64), regression, ids)
-
-
-def make_tiny_dataset(n_train: int = 64, n_valid: int = 24, n_test: int = 24, seed: int = 0,
-                      num_classes: int = 3, name: str = "synth-mosi") -> Dataset:
-    rng = np.random.default_rng(seed)
-    train = tiny_split(n_train, rng, num_classes)
-    return Dataset(
-        name=name, num_classes=num_classes, modalities=("text", "audio", "vision"),
-        train=train, valid=tiny_split(n_valid, rng, num_classes), test=tiny_split(n_test, rng, num_classes),
-        dev_index=np.arange(0, n_train, 4), fingerprint=f"tiny-{seed}", synthetic=True, source="tests",
-    )
 
 
 def smoke_config(**fields: Any) -> Any:
@@ -122,3 +93,30 @@ def physio_record(sizes: tuple[int, int, int] = (12, 6, 6), seed: int = 3) -> di
                          "physio": rng.normal(size=(size, 9, 2)).astype(np.float32) + 0.5,
                          "physio_lengths": rng.integers(1, 10, size=size)}
     return record
+
+
+def method_setup(dataset: Dataset, method: str, modalities: tuple[str, ...] = TV,
+                 deps: dict[str, Any] | None = None, **fields: Any) -> tuple[Any, Any, Any, Any]:
+    """(method, built model, bare state, the train split's tensors) of a smoke config, seeded as a run is."""
+    from bench.methods import BuildContext, get_method
+    from bench.models import model_spec
+    from bench.train import SplitTensors, seed_everything
+
+    cfg = smoke_config(method=method, modalities=modalities, **fields)
+    state = bare_state(cfg)
+    seed_everything(cfg.seed)
+    spec = model_spec(cfg, dataset.feature_dims, dataset.num_classes)
+    built = get_method(method)
+    model = built.build(BuildContext(spec, cfg, state.params, deps or {}))
+    return built, model, state, SplitTensors(dataset.train, modalities, torch.device("cpu"))
+
+
+def loss_outside_window(tiny: Dataset, name: str) -> tuple[float, float, dict[str, float]]:
+    """A method's objective on 8 rows at epoch 2 of a run whose window ends at epoch 1, the plain
+    cross-entropy of its model's prediction there, and the hook's logs."""
+    method, model, state, train = method_setup(tiny, name, TV, window_start=0, window_end=1, max_epochs=3)
+    state.epoch = 2
+    batch = train.batch(torch.arange(0, 8))
+    loss, logs = method.loss(model, batch, state)
+    plain = torch.nn.functional.cross_entropy(model(batch).logits, batch.labels)
+    return float(loss.detach()), float(plain.detach()), logs

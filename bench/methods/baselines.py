@@ -3,9 +3,10 @@ soft-voting ensemble of unimodal models, and unimodal pre-training then concaten
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from bench.config import ConfigError, RunConfig
@@ -45,12 +46,12 @@ def _dependency_states(cfg: RunConfig, deps: Mapping[str, Mapping[str, Tensor]])
 
 
 def unimodal_models(ctx: BuildContext) -> dict[str, nn.Module]:
-    """modality -> the run model's unimodal form loaded with the best checkpoint of that modality's run."""
+    """modality -> the same seed's unimodal model of that modality, its best checkpoint loaded."""
     models = {}
     for modality, state in _dependency_states(ctx.cfg, ctx.deps).items():
-        model = ctx.model(ctx.spec.only(modality))
-        model.load_state_dict(state)
-        models[modality] = model
+        member = ctx.model(ctx.spec.only(modality))
+        member.load_state_dict(state)
+        models[modality] = member
     return models
 
 
@@ -102,19 +103,25 @@ class ConcatLR(Method):
         return default_param_groups(model, cfg.replace(group_lrs=tuple(sorted(rates.items()))))
 
 
-class SoftVotingEnsemble(nn.Module):
-    """Unimodal models combined as the task averages members (`Task.average_members`): the log of the mean
-    class distribution (classification), the mean score (regression)."""
+def mean_outputs(member_outputs: Sequence[Tensor]) -> Tensor:
+    """The members' mean output (B, K): the mean of their logits (UME), or of their scores."""
+    return torch.stack(list(member_outputs)).mean(dim=0)
 
-    def __init__(self, members: Mapping[str, nn.Module], task: Task) -> None:
+
+class SoftVotingEnsemble(nn.Module):
+    """Unimodal models combined by `combine` (default: as the task averages members, `Task.average_members`:
+    the log of the mean class distribution in classification, the mean score in regression)."""
+
+    def __init__(self, members: Mapping[str, nn.Module], task: Task,
+                 combine: Callable[[Sequence[Tensor]], Tensor] | None = None) -> None:
         super().__init__()
         self.members = nn.ModuleDict(dict(members))
-        self.task = task
+        self.combine = combine or task.average_members
 
     def forward(self, batch: Batch) -> ModelOutput:
         member_logits = {m: model(batch).logits for m, model in self.members.items()}  # m -> (B, K)
         return ModelOutput(
-            logits=self.task.average_members(list(member_logits.values())),
+            logits=self.combine(list(member_logits.values())),
             modality_logits={m: z.detach() for m, z in member_logits.items()},
         )
 

@@ -83,7 +83,8 @@ class WithTeachers(ModelWrapper):
     """
 
     def __init__(self, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        super().__init__(student)
+        super().__init__()
+        self.model = student
         self.teachers = nn.ModuleDict(dict(teachers))
         for param in self.teachers.parameters():
             param.requires_grad_(False)

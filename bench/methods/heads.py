@@ -24,15 +24,9 @@ def feature_widths(model: nn.Module, modalities: Sequence[str]) -> dict[str, int
 
 
 class ModelWrapper(nn.Module):
-    """The run's model (`self.model`) with parts of a method's own around it; forward is the run model's.
-
-    Attributes the wrapper does not have itself (encoders, encode, fuse, encoder_parameters, feature_dim,
-    ...) are the run model's, so every capability of that model stays available through the wrapper.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
+    """A module around the run's model (`self.model`), whose forward is the run model's own unless a subclass
+    says otherwise. Attributes it does not have itself (encoders, encode, fuse, encoder_parameters,
+    feature_dim, head, ...) are the run model's, so every capability of that model stays available."""
 
     def forward(self, batch: Batch) -> ModelOutput:
         return self.model(batch)
@@ -48,11 +42,13 @@ class ModelWrapper(nn.Module):
 
 class UnimodalHeads(ModelWrapper):
     """The run's model and a head per modality, Linear(D_m -> output_size) unless `make_head` says
-    otherwise; forward is the run model's own (see ModelWrapper)."""
+    otherwise; forward is the run model's own (see ModelWrapper).
+    """
 
     def __init__(self, model: nn.Module, modalities: Sequence[str], output_size: int,
                  make_head: Any = None) -> None:
-        super().__init__(model)
+        super().__init__()
+        self.model = model
         build = make_head or (lambda width, out: nn.Linear(width, out))
         widths = feature_widths(model, modalities)
         self.unimodal_heads = nn.ModuleDict({m: build(width, output_size) for m, width in widths.items()})

@@ -261,11 +261,25 @@ def find_baseline(cell: Any, pool: Sequence[CellResult]) -> CellResult | None:
         and r.cell.modalities == cell.modalities and r.cell.optimizer == cell.optimizer
         and cell_task(r.cell) == cell_task(cell)
     ]
-    for config in (cell.config_label, "standard"):
+    # a grid file's model / task sweep: the baseline on the same model and options, where the pool has it
+    same_parts = [r for r in candidates if _parts(r.cell) == _parts(cell)]
+    candidates = same_parts or candidates
+    for config in dict.fromkeys((cell.config_label, _base_label(cell), "standard")):
         for candidate in candidates:
-            if candidate.cell.config_label == config:
+            if config in (candidate.cell.config_label, _base_label(candidate.cell)):
                 return candidate
     return None
+
+
+def _parts(cell: Any) -> tuple[Any, ...]:
+    """The model, its parameters and the task's options of a cell's runs (one grid-file part setting)."""
+    cfg = cell.configs[0]
+    return cfg.model, cfg.model_params, cfg.task_params
+
+
+def _base_label(cell: Any) -> str:
+    """The configuration a grid file's sweep setting is on top of ("standard"); a preset cell's own label."""
+    return str(getattr(cell, "base_label", cell.config_label))
 
 
 def pair_key(result: CellResult) -> tuple[Any, ...] | None:
