@@ -13,14 +13,8 @@ from tiny import TAV, TV, bare_state, series_by_step, smoke_config
 from bench.config import ConfigError
 from bench.methods import BuildContext, get_method, validate_config
 from bench.methods.baselines import unimodal_config
-from bench.methods.g2d import (
-    STEP_KEY,
-    WithTeachers,
-    confidence_scores,
-    distillation_loss,
-    feature_loss,
-    prioritised_coefficients,
-)
+from bench.methods.g2d import STEP_KEY, confidence_scores, distillation_loss, prioritised_coefficients
+from bench.methods.umt import TeacherStudent, distillation_losses
 from bench.models import model_spec
 from bench.train import SplitTensors, seed_everything, train_run
 
@@ -48,7 +42,8 @@ def test_distillation_loss_by_hand() -> None:
 
 
 def test_feature_loss_and_confidence_by_hand() -> None:
-    assert float(feature_loss(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2))) == pytest.approx(2.5)  # (1 + 4) / 2
+    # the feature term is UMT's MSE: (1 + 4) / 2
+    assert float(distillation_losses({"a": torch.tensor([[1.0, 2.0]])}, {"a": torch.zeros(1, 2)})["a"]) == 2.5
     logits = {"a": torch.tensor([[0.0, 0.0], [LN3, 0.0]]), "v": torch.tensor([[0.0, LN3], [0.0, 0.0]])}
     labels = torch.tensor([0, 0])
     # a: 1/2 + 3/4 = 1.25; v: 1/4 + 1/2 = 0.75 (sums over the batch, as the official score)
@@ -91,7 +86,7 @@ def _setup(tiny, modalities=TV, epoch=0, **fields):
 
 def test_teachers_are_the_unimodal_checkpoints_frozen_in_eval_mode(tiny) -> None:
     _, model, _, _, deps, cfg = _setup(tiny, TAV)
-    assert isinstance(model, WithTeachers)
+    assert isinstance(model, TeacherStudent)
     for m in TAV:
         stored = deps[unimodal_config(cfg, m).run_id]
         for name, value in model.teachers[m].state_dict().items():

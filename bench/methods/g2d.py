@@ -30,7 +30,7 @@ from bench.batch import Batch
 from bench.config import ConfigError, RunConfig
 from bench.methods.base import BuildContext, Logs, Method, ThesisSettings, TrainState, register
 from bench.methods.baselines import unimodal_config, unimodal_models
-from bench.methods.heads import ModelWrapper
+from bench.methods.umt import TeacherStudent, distillation_losses
 
 STEP_KEY = "g2d/coefficients"  # the step's k_m, from `loss` to `after_backward`
 
@@ -52,11 +52,6 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
     return F.kl_div(log_student, teacher, reduction="batchmean") * temperature ** 2
 
 
-def feature_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean squared difference of the features (B, D) over every element."""
-    return F.mse_loss(student, teacher)
-
-
 def confidence_scores(teacher_logits: Mapping[str, Tensor], labels: Tensor) -> dict[str, float]:
     """rho_m = sum over the batch of teacher m's softmax probability of the true class."""
     return {m: float(F.softmax(t.detach().double(), dim=1).gather(1, labels[:, None]).sum())
@@ -70,37 +65,6 @@ def prioritised_coefficients(scores: Mapping[str, float]) -> dict[str, float]:
         return {m: 1.0 for m in scores}
     weakest = min(scores, key=lambda m: scores[m])  # first in modality order among equals
     return {m: float(m == weakest) for m in scores}
-
-
-# -- the model: the student and its frozen teachers ------------------------------------------------------
-
-
-class WithTeachers(ModelWrapper):
-    """The run's model (the student) and one frozen unimodal teacher per modality; forward is the student's.
-
-    The teachers never train: no gradient, and `train()` leaves them in eval mode. Attributes the wrapper
-    does not have are the student's, so every capability of the run's model stays available.
-    """
-
-    def __init__(self, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        super().__init__()
-        self.model = student
-        self.teachers = nn.ModuleDict(dict(teachers))
-        for param in self.teachers.parameters():
-            param.requires_grad_(False)
-        self.teachers.eval()
-
-    def train(self, mode: bool = True) -> WithTeachers:
-        super().train(mode)
-        self.teachers.eval()
-        return self
-
-    @torch.no_grad()
-    def teach(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Each teacher's logits (B, K) and features (B, D_m) on the batch."""
-        logits = {m: teacher(batch).logits for m, teacher in self.teachers.items()}
-        features = {m: teacher.encode(batch)[m] for m, teacher in self.teachers.items()}
-        return logits, features
 
 
 # -- the method -------------------------------------------------------------------------------------
@@ -130,19 +94,21 @@ class G2D(Method):
         return [unimodal_config(cfg, m) for m in cfg.modalities]
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        return WithTeachers(ctx.model(), unimodal_models(ctx))
+        return TeacherStudent(ctx.model(), unimodal_models(ctx))
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         params: G2DParams = state.params
         labels = batch.labels
-        teacher_logits, teacher_features = model.teach(batch)
+        with torch.no_grad():
+            teacher_logits = {m: teacher(batch).logits for m, teacher in model.teachers.items()}  # m -> (B, K)
         features = model.encode(batch)  # m -> z_m (B, D_m)
+        feature_terms = distillation_losses(features, model.teacher_features(batch))  # UMT's feature MSE
         fused = model.fuse(features)  # (B, K)
         objective = state.task.loss(fused, labels)
         logs: Logs = {"loss_multimodal": float(objective.detach())}
         for m in features:
             logit_term = distillation_loss(fused, teacher_logits[m], params.kd_temperature)
-            feature_term = feature_loss(features[m], teacher_features[m])
+            feature_term = feature_terms[m]
             objective = objective + params.logit_weight * logit_term + params.feature_weight * feature_term
             logs[f"loss_logit_kd/{m}"] = float(logit_term.detach())
             logs[f"loss_feature_kd/{m}"] = float(feature_term.detach())
