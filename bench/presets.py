@@ -232,7 +232,7 @@ BALANCEBENCH_METHODS = ("ogm", "agm", "pmr", "reconboost", "mmpareto", "opm", "g
                         "umt", "ume", "greedy", "cml", "lfm", "smv", "amco", "mbsd")
 # The 2025 balancing methods with public code (issue 30): `modern-2025` puts them on table 6.10's cells and
 # (those with a regression form) on the MSA regression protocol.
-METHODS_2025 = ("remix", "bss", "aug")
+METHODS_2025 = ("arl_recal", "arl_asym", "dgl", "g2d", "aug", "remix", "bss")
 
 
 def _six_ten_blocks(table: str, methods: Sequence[str]) -> list[_Row]:

@@ -94,6 +94,24 @@ def soft_reinit(params: Sequence[nn.Parameter], initial: Sequence[Tensor], stren
 
 
 @torch.no_grad()
+def initial_encoders(model: nn.Module, modalities: Sequence[str]) -> dict[str, list[Tensor]]:
+    """A copy of every encoder's parameters (theta^init), taken before any training."""
+    return {m: [p.detach().clone() for p in model.encoders[m].parameters()] for m in modalities}
+
+
+def apply_pending_reinit(model: nn.Module, store: dict[str, Any]) -> Logs:
+    """Apply the strengths the last diagnosis left in store["pending"] (m -> w) toward store["initial"],
+    once; {"reinit_applied": 1.0} when it did."""
+    pending: Mapping[str, float] | None = store["pending"]
+    if pending is None:
+        return {}
+    for m, strength in pending.items():
+        soft_reinit(list(model.encoders[m].parameters()), store["initial"][m], strength)
+    store["pending"] = None
+    return {"reinit_applied": 1.0}
+
+
+@torch.no_grad()
 def encode_split(model: nn.Module, state: TrainState, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """z_m of every sample of a split (row order, eval mode) as float64 arrays, and the labels."""
     was_training = model.training
@@ -109,6 +127,16 @@ def encode_split(model: nn.Module, state: TrainState, split: str) -> tuple[dict[
         model.train(was_training)
     features = {m: torch.cat(parts).double().numpy() for m, parts in chunks.items()}
     return features, torch.cat(labels).numpy()
+
+
+def split_purities(model: nn.Module, state: TrainState, held_out: str, n_init: int,
+                   seed: int) -> dict[str, tuple[float, float]]:
+    """m -> (purity on the training split, purity on the held-out split) of encoder m's outputs."""
+    train, train_labels = encode_split(model, state, "train")
+    held, held_labels = encode_split(model, state, held_out)
+    return {m: (cluster_purity(train[m], train_labels, state.num_classes, n_init, seed),
+                cluster_purity(held[m], held_labels, state.num_classes, n_init, seed))
+            for m in state.cfg.modalities}
 
 
 @register
@@ -134,22 +162,15 @@ class DnR(Method):
             raise ConfigError("dnr held_out 'dev' diagnoses on the dev split: it needs a dev-set run (dev_set)")
 
     def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
-        with torch.no_grad():
-            initial = {m: [p.detach().clone() for p in model.encoders[m].parameters()] for m in state.cfg.modalities}
-        state.scratch[STATE_KEY] = {"initial": initial, "pending": None}
+        state.scratch[STATE_KEY] = {"initial": initial_encoders(model, state.cfg.modalities), "pending": None}
         return {}
 
     def diagnose(self, model: nn.Module, state: TrainState) -> dict[str, dict[str, float]]:
         """Purities on the training and held-out splits, the gap and the strength w per modality."""
         params: DnRParams = state.params
-        train, train_labels = encode_split(model, state, "train")
-        held, held_labels = encode_split(model, state, params.held_out)
+        purities = split_purities(model, state, params.held_out, params.kmeans_n_init, params.kmeans_seed)
         result = {}
-        for m in state.cfg.modalities:
-            p_train = cluster_purity(train[m], train_labels, state.num_classes, params.kmeans_n_init,
-                                     params.kmeans_seed)
-            p_held = cluster_purity(held[m], held_labels, state.num_classes, params.kmeans_n_init,
-                                    params.kmeans_seed)
+        for m, (p_train, p_held) in purities.items():
             result[m] = {"purity_train": p_train, "purity_held_out": p_held, "diagnosis": abs(p_train - p_held),
                          "reinit": reinit_strength(p_train, p_held, params.move_lambda)}
         return result
@@ -164,11 +185,4 @@ class DnR(Method):
         return {f"{series}/{m}": value for m, r in result.items() for series, value in r.items()}
 
     def on_epoch_start(self, model: nn.Module, state: TrainState) -> Logs:
-        dnr = state.scratch[STATE_KEY]
-        pending: Mapping[str, float] | None = dnr["pending"]
-        if pending is None:
-            return {}
-        for m, strength in pending.items():
-            soft_reinit(list(model.encoders[m].parameters()), dnr["initial"][m], strength)
-        dnr["pending"] = None
-        return {"reinit_applied": 1.0}
+        return apply_pending_reinit(model, state.scratch[STATE_KEY])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from bench.batch import Batch, ModelOutput
@@ -55,3 +56,12 @@ class UnimodalHeads(ModelWrapper):
     def unimodal_outputs(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each head on its modality's features: {m: (B, output_size)}."""
         return {m: self.unimodal_heads[m](z) for m, z in features.items()}
+
+
+def shared_head_outputs(model: nn.Module, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Each modality's output through the run model's own fusion head, the other modalities' features
+    zeroed: {m: fuse({m: z_m, n != m: 0})}, (B, output_size) each. With a linear head on concatenated
+    features this is W_m z_m + b, the "_AUXI" fusion modules of shicaiwei123's ICCV 2025 code (ARL, DGL).
+    """
+    return {m: model.fuse({n: z if n == m else torch.zeros_like(z) for n, z in features.items()})
+            for m in features}
