@@ -53,7 +53,8 @@ def test_regression_needs_scores_in_the_data(tiny) -> None:
 
 def test_a_method_without_a_regression_form_refuses_the_task_in_one_line() -> None:
     cfg = make_config("synth-mosi", "smoke", method="ogm", modalities="text,vision", task="regression")
-    with pytest.raises(ConfigError, match=r"^method 'ogm' has no regression form \(it supports: classification; --task classification\)$"):
+    with pytest.raises(ConfigError, match=r"^method 'ogm' has no regression form "
+                                          r"\(it supports: classification; --task classification\)$"):
         validate_config(cfg)
 
 
