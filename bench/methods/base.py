@@ -269,6 +269,11 @@ class Method:
         """Whether the loop carves the dev split out of the training data: cfg.dev_set or `holds_out_dev`."""
         return cfg.dev_set or self.holds_out_dev
 
+    def held_out_share(self, cfg: RunConfig) -> float | None:
+        """The share of the training rows the carved dev split takes in this method's runs (e.g. G-Blend's
+        8 %); None (the default): the dataset's fixed dev split (bench.data.splits.dev_size)."""
+        return None
+
 
 def dataset_recipe(dataset: str) -> str:
     """The recipe-table name of a run's dataset (bench/recipes.toml), for settings read at train time."""
