@@ -243,7 +243,8 @@ def test_ge_stops_after_the_modulation_end_while_the_drop_goes_on() -> None:
         assert torch.equal(param.grad, before[name]), name
     assert _ge_step(dict(ACTIVE), epoch=8, max_epochs=10, window_end=-1)[2]["sigma/text"] > 0
     assert _ge_step({**ACTIVE, "noise_until": 1.0}, epoch=9, max_epochs=10, window_end=-1)[2]["sigma/text"] > 0
-    assert get_method("opm_ge").active(_state("opm_ge", epoch=9, max_epochs=10, window_end=-1))  # the drop's gate: still on
+    # the drop's gate is still on
+    assert get_method("opm_ge").active(_state("opm_ge", epoch=9, max_epochs=10, window_end=-1))
 
 
 # -- configuration --------------------------------------------------------------------------------------------
