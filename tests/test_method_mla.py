@@ -15,13 +15,13 @@ from bench.methods import validate_config
 from bench.methods.mla import (
     STATE_KEY,
     MLAModel,
+    clear_gradients,
     entropy_fusion_weights,
     fused_logits,
     modify_head_gradient,
     prediction_entropy,
     projector_alpha,
     update_projector,
-    clear_gradients,
 )
 from bench.train import build_trainer, train_run
 
