@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.splits import share_index
+
 SPLITS = ("train", "dev", "valid", "test")
 
 
@@ -65,8 +67,6 @@ class Dataset:
 
     def with_dev_share(self, share: float) -> Dataset:
         """The same data whose development split is a stratified `share` of train (bench.data.splits)."""
-        from bench.data.splits import share_index
-
         return dataclasses.replace(self, dev_index=share_index(self.train.labels, share))
 
     @property
