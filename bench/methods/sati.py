@@ -1,5 +1,7 @@
 """SATI: invariant representation guided fusion with sequential variation regularisation (arXiv 2409.00143;
-official code X-G-Y/SATI, built on MISA; docs/methods/sati.md). Runs on the `sati` model (bench/models/sati.py).
+official code X-G-Y/SATI, built on MISA: src/models.py, src/solver.py, src/config.py; docs/methods/sati.md).
+Runs on the `sati` model (bench/models/sati.py). Training as the code: no early stopping, the best checkpoint
+from the code's start_saving epoch on, the cosine margin; at the quick profile QUICK_EPOCHS epochs.
 
     L = MSE + 0.4 L_dom + 1.0 L_cmd + 1.0 L_recon + 1.0 L_jsd
 
@@ -29,8 +31,9 @@ from bench.models.sati import MODALITIES, SATI_PARTS, VISION_GATES, SATIParts, m
 from bench.recipes import recipe
 
 MARGIN_KINDS = ("cosine", "angular")
-# The quick profile's epochs: every seed 0-4 leaves the plateau of the adversarial term (dom_weight 0.4) by
-# then on synth-mosi and synth-mosei, measured (docs/methods/sati.md, "The plateau")
+# The quick profile's epochs: seeds 0-4 leave the plateau of the adversarial term (dom_weight 0.4) at epochs
+# 5-18 on synth-mosi and 1-14 on synth-mosei (measured; docs/methods/sati.md, "The plateau"), so 30 epochs
+# leave the slowest seed 11 epochs of training after it
 QUICK_EPOCHS = 30
 PAIRS = (("text", "audio"), ("text", "vision"), ("audio", "vision"))
 
