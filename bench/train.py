@@ -367,6 +367,9 @@ class Trainer:
             return SplitTensors(split, mods, device, task, where=f"{cfg.dataset} {name}")
 
         carve_dev = method.uses_dev_split(cfg)
+        share = method.held_out_share(cfg) if carve_dev else None
+        if share is not None:
+            data = data.with_dev_share(share)
         self.train_split = tensors(data.split("train", carve_dev=carve_dev), "train")
         self.valid_split = tensors(data.valid, "valid")
         self.test_split = tensors(data.test, "test")

@@ -21,6 +21,7 @@ from bench.methods.cggm import (
     head_cosines,
     helper_hits,
     improvements,
+    scaled_parameters,
 )
 from bench.train import build_trainer, train_run
 
@@ -152,11 +153,12 @@ def test_after_backward_scales_each_encoder_by_rho_b_and_logs_the_series(tiny) -
     assert logs["coeff/text"] == pytest.approx(1 / 3) and logs["coeff/vision"] == pytest.approx(2 / 3)
     assert logs["scale/text"] == pytest.approx(1.3 / 3) and logs["scale/vision"] == pytest.approx(2.6 / 3)
     for name, p in model.named_parameters():
-        if name.startswith("base.encoders.text."):
+        input_map = name.endswith(("lstm.weight_ih_l0", "lstm.bias_ih_l0"))  # the official proj.i: unscaled
+        if name.startswith("base.encoders.text.") and not input_map:
             assert torch.allclose(p.grad, before[name] * logs["scale/text"])
-        elif name.startswith("base.encoders.vision."):
+        elif name.startswith("base.encoders.vision.") and not input_map:
             assert torch.allclose(p.grad, before[name] * logs["scale/vision"])
-        else:  # the fused head and the helpers keep their gradients
+        else:  # the input maps, the fused head and the helpers keep their gradients
             assert torch.equal(p.grad, before[name])
     cggm = state.scratch[STATE_KEY]
     assert cggm.previous == {"text": 0.75, "vision": 0.25} and cggm.correct == {} and cggm.seen == 0
@@ -224,9 +226,27 @@ def test_outside_the_window_nothing_is_scaled_and_no_direction_loss_is_kept(tiny
     assert state.scratch[STATE_KEY].snapshot is None
 
 
+def test_scale_all_also_scales_the_input_map(tiny) -> None:
+    trainer = _trainer(tiny, method_params={"clip_norm": 0.0, "scale": "all"})
+    model, state = trainer.model, trainer.state
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    # Delta = (0.25, 0.125) as above: scale_text = 1.3 * (0.375 - 0.25) / 0.375 = 1.3 / 3 = 0.4333
+    state.scratch[STATE_KEY] = CGGMState(previous={"text": 0.5, "vision": 0.125},
+                                         correct={"text": 12.0, "vision": 4.0}, seen=16)
+    get_method("cggm").after_backward(model, state)
+    weight = model.base.encoders["text"].lstm.weight_ih_l0.grad
+    assert torch.allclose(weight, torch.full_like(weight, 1.3 / 3))
+    encoder = model.base.encoders["text"]
+    left_out = {id(p) for p in encoder.parameters()} - {id(p) for p in scaled_parameters(encoder, "encoders")}
+    assert left_out == {id(encoder.lstm.weight_ih_l0), id(encoder.lstm.bias_ih_l0)}
+    assert len(scaled_parameters(encoder, "all")) == len(list(encoder.parameters()))
+
+
 def test_validation_errors() -> None:
     for params, message in [({"rho": 0.0}, "rho"), ({"lam": -1.0}, "lam"), ({"helper": "mlp"}, "helper"),
-                            ({"degenerate": "clip"}, "degenerate"), ({"clip_norm": -1.0}, "clip_norm")]:
+                            ({"degenerate": "clip"}, "degenerate"), ({"clip_norm": -1.0}, "clip_norm"),
+                            ({"scale": "heads"}, "scale")]:
         with pytest.raises(ConfigError, match=message):
             validate_config(smoke_config(method="cggm", method_params=params))
     with pytest.raises(ConfigError, match="modalities"):

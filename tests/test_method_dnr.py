@@ -14,6 +14,7 @@ from bench.config import ConfigError
 from bench.methods import validate_config
 from bench.methods.dnr import (
     STATE_KEY,
+    DnRParams,
     cluster_purity,
     encode_split,
     purity,
@@ -60,6 +61,30 @@ def test_kmeans_purity_on_features_with_three_obvious_clusters() -> None:
     plain = cluster_purity(two, labels, 3)
     assert cluster_purity(two * np.array([1.0, 1e6]), labels, 3) == plain
     assert cluster_purity(two * np.array([1e-3, 1.0]), labels, 3) == plain
+
+
+def test_kmeans_is_called_as_the_official_code_by_default(monkeypatch) -> None:
+    # official code/ours.py: KMeans(n_clusters=args.n_classes, random_state=0), no n_init: sklearn's default,
+    # one k-means++ run since sklearn 1.4. The default is that call; kmeans_n_init=10 the former reading.
+    import sklearn.cluster
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, **kwargs) -> None:
+            calls.append(kwargs)
+
+        def fit_predict(self, x: np.ndarray) -> np.ndarray:
+            return np.array([0, 0, 1, 1])  # clusters {0, 1} and {2, 3}
+
+    monkeypatch.setattr(sklearn.cluster, "KMeans", Recorder)
+    features = np.array([[0.0], [1.0], [2.0], [3.0]])
+    # labels 0, 1 | 1, 1: majorities 1 + 2 of 4 samples = 0.75
+    assert cluster_purity(features, np.array([0, 1, 1, 1]), 2) == 0.75
+    assert calls[-1] == {"n_clusters": 2, "random_state": 0, "n_init": 1}
+    cluster_purity(features, np.array([0, 1, 1, 1]), 2, n_init=10, seed=3)
+    assert calls[-1] == {"n_clusters": 2, "random_state": 3, "n_init": 10}
+    assert DnRParams().kmeans_n_init == 1
 
 
 def test_strength_by_hand() -> None:

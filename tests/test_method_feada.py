@@ -15,6 +15,7 @@ from bench.methods import get_method, validate_config
 from bench.methods.feada import (
     FeaDA,
     anchor_pairs,
+    code_descriptors,
     contrastive_loss,
     kl_augmentation_loss,
     loss_weights,
@@ -26,7 +27,14 @@ from bench.methods.feada import (
 )
 from bench.models import model_class
 from bench.models.base import ModelSpec
-from bench.models.feada import SLOTS, FeaDANet, summarised_first_token
+from bench.models.feada import (
+    SLOTS,
+    CodeCrossModalLayer,
+    FeaDANet,
+    first_query_window,
+    sinusoidal_positions,
+    summarised_first_token,
+)
 from bench.plan.resolve import make_config
 from bench.train import build_trainer, train_run
 
@@ -38,8 +46,9 @@ def _config(**fields):
     return smoke_config(method="feada", modalities=TAV, **{**REGRESSION, **fields})
 
 
-def _net(prompt: str = "concat", dims: tuple[int, int, int] = (6, 3, 4), text_summary: str = "mean") -> FeaDANet:
-    params = (("prompt", prompt), ("size", "quick"), ("text_summary", text_summary))
+def _net(prompt: str = "concat", dims: tuple[int, int, int] = (6, 3, 4), text_summary: str = "mean",
+         cross_block: str = "code") -> FeaDANet:
+    params = (("cross_block", cross_block), ("prompt", prompt), ("size", "quick"), ("text_summary", text_summary))
     spec = ModelSpec(TAV, tuple(zip(TAV, dims, strict=True)), (), 1, params)
     return model_class("feada").build(spec)
 
@@ -102,6 +111,19 @@ def test_select_partners_by_hand() -> None:
     assert outliers == [4, 5, 7, 6]
     # sample 6 (label 1) has no same-label partner
     assert select_partners(descriptors, labels)[6][0] == []
+
+
+def test_the_codes_descriptors_by_hand() -> None:
+    # 2 samples; text (T 2, D 1): [[2], [0]] and [[4], [6]] -> sums / 2 = 1 and 5 (unscaled, padding counted)
+    # audio (T 2, D 1) values [[0], [10]] and [[5], [0]] (sample 1 padded after 1 frame): min 0, max 10 over
+    # every frame -> scaled to [-1, 1]: [[-1], [1]] and [[0], [-1]]; sums [0] and [-1], divided by the true
+    # lengths 2 and 1: 0 and -1. vision (T 1): [[3]] and [[7]]: min 3, max 7 -> -1 and 1, lengths 1.
+    features = {"text": torch.tensor([[[2.0], [0.0]], [[4.0], [6.0]]]),
+                "audio": torch.tensor([[[0.0], [10.0]], [[5.0], [0.0]]]),
+                "vision": torch.tensor([[[3.0]], [[7.0]]])}
+    lengths = {"text": torch.tensor([1, 2]), "audio": torch.tensor([2, 1]), "vision": torch.tensor([1, 1])}
+    # columns: text, vision, audio
+    assert code_descriptors(features, lengths).tolist() == [[1.0, -1.0, 0.0], [5.0, 1.0, -1.0]]
 
 
 def test_descriptors_mean_over_true_lengths_then_min_max() -> None:
@@ -190,7 +212,7 @@ def test_text_summary_mean_lets_every_token_reach_the_head_and_token0_only_the_f
 
 
 def test_association_reads_only_query_position_0_and_equals_the_full_query_sequence() -> None:
-    net = _net().eval()
+    net = _net(cross_block="ours").eval()
     branch = net.encoders["audio"]
     gen = torch.Generator().manual_seed(3)
     tokens, x = torch.randn(2, 5, net.dim, generator=gen), torch.randn(2, 7, 3, generator=gen)
@@ -200,6 +222,32 @@ def test_association_reads_only_query_position_0_and_equals_the_full_query_seque
     for layer in branch.layers:  # every text position as a query, as a MulT block would run it
         out = layer(out, kv, kv_pad)
     assert torch.allclose(branch(tokens, x, pad), branch.norm(out)[:, 0], atol=1e-5)
+
+
+def test_the_codes_positions_and_causal_window_by_hand() -> None:
+    # dim 4: half 2, rates exp(-i log(10000) / (2 - 1)) = [1, 1e-4]; position 1: [sin 1, sin 1e-4, cos 1, cos 1e-4]
+    table = sinusoidal_positions(2, 4, torch.device("cpu"))
+    assert torch.allclose(table[0], torch.tensor([math.sin(1.0), math.sin(1e-4), math.cos(1.0), math.cos(1e-4)]))
+    assert torch.allclose(table[1], torch.tensor([math.sin(2.0), math.sin(2e-4), math.cos(2.0), math.cos(2e-4)]))
+    # buffered_future_mask: triu(-inf, 1 + |T_k - T_q|): query 0 sees keys 0..|T_k - T_q|
+    assert first_query_window(50, 375) == 326 and first_query_window(5, 8) == 4 and first_query_window(5, 5) == 1
+
+
+def test_the_codes_cross_block_ignores_keys_beyond_the_causal_window() -> None:
+    net = _net().eval()  # cross_block "code"
+    branch = net.encoders["audio"]
+    assert isinstance(branch.layers[0], CodeCrossModalLayer) and branch.layers[0].fc1.out_features == net.dim
+    gen = torch.Generator().manual_seed(3)
+    tokens, x = torch.randn(2, 5, net.dim, generator=gen), torch.randn(2, 7, 3, generator=gen)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    # 7 audio steps + the concatenated prompt = 8 keys, 5 text steps: query 0 sees keys 0..3
+    base = branch(tokens, x, pad)
+    later = x.clone()
+    later[:, 4:] = torch.randn(2, 3, 3, generator=gen)  # keys 4..6 (and the prompt, key 7): outside
+    assert torch.allclose(branch(tokens, later, pad), base, atol=1e-6)
+    inside = x.clone()
+    inside[:, 3] += 1.0  # key 3: inside
+    assert not torch.allclose(branch(tokens, inside, pad), base, atol=1e-4)
 
 
 def test_prompt_modes() -> None:
@@ -239,7 +287,8 @@ def test_groups_and_train_projectors() -> None:
 
 def test_paper_fields() -> None:
     mosi, mosei = FeaDA.paper_fields("mosi", "quick"), FeaDA.paper_fields("mosei", "full")
-    assert (mosi["batch_size"], mosi["step_every"], mosi["model_params"]["size"]) == (32, 1, "quick")
+    # MOSI/config.py update_epochs = 4: TVA_train.py steps the optimizer every 4 batches
+    assert (mosi["batch_size"], mosi["step_every"], mosi["model_params"]["size"]) == (32, 4, "quick")
     assert "max_epochs" not in mosi and mosi["task_params"] == {"loss": "mse", "checkpoint": "loss"}
     assert mosi["early_stopping"] is False and mosi["scheduler"] == "none"
     assert (mosei["batch_size"], mosei["step_every"], mosei["max_epochs"]) == (16, 4, 25)
@@ -300,7 +349,8 @@ def test_smoke_run_on_synth_mosi_logs_the_terms_and_the_contrastive_loss_falls()
         assert len(_series(result, term)) == 8  # 48 samples / 32 -> 2 steps per epoch, 4 epochs
     con = _series(result, "con")
     assert sum(con[-2:]) < sum(con[:2])
-    assert result.config.model_params == (("prompt", "concat"), ("size", "quick"), ("text_summary", "mean"))
+    assert result.config.model_params == (("cross_block", "code"), ("prompt", "concat"), ("size", "quick"),
+                                          ("text_summary", "mean"))
 
 
 def test_concat_runs_on_the_feada_model_with_the_task_loss_only() -> None:
@@ -327,6 +377,9 @@ def test_the_paper_size_is_768_wide_with_the_official_layer_counts() -> None:
     net = model_class("feada").build(spec).eval()
     assert net.dim == 768 and len(net.encoders["audio"].layers) == 5 and len(net.encoders["vision"].layers) == 2
     assert net.p2a.in_features == 384 and net.head[0].in_features == 3 * 768
+    # the code's feed-forward widths: encoder_fea_dim (1d) in the decomposition encoders and the MulT blocks
+    assert net.summaries["audio"].encoder.layers[0].linear1.out_features == 768
+    assert net.encoders["vision"].layers[0].fc1.out_features == 768
     from bench.batch import Batch
 
     batch = Batch({"text": torch.randn(2, 3, 768), "audio": torch.randn(2, 4, 5), "vision": torch.randn(2, 4, 20)},

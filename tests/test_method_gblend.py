@@ -3,22 +3,26 @@ the copies' estimate (the main model untouched), the in-situ estimate, runs for 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tiny import TAV, TV, smoke_config, whole_split
 
 from bench.config import ConfigError
+from bench.data.splits import share_index
 from bench.methods import get_method, validate_config
 from bench.methods.gblend import (
     CHECKPOINT_KEY,
     FUSED,
     WEIGHTS_KEY,
     GBlendModel,
+    GBlendParams,
     blend_weights,
     blended_loss,
     gain_and_overfitting_change,
     head_losses,
     overfitting,
+    set_sgd_momentum,
     split_losses,
     train_copy_on_head,
     uniform_weights,
@@ -84,15 +88,47 @@ def test_blended_loss_by_hand() -> None:
 # -- the model, the splits and the hooks ---------------------------------------------------------------------
 
 
-def test_every_run_holds_out_the_dev_split(tiny) -> None:
-    # tiny: 64 training rows, dev_index every 4th -> 16 dev rows, 48 left for training, dev_set or not
+def test_every_run_holds_out_its_own_eight_percent(tiny) -> None:
+    # tiny: 64 training rows; MultiBench's v_rate 0.08: floor(0.08 * 64) = floor(5.12) = 5 held-out rows,
+    # 59 left for training, dev_set or not
     for dev_set in (False, True):
         trainer = _trainer(tiny, dev_set=dev_set)
-        assert trainer.train_split.size == 48 and trainer.dev_split.size == 16
+        assert trainer.train_split.size == 59 and trainer.dev_split.size == 5
         assert not set(trainer.train_split.split.ids) & set(trainer.dev_split.split.ids)
+    # held_out_share 0: the dataset's dev split (tiny's every 4th row: 16), the former reading
+    former = _trainer(tiny, method_params={"held_out_share": 0.0})
+    assert former.train_split.size == 48 and former.dev_split.size == 16
     plain = build_trainer(smoke_config(method="concat"), tiny)
     assert plain.train_split.size == 64 and plain.dev_split is None  # other methods: unchanged
+    dev_run = build_trainer(smoke_config(method="ogm", dev_set=True), tiny)
+    assert dev_run.dev_split.size == 16  # other methods' dev splits: the dataset's, unchanged
     assert get_method("gblend").uses_dev_split(smoke_config(method="gblend"))
+
+
+def test_the_share_is_eight_percent_of_train_on_every_dataset() -> None:
+    # MOSI's 1284 training rows: floor(102.72) = 102 (the dataset's dev split: 100 = 7.8 %); MOSEI's 16326:
+    # floor(1306.08) = 1306 (the dataset's: 200 = 1.2 %)
+    for n_train, expected in [(1284, 102), (16326, 1306), (100, 8)]:
+        labels = np.arange(n_train) % 3
+        rows = share_index(labels, 0.08)
+        assert rows.shape == (expected,) and len(set(rows.tolist())) == expected
+    # stratified: 100 rows of classes 0 / 1 in 75 / 25 -> 8 rows: 6 of class 0 and 2 of class 1
+    labels = np.array([0] * 75 + [1] * 25)
+    assert np.bincount(labels[share_index(labels, 0.08)]).tolist() == [6, 2]
+
+
+def test_the_copies_step_sgd_without_momentum_by_default() -> None:
+    # lr 0.1, gradient 1 twice: momentum 0 moves -0.1 - 0.1 = -0.2; momentum 0.9 (the run's, the former
+    # reading): -0.1, then buffer 0.9 * 1 + 1 = 1.9 -> -0.19, in all -0.29
+    for momentum, expected in [(0.0, -0.2), (0.9, -0.29)]:
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+        set_sgd_momentum(optimizer, momentum)
+        for _ in range(2):
+            param.grad = torch.ones(1)
+            optimizer.step()
+        assert float(param.detach()) == pytest.approx(expected)
+    assert GBlendParams().copy_momentum == 0.0 and GBlendParams().held_out_share == 0.08
 
 
 def test_build_adds_a_unimodal_head_per_modality_trained_by_the_run_optimizer(tiny) -> None:
@@ -181,7 +217,8 @@ def test_the_in_situ_estimate_uses_the_main_models_last_two_super_epoch_starts(t
 
 def test_validation_errors() -> None:
     for params, message in [({"super_epoch": 0}, "super_epoch"), ({"estimate": "offline"}, "estimate"),
-                            ({"gain_rule": "square"}, "gain_rule")]:
+                            ({"gain_rule": "square"}, "gain_rule"), ({"copy_momentum": 1.0}, "copy_momentum"),
+                            ({"held_out_share": -0.1}, "held_out_share")]:
         with pytest.raises(ConfigError, match=message):
             validate_config(smoke_config(method="gblend", method_params=params))
     validate_config(smoke_config(method="gblend"))  # no dev_set needed: the split is carved anyway

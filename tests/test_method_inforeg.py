@@ -19,10 +19,13 @@ from bench.methods.inforeg import (
     fisher_trace,
     half_bias_logits,
     leading_modality,
+    modality_alphas,
     parse_alphas,
     regulation_weights,
+    strong_modality,
     true_class_scores,
     window_rate,
+    window_source,
 )
 from bench.train import build_trainer, train_run
 
@@ -113,6 +116,29 @@ def test_alphas_parse_per_modality_and_reject_bad_text() -> None:
             parse_alphas(bad, TV, 0.5)
 
 
+def test_the_strong_modality_gets_the_official_alpha_and_the_weak_one_a_tenth_of_it_by_hand() -> None:
+    # official main.py: audio (CREMA-D's strong modality) leads -> beta = 0.95 exp(tanh gap); visual leads ->
+    # beta2 = 0.1 exp(tanh gap). Here "auto": the strong one has the highest summed score so far.
+    assert strong_modality({"text": 30.0, "vision": 20.0}, TV) == "text"
+    assert strong_modality({"text": 3.0, "vision": 20.0}, TV) == "vision"
+    assert strong_modality({}, TV) == "text"  # no score yet: the first in modality order
+    assert strong_modality({"text": 30.0}, TV, "vision") == "vision"  # a name wins
+    alphas = modality_alphas(TV, "text", 0.95, 0.1)
+    assert alphas == {"text": 0.95, "vision": 0.1}
+    assert modality_alphas(TAV, "audio", 0.95, 0.1) == {"text": 0.1, "audio": 0.95, "vision": 0.1}
+    assert modality_alphas(TV, "text", 0.95, 0.1, "vision=0.3") == {"text": 0.95, "vision": 0.3}
+    both_open = {"text": True, "vision": True}
+    # the weak modality leads by 1: 0.1 exp(tanh 1) = 0.1 exp(0.761594) = 0.1 * 2.141688 = 0.214169
+    assert regulation_weights({"text": 2.0, "vision": 3.0}, alphas, both_open)["vision"] == pytest.approx(
+        0.214168768474935)
+    # the strong one leads by 1: 0.95 exp(tanh 1) = 2.034603
+    assert regulation_weights({"text": 3.0, "vision": 2.0}, alphas, both_open)["text"] == pytest.approx(
+        2.034603300511882)
+    # the windows: the strong modality's trace (official), each its own, or a named one's
+    assert window_source("strong", "text") == "text" and window_source("own", "text") is None
+    assert window_source("vision", "text") == "vision"
+
+
 # -- the method on a real model ----------------------------------------------------------------------------
 
 
@@ -167,12 +193,33 @@ def test_after_backward_pulls_only_the_leading_encoder_toward_its_epoch_start(ti
     assert info.traces["text"] == [traces["fisher_trace/text"]]
 
 
-@pytest.mark.parametrize(("window_modality", "expected"), [
-    ("", {"text": 1.0, "vision": 0.0}), ("text", {"text": 1.0, "vision": 1.0}),
-    ("vision", {"text": 0.0, "vision": 0.0})])
-def test_windows_from_each_trace_or_from_one_modality(tiny, window_modality: str, expected) -> None:
+def test_a_leading_weak_modality_is_pulled_with_the_weak_alpha(tiny) -> None:
+    trainer = _started(tiny)
+    model, state, method = trainer.model, trainer.state, trainer.method
+    state.scratch[STATE_KEY].totals = {"text": 50.0, "vision": 10.0}  # text has been the strong modality
+    loss, _ = method.loss(model, whole_split(tiny, "train", TV), state)
+    loss.backward()
+    state.scratch[STEP_SCORES_KEY] = {"text": 2.0, "vision": 3.0}  # vision leads by 1 this step
+    logs = method.after_backward(model, state)
+    assert logs["beta/vision"] == pytest.approx(0.214168768474935) and logs["beta/text"] == 0.0  # 0.1 exp(tanh 1)
+    assert logs["strong/text"] == 1.0 and state.scratch[STATE_KEY].totals == {"text": 52.0, "vision": 13.0}
+    former = _started(tiny, method_params={"weak_alpha": 0.95, "window_modality": "own"})  # one alpha for all
+    former.state.scratch[STATE_KEY].totals = {"text": 50.0, "vision": 10.0}
+    loss, _ = former.method.loss(former.model, whole_split(tiny, "train", TV), former.state)
+    loss.backward()
+    former.state.scratch[STEP_SCORES_KEY] = {"text": 2.0, "vision": 3.0}
+    assert former.method.after_backward(former.model, former.state)["beta/vision"] == pytest.approx(2.034603300511882)
+
+
+@pytest.mark.parametrize(("window_modality", "totals", "expected"), [
+    ("own", {}, {"text": 1.0, "vision": 0.0}), ("text", {}, {"text": 1.0, "vision": 1.0}),
+    ("vision", {}, {"text": 0.0, "vision": 0.0}),
+    ("strong", {"text": 9.0, "vision": 4.0}, {"text": 1.0, "vision": 1.0}),  # text strong: its window for all
+    ("strong", {"text": 4.0, "vision": 9.0}, {"text": 0.0, "vision": 0.0})])  # vision strong
+def test_windows_from_each_trace_or_from_one_modality(tiny, window_modality: str, totals, expected) -> None:
     trainer = _started(tiny, method_params={"window_modality": window_modality})
     info = trainer.state.scratch[STATE_KEY]
+    info.totals = dict(totals)
     # text [1, 1]: newest 0.2, previous 0.1 -> k 0.5 (open); vision [1, 0]: newest 0.1, previous 0.1 -> 0
     info.traces = {"text": [1.0, 1.0], "vision": [1.0, 0.0]}
     logs = trainer.method.on_epoch_start(trainer.model, trainer.state)
@@ -183,7 +230,8 @@ def test_windows_from_each_trace_or_from_one_modality(tiny, window_modality: str
 def test_validate_rejects_bad_settings(tiny) -> None:
     for params, match in [({"alpha": -1.0}, "alpha"), ({"span": 0}, "span"), ({"window_modality": "audio"},
                           "window_modality"), ({"unimodal_loss": "aux"}, "unimodal_loss"),
-                          ({"alphas": "sound=1"}, "alphas")]:
+                          ({"alphas": "sound=1"}, "alphas"), ({"weak_alpha": -0.1}, "weak_alpha"),
+                          ({"strong_modality": "audio"}, "strong_modality")]:
         with pytest.raises(ConfigError, match=match):
             validate_config(_cfg(method_params=params), tiny.modalities)
     with pytest.raises(ConfigError, match="dev-set"):

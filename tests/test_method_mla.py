@@ -15,6 +15,7 @@ from bench.methods import validate_config
 from bench.methods.mla import (
     STATE_KEY,
     MLAModel,
+    clear_gradients,
     entropy_fusion_weights,
     fused_logits,
     modify_head_gradient,
@@ -80,6 +81,7 @@ def test_projector_update_by_hand() -> None:
     # Q = I, k = Q r^T = [1, 0]^T, r k = 1: Q - k k^T / 1.1 = diag(1/11, 1); ||.||_F = sqrt(122) / 11
     q = update_projector(torch.eye(2), r, 0.1)
     assert torch.allclose(q, torch.diag(torch.tensor([1 / math.sqrt(122), 11 / math.sqrt(122)])))
+    assert torch.allclose(update_projector(torch.eye(2), r, 0.1, "owm"), q)  # r on an axis: the forms agree
     # before the normalisation the component along r shrinks by alpha / (alpha + |r|^2) = 0.1 / 1.1
     assert float((q @ r.T)[0, 0] / q[1, 1]) == pytest.approx(1 / 11)
     grad = torch.tensor([[1.0, 2.0]])
@@ -88,6 +90,32 @@ def test_projector_update_by_hand() -> None:
                           torch.tensor([[1 / math.sqrt(122), 22 / math.sqrt(122)]]))
     assert torch.allclose(modify_head_gradient(grad, q, "add"), grad + grad @ q.T)
     assert torch.equal(modify_head_gradient(grad, q, "off"), grad)
+
+
+def test_the_release_divides_elementwise_where_owm_divides_by_a_scalar_by_hand() -> None:
+    r = torch.tensor([[1.0, 1.0]])
+    # Q = I, k = Q r^T = [1, 1]^T, k k^T = all ones.
+    # release: alpha + k r = 0.1 + all ones = 1.1 everywhere (elementwise): I - ones / 1.1 = [[1, -10], [-10, 1]] / 11,
+    # ||.||_F = sqrt(1 + 100 + 100 + 1) / 11 = sqrt(202) / 11 -> [[1, -10], [-10, 1]] / sqrt(202)
+    release = update_projector(torch.eye(2), r, 0.1, "release")
+    assert torch.allclose(release, torch.tensor([[1.0, -10.0], [-10.0, 1.0]]) / math.sqrt(202))
+    # owm: alpha + r k = 0.1 + 2 = 2.1: I - ones / 2.1 = [[11, -10], [-10, 11]] / 21 -> / sqrt(442) after the norm
+    owm = update_projector(torch.eye(2), r, 0.1, "owm")
+    assert torch.allclose(owm, torch.tensor([[11.0, -10.0], [-10.0, 11.0]]) / math.sqrt(442))
+
+
+def test_zero_gradients_are_stepped_again_none_are_skipped_by_hand() -> None:
+    # SGD lr 0.1, momentum 0.9; a first step with gradient 1: p = 1 - 0.1 = 0.9, buffer 1.
+    # "zero" (torch 1.8's zero_grad): the next step sees gradient 0: buffer 0.9 -> p = 0.9 - 0.09 = 0.81.
+    # "none": the next step skips p: 0.9.
+    for mode, expected in [("zero", 0.81), ("none", 0.9)]:
+        param = torch.nn.Parameter(torch.ones(1))
+        optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+        param.grad = torch.ones(1)
+        optimizer.step()
+        clear_gradients([optimizer], mode)
+        optimizer.step()
+        assert float(param.detach()) == pytest.approx(expected)
 
 
 # -- the method on a real model ----------------------------------------------------------------------------
@@ -113,7 +141,7 @@ def _recording_trainer(tiny, modalities: tuple[str, ...] = TV, **params):
 
 
 def test_each_turn_trains_one_encoder_its_projection_and_the_shared_head(tiny) -> None:
-    trainer, steps, _ = _recording_trainer(tiny, TAV)
+    trainer, steps, _ = _recording_trainer(tiny, TAV, clear_grads="none")
     batch = whole_split(tiny, "train", TAV)
     loss, logs = trainer.method.train_step(trainer.model, batch, trainer.state)
     assert len(steps) == 3  # one optimizer step per modality, in run order
@@ -126,6 +154,32 @@ def test_each_turn_trains_one_encoder_its_projection_and_the_shared_head(tiny) -
     assert float(loss) == pytest.approx(sum(logs[f"turn_loss/{m}"] for m in TAV) / 3)
     assert logs["alpha"] == pytest.approx(0.1)  # the first batch of the epoch
     assert trainer.state.scratch[STATE_KEY].updates == 3
+
+
+def test_later_turns_step_the_modalities_already_updated_with_zero_gradients(tiny) -> None:
+    # the default ("zero", the release under torch 1.8): the vision turn also steps the text encoder, whose
+    # gradient is a zero tensor; "none" leaves it out of that step
+    trainer, steps, _ = _recording_trainer(tiny, TV)
+    batch = whole_split(tiny, "train", TV)
+    trainer.method.train_step(trainer.model, batch, trainer.state)
+    text = {n for n in steps[1]["with_grad"] if n.startswith(("inner.encoders.text.", "projections.text."))}
+    assert text and all(float(trainer.model.get_parameter(n).grad.abs().sum()) == 0.0 for n in text)
+    after = {}
+    for mode in ("zero", "none"):
+        trainer, _, _ = _recording_trainer(tiny, TV, clear_grads=mode)
+        assert isinstance(trainer.state.optimizer, torch.optim.Adam)
+        weight = trainer.model.encoders["text"].proj.weight
+        start = weight.detach().clone()
+        trainer.method.train_step(trainer.model, batch, trainer.state)
+        after[mode] = weight.detach().clone()
+    first = after["none"] - start  # the text turn's Adam step: -lr g / |g| per element
+    extra = after["zero"] - after["none"]  # the vision turn's step of text with a zero gradient
+    # Adam's second step with g = 0: m_hat = 0.9 * 0.1 g / (1 - 0.9^2) = 0.473684 g, v_hat = 0.999 * 0.001 g^2 /
+    # (1 - 0.999^2) = 0.499750 g^2: the step is 0.473684 / sqrt(0.499750) = 0.670048 of the first
+    # (where |g| >> Adam's eps 1e-8, i.e. the first step is the full lr)
+    big = first.abs() > 0.999 * first.abs().max()
+    assert big.any() and torch.allclose(extra[big], 0.670048 * first[big], rtol=1e-3)
+    assert torch.all(extra * first >= 0)  # elsewhere too, the same direction as the first step
 
 
 def test_the_head_gradient_is_projected_from_the_second_update_on(tiny) -> None:
@@ -173,7 +227,8 @@ def test_forward_fuses_the_unimodal_logits_of_the_shared_head(tiny, fusion: str)
 
 def test_validate_rejects_bad_settings(tiny) -> None:
     for params, match in [({"fusion": "max"}, "fusion"), ({"fusion_entropy": "class"}, "fusion_entropy"),
-                          ({"head_gradient": "owm"}, "head_gradient")]:
+                          ({"head_gradient": "owm"}, "head_gradient"), ({"project": "scalar"}, "project"),
+                          ({"clear_grads": "keep"}, "clear_grads")]:
         with pytest.raises(ConfigError, match=match):
             validate_config(_cfg(method_params=params), tiny.modalities)
     with pytest.raises(ConfigError, match="dev-set"):

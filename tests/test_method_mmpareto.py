@@ -17,10 +17,12 @@ from bench.methods.mmpareto import (
     encoder_parameters,
     inner_products,
     integrate_gradients,
+    kan_mcp_losses,
     min_norm_weight,
     pareto_weights,
 )
-from bench.train import train_run
+from bench.models import model_spec
+from bench.train import SplitTensors, build_trainer, seed_everything, train_run
 
 torch.set_num_threads(1)
 
@@ -111,6 +113,68 @@ def _reference(model, batches, modalities, gamma=1.5, in_window=True):
     return expected
 
 
+def test_the_kan_mcp_magnitude_reference_weighs_the_unimodal_gradient_by_hand() -> None:
+    # g_mm = [3, 0], g_u = [0, 4]: cos 0 (a conflict); c = (16 - 0) / (9 + 16) = 0.64, w_u = 0.36
+    g_mm, g_u = [_t(3.0, 0.0)], [_t(0.0, 4.0)]
+    weights = pareto_weights(*inner_products(g_mm, g_u))
+    assert (weights.multimodal, weights.unimodal) == pytest.approx((0.64, 0.36))
+    # d = 2 (0.64 [3, 0] + 0.36 [0, 4]) = [3.84, 2.88], |d| = 4.8
+    # official (a = 1): |[3, 4]| = 5 > 4.8 -> d * 5 / 4.8 = [4, 3], times 1.5 = [6, 4.5]
+    assert torch.allclose(integrate_gradients(g_mm, g_u, weights, 1.5)[0], _t(6.0, 4.5))
+    # KAN-MCP on MOSI (a = weight1 = 0.1): |[3, 0.4]| = 3.027 < 4.8 -> d alone, times 1.5 = [5.76, 4.32]
+    assert torch.allclose(integrate_gradients(g_mm, g_u, weights, 1.5, unimodal_weight=0.1)[0], _t(5.76, 4.32))
+
+
+def test_kan_mcp_losses_by_hand() -> None:
+    fused = torch.tensor([[1.0], [3.0]])
+    unimodal = {"text": torch.tensor([[0.5], [2.0]])}
+    mse, l1 = kan_mcp_losses(fused, unimodal, torch.tensor([0.0, 1.0]))
+    # MSE: ((1 - 0)^2 + (3 - 1)^2) / 2 = 2.5; L1: (|0.5 - 0| + |2 - 1|) / 2 = 0.75
+    assert float(mse) == pytest.approx(2.5) and float(l1["text"]) == pytest.approx(0.75)
+
+
+def test_kan_mcp_regression_form_writes_its_integrated_gradients(tiny) -> None:
+    trainer = build_trainer(_cfg(TV, task="regression"), tiny)
+    method, model, state = trainer.method, trainer.model, trainer.state
+    batch = trainer.train_split.batch(torch.arange(0, 16))
+    y = batch.labels.float()
+    fused = torch.nn.functional.mse_loss(model(batch).logits.view(-1), y)
+    expected = {}
+    for m in TV:
+        params = encoder_parameters(model, m)
+        unimodal = torch.nn.functional.l1_loss(model.unimodal_heads[m](model.encode(batch)[m]).view(-1), y)
+        g_mm = list(torch.autograd.grad(fused, params, retain_graph=True))
+        g_u = list(torch.autograd.grad(unimodal, params))
+        weights = pareto_weights(*inner_products(g_mm, g_u))
+        expected[m] = integrate_gradients(g_mm, g_u, weights, 1.5, unimodal_weight=0.1)
+    model.zero_grad(set_to_none=True)
+    loss, logs = method.loss(model, batch, state)
+    loss.backward()
+    # the objective: MSE + 0.1 (L1_text + L1_vision)
+    assert float(loss.detach()) == pytest.approx(
+        logs["loss_multimodal"] + 0.1 * (logs["loss_unimodal/text"] + logs["loss_unimodal/vision"]), rel=1e-6)
+    assert logs["loss_multimodal"] == pytest.approx(float(fused.detach()), rel=1e-6)
+    method.after_backward(model, state)
+    for m in TV:
+        for param, grad in zip(encoder_parameters(model, m), expected[m], strict=True):
+            assert torch.allclose(param.grad, grad, rtol=1e-4, atol=1e-7)
+    # "ours": every loss the task's (L1), weight 1
+    trainer = build_trainer(_cfg(TV, task="regression", method_params={"regression_form": "ours"}), tiny)
+    method, model, state = trainer.method, trainer.model, trainer.state
+    loss, logs = method.loss(model, batch, state)
+    task_loss = state.task.loss(model(batch).logits, batch.labels)
+    assert logs["loss_multimodal"] == pytest.approx(float(task_loss), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(
+        logs["loss_multimodal"] + logs["loss_unimodal/text"] + logs["loss_unimodal/vision"], rel=1e-6)
+
+
+def test_kan_mcp_weight1_per_dataset_from_the_recipes() -> None:
+    declared = type(get_method("mmpareto"))
+    # train_mosi.py --weight1 0.1, train_mosei.py --weight1 1
+    assert declared.paper_fields("mosi", "quick") == {"method_params": {"regression_unimodal_weight": 0.1}}
+    assert declared.paper_fields("mosei", "quick") == {"method_params": {"regression_unimodal_weight": 1.0}}
+
+
 @pytest.mark.parametrize("modalities", [TV, TAV])
 def test_after_backward_writes_the_integrated_encoder_gradients(tiny, modalities) -> None:
     method, model, state, train = _setup(tiny, modalities)
@@ -194,6 +258,8 @@ def test_the_wrapper_keeps_the_run_models_forward_and_capabilities(tiny) -> None
     ({"method_params": {"gamma": 0.0}}, "gamma must be > 0"),
     ({"modalities": ("text",)}, "needs 2 to 3 modalities"),
     ({"method_params": {"alpha": 1.0}}, "unknown parameter"),
+    ({"method_params": {"regression_form": "mse"}}, "regression_form"),
+    ({"method_params": {"regression_unimodal_weight": 0.0}}, "regression_unimodal_weight"),
 ])
 def test_bad_configurations_are_config_errors(fields, message) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -19,6 +19,7 @@ from bench.methods.opm import (
     drop_probabilities,
     drop_probability,
     feature_scale_theta,
+    noise_epoch,
     opm_ratios,
 )
 from bench.models import EncoderSize, LateFusionModel, ModelSpec, model_spec
@@ -226,6 +227,26 @@ def test_ge_does_nothing_during_the_warm_up() -> None:
         assert torch.equal(param.grad, before[name]), name
 
 
+def test_noise_stops_after_the_official_modulation_end_by_hand() -> None:
+    # official main.py: noise while modulation_starts (0) <= epoch <= modulation_ends (80), of 100 epochs
+    assert [e for e in range(100) if not noise_epoch(e, 100, 0.8)] == list(range(81, 100))
+    # the quick profile's 12 epochs: floor(0.8 * 12) = floor(9.6) = 9, so epochs 10 and 11 have no noise
+    assert [e for e in range(12) if not noise_epoch(e, 12, 0.8)] == [10, 11]
+    assert all(noise_epoch(e, 12, 1.0) for e in range(12))  # the former reading: every epoch
+
+
+def test_ge_stops_after_the_modulation_end_while_the_drop_goes_on() -> None:
+    # 10 epochs: floor(0.8 * 10) = 8 is the last noisy epoch; at epoch 9 the gradients stay as they are
+    model, before, logs = _ge_step(dict(ACTIVE), epoch=9, max_epochs=10, window_end=-1)
+    assert logs["sigma/text"] == logs["sigma/vision"] == 0.0
+    for name, param in model.named_parameters():
+        assert torch.equal(param.grad, before[name]), name
+    assert _ge_step(dict(ACTIVE), epoch=8, max_epochs=10, window_end=-1)[2]["sigma/text"] > 0
+    assert _ge_step({**ACTIVE, "noise_until": 1.0}, epoch=9, max_epochs=10, window_end=-1)[2]["sigma/text"] > 0
+    # the drop's gate is still on
+    assert get_method("opm_ge").active(_state("opm_ge", epoch=9, max_epochs=10, window_end=-1))
+
+
 # -- configuration --------------------------------------------------------------------------------------------
 
 
@@ -238,6 +259,7 @@ def test_ge_does_nothing_during_the_warm_up() -> None:
     ("opm", {"method_params": {"ratio_form": "max"}}, "unknown ratio_form"),
     ("opm", {"method_params": {"ogm_alpha": 0.5}}, "unknown parameter"),
     ("opm_ge", {"method_params": {"ogm_alpha": -0.5}}, "ogm_alpha must be >= 0"),
+    ("opm_ge", {"method_params": {"noise_until": 1.5}}, "noise_until must be in"),
     ("opm", {"modalities": ("text",)}, "needs 2 to 3 modalities"),
     ("opm", {"dev_set": True}, "no dev-set variant"),
     ("opm_ge", {"dev_set": True}, "no dev-set variant"),
@@ -250,7 +272,7 @@ def test_bad_configurations_are_config_errors(method, fields, message) -> None:
 def test_thesis_settings_are_the_official_ones() -> None:
     opm, opm_ge = type(get_method("opm")), type(get_method("opm_ge"))
     assert opm.thesis.params == {"q_base": 0.5, "lam": 0.5, "p_exe": 0.7, "warmup_epochs": 6}
-    assert opm_ge.thesis.params == {**opm.thesis.params, "ogm_alpha": 0.0}
+    assert opm_ge.thesis.params == {**opm.thesis.params, "ogm_alpha": 0.0, "noise_until": 0.8}
     assert opm.thesis.window == opm_ge.thesis.window == (0, -1)
     assert (opm.table_order, opm_ge.table_order) == (130, 140)
 

@@ -14,10 +14,12 @@ from tiny import TAV, smoke_config
 from bench.config import ConfigError
 from bench.methods import get_method, validate_config
 from bench.methods.sati import (
+    QUICK_EPOCHS,
     SATI,
     SATIParams,
     cmd,
     consistency_loss,
+    first_checkpoint_epoch,
     jensen_shannon,
     loss_weights,
     margin_softmax_loss,
@@ -27,7 +29,7 @@ from bench.methods.sati import (
 )
 from bench.models import model_class
 from bench.models.base import ModelSpec
-from bench.models.sati import align_to_text, hard_gate, resample_frames
+from bench.models.sati import CrossAttention, align_to_text, hard_gate, resample_frames
 from bench.plan.resolve import make_config
 from bench.train import build_trainer, train_run
 
@@ -151,10 +153,23 @@ def test_weights_and_ablations() -> None:
 
 def test_paper_fields() -> None:
     mosi, mosei = SATI.paper_fields("mosi", "quick"), SATI.paper_fields("mosei", "full")
-    assert mosi["batch_size"] == 64 and mosei["batch_size"] == 16 and "max_epochs" not in mosi
+    assert mosi["batch_size"] == 64 and mosei["batch_size"] == 16 and mosi["max_epochs"] == QUICK_EPOCHS
+    assert "max_epochs" not in SATI.paper_fields("mosi", "smoke")  # smoke keeps its epochs
     assert mosei["max_epochs"] == 50 and mosi["task_params"] == {"loss": "mse", "checkpoint": "acc2_has0"}
+    # the code: MOSI patience 100 of 50 epochs (never stops early), start_saving 0.4; MOSEI start_saving 0.0
+    assert mosi["early_stopping"] is False and mosei["early_stopping"] is False
+    assert mosi["method_params"] == {"start_saving": 0.4} and mosei["method_params"] == {"start_saving": 0.0}
     assert mosi["model_params"] == {"size": "quick"} and mosei["model_params"] == {"size": "paper"}
     assert "optimizer" not in mosi  # Adam is the presets' default; an SGD row stays SGD (its own run id)
+
+
+def test_the_best_checkpoint_is_kept_from_the_codes_start_saving_epoch() -> None:
+    # the code: start_saving_epoch = int(n_epoch * start_saving) = int(50 * 0.4) = 20
+    assert first_checkpoint_epoch(50, 0.4) == 20 and first_checkpoint_epoch(30, 0.4) == 12
+    assert first_checkpoint_epoch(12, 0.4) == 4 and first_checkpoint_epoch(50, 0.0) == 0
+    state = type("State", (), {"cfg": _config(max_epochs=50), "params": SATIParams()})()
+    assert [e for e in range(50) if SATI().checkpoint_epoch(e, state)] == list(range(20, 50))
+    assert SATIParams().margin_kind == "cosine"  # what the code computes
 
 
 # -- the model ------------------------------------------------------------------------------------------------
@@ -186,10 +201,34 @@ def test_the_model_aligns_onto_the_text_and_the_vision_gate_choice_uses_the_audi
     reuse = _net("reuse_audio").eval()
     reuse.load_state_dict(net.state_dict())
     with torch.no_grad():
+        # the code's vision gate: its own FBP (fbp_vt), then the audio gate's Linear (fc_gate_at)
         shared = parts.shared
-        assert torch.equal(reuse.gate("vision", shared), net.gates["audio"](shared["vision"], shared["text"]))
+        pooled = net.gates["vision"].pool(shared["vision"], shared["text"])
+        assert torch.equal(reuse.gate("vision", shared), hard_gate(net.gates["audio"].linear(pooled)))
+        assert torch.equal(reuse.gate("audio", shared), net.gate("audio", shared))
     paper = _net(size="paper")
     assert paper.hidden == 128 and paper.head[0].in_features == 256 and paper.margin_weight.shape == (3, 128)
+    # W: nn.Linear(128, 3, bias=False)'s default init, U(-1/sqrt(128), 1/sqrt(128)) = U(-0.0884, 0.0884)
+    assert float(paper.margin_weight.detach().abs().max()) <= 1 / math.sqrt(128)
+
+
+def test_cross_attention_is_the_codes_by_hand() -> None:
+    # one head, H = 2, q / k / v / out the identity (out bias 0), no dropout: scores q k^T / sqrt(2)
+    attention = CrossAttention(2, 1, dropout=0.0)
+    with torch.no_grad():
+        for layer in (attention.query, attention.key, attention.value, attention.out):
+            layer.weight.copy_(torch.eye(2))
+        attention.out.bias.zero_()
+    assert attention.query.bias is None and attention.key.bias is None and attention.value.bias is None
+    q = torch.tensor([[[1.0, 0.0]]])  # (1, 1, 2)
+    kv = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # (1, 2, 2)
+    # scores [1, 0] / sqrt(2) = [0.70711, 0]: softmax [e^0.70711, 1] / (e^0.70711 + 1) = [0.669762, 0.330238]
+    out = attention(q, kv)
+    assert torch.allclose(out, torch.tensor([[[0.669762, 0.330238]]]), atol=1e-5)
+    # a padded key is left out: only the first key -> [1, 0]
+    masked = attention(q, kv, key_padding_mask=torch.tensor([[False, True]]))
+    assert torch.allclose(masked, torch.tensor([[[1.0, 0.0]]]))
+    assert attention.drop.p == 0.0 and CrossAttention(2, 1).drop.p == 0.2  # the code's output dropout
 
 
 def test_forward_is_the_head_output_of_parts() -> None:

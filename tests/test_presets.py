@@ -246,3 +246,17 @@ def test_method_variants_and_on_model_labels(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConfigError, match="unknown configuration label 'low_alpha' for 'concat'"):
         thesis_config("synth-mosi", "concat", "text,vision", config_label="low_alpha")
     assert config_name("on_late_fusion", "adam") == "on the late_fusion model"
+
+
+def test_table_modern_runs_mmpareto_again_under_its_official_recipe():
+    # GeWu-Lab/MMPareto_ICML2024 code/MMPareto.py: SGD lr 2e-3, momentum 0.9, weight decay 1e-4, a StepLR it
+    # never steps; one labelled row per modality block beside the Adam row, which stays as it was
+    cells = expand("table-modern", source="synth", seeds=(0,))
+    official = [c for c in cells if c.config_label == "official_recipe"]
+    assert {(c.method, c.optimizer) for c in official} == {("mmpareto", "sgd")}
+    assert len(official) == 6  # 3 modality blocks x 2 datasets
+    cfg = official[0].configs[0]
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.scheduler) == ("sgd", 2e-3, 0.9, 1e-4, "none")
+    adam = _cell(cells, method="mmpareto", config_label="standard", modalities=official[0].modalities,
+                 dataset=official[0].dataset)
+    assert adam.optimizer == "adam" and adam.configs[0].scheduler == "plateau"

@@ -73,3 +73,10 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int = SPLIT_SEED) -> 
 def dev_index(train_labels: np.ndarray, base: int) -> np.ndarray:
     """(n_dev,) int64 sorted rows of train that form the fixed development split (`base`: the spec's dev_size)."""
     return stratified_sample(train_labels, dev_size(int(np.asarray(train_labels).shape[0]), base))
+
+
+def share_index(train_labels: np.ndarray, share: float) -> np.ndarray:
+    """(floor(share * N_train),) int64 sorted rows of train: a stratified sample of that share of the rows
+    (the fixed split seed), for a method that holds out its own share rather than the dataset's dev split."""
+    n_train = int(np.asarray(train_labels).shape[0])
+    return stratified_sample(train_labels, int(share * n_train + 1e-9))

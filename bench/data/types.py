@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from bench.data.splits import share_index
 
 SPLITS = ("train", "dev", "valid", "test")
 
@@ -61,6 +64,10 @@ class Dataset:
     # the labels are the file's own classification_labels.
     label_rule: str = ""
     spec: Any = None  # the bench.data.spec.DatasetSpec it was loaded by (None: a hand-made Dataset)
+
+    def with_dev_share(self, share: float) -> Dataset:
+        """The same data whose development split is a stratified `share` of train (bench.data.splits)."""
+        return dataclasses.replace(self, dev_index=share_index(self.train.labels, share))
 
     @property
     def feature_dims(self) -> dict[str, int]:

@@ -296,6 +296,11 @@ class Method:
         """Whether the loop carves the dev split out of the training data: cfg.dev_set or `holds_out_dev`."""
         return cfg.dev_set or self.holds_out_dev
 
+    def held_out_share(self, cfg: RunConfig) -> float | None:
+        """The share of the training rows the carved dev split takes in this method's runs (e.g. G-Blend's
+        8 %); None (the default): the dataset's fixed dev split (bench.data.splits.dev_size)."""
+        return None
+
 
 def needed_runs(method: Method, cfg: RunConfig) -> list[RunConfig]:
     """The runs `cfg` needs (`method.needs`), each pinned to the code of its own parts when `cfg` is pinned:

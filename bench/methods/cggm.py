@@ -12,7 +12,8 @@ Per optimizer step t (micro-batches of the step pooled):
                 with y = 0 counted as negative (regression, the official `exclude_zero=False`)
     Delta_m(t)  eps_m(t) - eps_m(t-1), eps_m(-1) = 0 (carried across epochs, as in the official code)
     B_m(t)      (S + 1e-8 - Delta_m) / (S + 1e-8), S = sum_k Delta_k (the official 1e-8 in both)
-    after the backward pass, inside the window: every gradient of encoder m  g <- rho * B_m * g
+    after the backward pass, inside the window: every gradient of encoder m  g <- rho * B_m * g, except
+                the LSTM's input map (scale "encoders", the official: only `encoders.{i}`, not `proj.{i}`)
     cos_m(t)    cosine of the flattened helper output weight V_m (K, D_m) and the fused head's slice W_m (K, D_m)
     L_gm(t)     (sum_m |B_m| - sum_m B_m cos_m) / M
     then the global norm of the model's (not the helpers') gradients is clipped to clip_norm, and both step.
@@ -55,6 +56,11 @@ if TYPE_CHECKING:
 OFFICIAL_EPS = 1e-8  # added to sum_k Delta_k in the numerator and the denominator of B_m
 HELPERS = ("linear", "official_tail")
 DEGENERATE = ("official", "skip")
+SCALES = ("encoders", "all")
+# The input map of late_fusion's SequenceEncoder (the LSTM's input-to-hidden weights): the counterpart of
+# the official `proj.i` (Conv1d from the raw features to the model width), which the official code leaves
+# unscaled. "encoders" scales every other tensor of encoder m, as the official `encoders.{i}` name test.
+INPUT_MAP = ("lstm.weight_ih_l0", "lstm.bias_ih_l0")
 STATE_KEY = "cggm/state"
 
 
@@ -70,6 +76,10 @@ class CGGMParams:
     # sum_k Delta_k = 0 with Delta != 0: "official" keeps the 1e-8 (B_m ~ 1e7, bounded only by the clip);
     # "skip" (ours) sets every B_m = 1 when |sum_k Delta_k| <= 1e-8
     degenerate: str = "official"
+    # which tensors of encoder m get rho * B_m: "encoders" (official: the parameters named `encoders.{i}`,
+    # not the input projection `proj.{i}`; here every tensor but the LSTM's input map, INPUT_MAP);
+    # "all": every encoder tensor, the input map included (the harness's former reading)
+    scale: str = "encoders"
 
 
 @dataclass
@@ -126,6 +136,13 @@ def direction_loss(coeffs: Mapping[str, float], cosines: Mapping[str, Tensor | f
 def at_snapshot(param: Tensor, snapshot: Tensor) -> Tensor:
     """A tensor with the snapshot's value whose gradient flows into `param` unchanged (identity Jacobian)."""
     return snapshot + (param - param.detach())
+
+
+def scaled_parameters(encoder: nn.Module, scale: str) -> list[nn.Parameter]:
+    """The tensors of one encoder that CGGM's rho * B_m multiplies: all, or all but the input map."""
+    if scale == "all":
+        return list(encoder.parameters())
+    return [param for name, param in encoder.named_parameters() if name not in INPUT_MAP]
 
 
 # -- the model: the run's model plus the helper heads ------------------------------------------------------
@@ -193,7 +210,10 @@ class CGGM(Method):
             raise ConfigError(f"cggm: helper_lr must be > 0, got {params.helper_lr}")
         if params.clip_norm < 0:
             raise ConfigError(f"cggm: clip_norm must be >= 0 (0 = off), got {params.clip_norm}")
-        check_choices("cggm", params, {"helper": HELPERS, "degenerate": DEGENERATE})
+        check_choices("cggm", params, {"helper": HELPERS, "degenerate": DEGENERATE, "scale": SCALES})
+        if params.scale == "encoders" and cfg.model not in ("", "late_fusion"):
+            raise ConfigError(f"cggm scale 'encoders' leaves out late_fusion's LSTM input map; on model "
+                              f"{cfg.model!r} use scale 'all'")
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return CGGMModel(ctx.model(), ctx.params.helper)
@@ -247,7 +267,7 @@ class CGGM(Method):
         scales = {m: (params.rho * coeffs[m] if in_window else 1.0) for m in base.modalities}
         if in_window:
             for m, scale in scales.items():
-                for param in base.encoders[m].parameters():  # every encoder tensor, biases included
+                for param in scaled_parameters(base.encoders[m], params.scale):
                     if param.grad is not None:
                         param.grad.mul_(scale)
         with torch.no_grad():
@@ -269,4 +289,4 @@ class CGGM(Method):
 
 
 __all__ = ["CGGM", "CGGMModel", "CGGMParams", "CGGMState", "HelperHead", "at_snapshot", "balance_coefficients",
-           "direction_loss", "head_cosines", "helper_hits", "improvements"]
+           "direction_loss", "head_cosines", "helper_hits", "improvements", "scaled_parameters"]

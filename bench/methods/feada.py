@@ -12,8 +12,9 @@ XpastaX/ConFEDE; docs/methods/feada.md). Runs on the `feada` model (bench/models
 
 weights=paper: alpha 0.02, beta 0.03, gamma 0.01; weights=code (the MOSI code): 0.03 uni, 0.02 con, 0.09 KL.
 Partner samples (2 same-label near, 2 different-label near, 2 different-label far) are chosen inside the
-batch by the cosine of the anchors' time-mean, min-max-scaled raw features (computed once over the training
-split at the start of training); labels are compared after rounding.
+batch by the cosine of the anchors' descriptors, computed once over the training split at the start of
+training as the code's data loader does (MOSI/data_loader.py; `code_descriptors`); labels are compared after
+rounding.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -47,6 +49,7 @@ WEIGHTS: dict[str, dict[str, float]] = {
 }
 TAU = 0.5  # the official const_heat
 DESCRIPTORS_KEY = "feada/descriptors"
+DESCRIPTOR_KINDS = ("code", "ours")
 MODALITIES = ("text", "audio", "vision")
 # Rows of one anchor's feature table: slot-major, slot s of partner p at row s * n_samples + p (p = 0: anchor).
 SIMILAR_SLOTS = (0, 1, 2)  # text_s, vision_s, audio_s in SLOTS
@@ -66,6 +69,11 @@ class FeaDAParams:
     # > 0: the paper's two stages in one run: the first pretrain_epochs epochs train only the auxiliary
     # encoders (each regressing y through its own Linear head), which are then frozen; 0: one stage
     pretrain_epochs: int = 0
+    # the descriptors whose cosine picks the partners: "code" (MOSI/data_loader.py: audio / vision frames
+    # min-max scaled to [-1, 1] per feature over every frame of the split, padding included, summed over all
+    # frames and divided by the true length; text unscaled, the mean over every (padded) step); "ours" (the
+    # former: time means over the true length, then each column min-max scaled to [0, 1] over the split)
+    descriptors: str = "code"
 
     def __post_init__(self) -> None:
         if not self.tau > 0:
@@ -93,6 +101,22 @@ def raw_descriptors(inputs: Mapping[str, Tensor], lengths: Mapping[str, Tensor])
         x = inputs[m]  # (B, T, D)
         means.append(masked_mean(x, padding_mask(lengths[m], x.shape[1], x.device)))
     return torch.cat(means, dim=1)
+
+
+def code_descriptors(features: Mapping[str, Tensor], lengths: Mapping[str, Tensor]) -> Tensor:
+    """The code's descriptors of a whole split (MOSI/data_loader.py, `__scale` and `__gen_cos_matrix`):
+    audio / vision scaled per feature to [-1, 1] by the min and max over every frame of every sample
+    (padding frames included), summed over every frame, divided by the true length; text unscaled, summed
+    over every step and divided by the padded length. Concatenated (text, vision, audio; the cosine does not
+    depend on the order). features m -> (N, T_m, D_m) zero-padded; lengths m -> (N,)."""
+    parts = [features["text"].sum(dim=1) / features["text"].shape[1]]  # (N, D_t)
+    for m in ("vision", "audio"):
+        x = features[m]
+        low = x.amin(dim=(0, 1))
+        high = x.amax(dim=(0, 1))
+        scaled = (x - low) / (high - low).clamp(min=1e-12) * 2 - 1  # (N, T, D)
+        parts.append(scaled.sum(dim=1) / lengths[m].to(x.dtype).clamp(min=1)[:, None])
+    return torch.cat(parts, dim=1)
 
 
 def min_max_scale(x: Tensor) -> Tensor:
@@ -257,7 +281,8 @@ class FeaDA(Method):
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         # text+audio+vision: min_modalities = max_modalities = 3 here, checked by the registry (validate_config)
-        check_choices("feada", params, {"weights": tuple(WEIGHTS), "prompt": ("concat", "add")})
+        check_choices("feada", params, {"weights": tuple(WEIGHTS), "prompt": ("concat", "add"),
+                                        "descriptors": DESCRIPTOR_KINDS})
         if params.pretrain_epochs >= cfg.max_epochs:
             raise ConfigError(f"feada: pretrain_epochs ({params.pretrain_epochs}) must be below max_epochs "
                               f"({cfg.max_epochs}): the second stage needs at least one epoch")
@@ -284,7 +309,13 @@ class FeaDA(Method):
         return [g for g in kept if g["params"]]
 
     def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
-        """Descriptors of every training row: time-mean raw features, min-max scaled over the split."""
+        """Descriptors of every training row (row order): the code's, or time means min-max scaled (ours)."""
+        if state.params.descriptors == "code":
+            split = state.splits["train"].split  # SplitArrays: full-width zero-padded arrays
+            features = {m: torch.as_tensor(np.array(split.features[m], dtype=np.float32)) for m in MODALITIES}
+            lengths = {m: torch.as_tensor(np.asarray(split.lengths[m])) for m in MODALITIES}
+            state.scratch[DESCRIPTORS_KEY] = code_descriptors(features, lengths)
+            return {}
         rows, values = [], []
         for batch in state.batches("train"):
             rows.append(batch.index)
@@ -339,6 +370,6 @@ def state_params(method: Method, cfg: RunConfig) -> FeaDAParams:
     return resolve_params(method, cfg)
 
 
-__all__ = ["WEIGHTS", "FeaDA", "FeaDAParams", "anchor_pairs", "contrastive_loss", "kl_augmentation_loss",
-           "loss_weights", "min_max_scale", "nt_xent", "nt_xent_per_table", "raw_descriptors", "select_partners",
-           "stacked_features", "unimodal_loss"]
+__all__ = ["WEIGHTS", "FeaDA", "FeaDAParams", "anchor_pairs", "code_descriptors", "contrastive_loss",
+           "kl_augmentation_loss", "loss_weights", "min_max_scale", "nt_xent", "nt_xent_per_table", "raw_descriptors",
+           "select_partners", "stacked_features", "unimodal_loss"]

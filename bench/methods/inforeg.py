@@ -6,7 +6,8 @@ Per epoch e (`on_epoch_start` / `on_epoch_end`):
 
     theta_ref_m = every parameter of encoder m at the start of epoch e (the official per-epoch deepcopy)
     k_m         = window_rate(trace_m of epochs 0..e-1)     (1 at epoch 0; see `window_rate`)
-    open_m      = k_m > threshold (0.05)                    the prime learning window of m
+    open_m      = k_strong > threshold (0.05)               the prime learning window: the official takes k
+                                                            from the strong modality's trace only, for all
     trace_m     = sum over the weight matrices W of encoder m of mean(sum over the epoch's steps of g_W^2)
 
 Per optimizer step (`loss`, then `after_backward`):
@@ -16,7 +17,10 @@ Per optimizer step (`loss`, then `after_backward`):
     s_m    = sum_i softmax(o_m,i)_{y_i}                     detached, summed over the step's micro-batches
     lead   = argmax_m s_m, strictly above every other modality (else no modality is regulated)
     gap    = s_lead - mean_{j != lead} s_j                  (two modalities: s_lead - s_other)
-    beta   = alpha_lead * exp(tanh(gap)) if open (window of lead, or of `window_modality`), else 0
+    strong = the strong modality: "auto" (ours), argmax_m of s_m summed over every step so far; or a name
+    beta   = alpha_lead * exp(tanh(gap)) if open, else 0   alpha_lead = 0.95 when lead is the strong modality,
+                                                            0.1 otherwise (official main.py: audio 0.95,
+                                                            visual 0.1)
     g     <- g + beta (theta - theta_ref_lead)             every parameter of the leader's encoder: the
                                                             gradient of beta/2 ||theta - theta_ref||^2
     F_m[W] += g_W^2                                         after the regularisation (the stepped gradient)
@@ -49,11 +53,17 @@ UNIMODAL_LOSSES = ("head", "none")
 
 @dataclass(frozen=True)
 class InfoRegParams:
-    alpha: float = 0.95  # beta = alpha * exp(tanh(gap)); 0.95 is the official audio (information-sufficient) value
-    alphas: str = ""  # per-modality alpha, e.g. "audio=0.95,vision=0.1" (the official CREMA-D pair); others: alpha
+    alpha: float = 0.95  # the strong modality's alpha (official: audio, CREMA-D's information-sufficient one)
+    weak_alpha: float = 0.1  # every other modality's alpha (official: visual 0.1); 0.95 = one alpha for all
+    alphas: str = ""  # per-modality alphas over both, e.g. "audio=0.95,vision=0.1"
+    # the strong modality: "auto" (ours: the highest true-class score summed over every step so far) or a name
+    # (the official hard-codes audio)
+    strong_modality: str = "auto"
     threshold: float = 0.05  # the window is open while the trace's rate k exceeds this
     span: int = 10  # epochs in the trace's moving average (the official 10, history padded with zeros)
-    window_modality: str = ""  # "": each modality's own trace opens its window; a name: that one's, for all
+    # whose trace opens the windows: "strong" (official: the strong modality's, for every modality), "own"
+    # (each modality its own: the harness's former reading), or a modality name
+    window_modality: str = "strong"
     unimodal_loss: str = "head"  # "head": L = CE(f) + sum_m CE(o_m) (official); "none": L = CE(f)
 
 
@@ -66,6 +76,7 @@ class InfoRegState:
     open: dict[str, bool] = field(default_factory=dict)  # m -> window open in the current epoch
     reference: dict[str, list[Tensor]] = field(default_factory=dict)  # m -> encoder parameters at epoch start
     fisher: dict[str, list[Tensor]] = field(default_factory=dict)  # m -> running sum of g^2 per weight matrix
+    totals: dict[str, float] = field(default_factory=dict)  # m -> s_m summed over every step so far
 
 
 # -- the formulas ------------------------------------------------------------------------------------
@@ -142,9 +153,33 @@ def add_proximal_gradient(params: Sequence[nn.Parameter], reference: Sequence[Te
                 param.grad.add_(pull)
 
 
-def parse_alphas(text: str, modalities: Sequence[str], default: float) -> dict[str, float]:
-    """alpha per modality from "m=value,m=value" (the others keep `default`); ConfigError when malformed."""
-    alphas = {m: default for m in modalities}
+def strong_modality(totals: Mapping[str, float], modalities: Sequence[str], choice: str = "auto") -> str:
+    """The strong modality: `choice` when it names one; "auto": the highest summed score (the first in
+    modality order on a tie, and before any score)."""
+    if choice != "auto":
+        return choice
+    return max(modalities, key=lambda m: totals.get(m, 0.0))
+
+
+def window_source(window_modality: str, strong: str) -> str | None:
+    """Whose trace opens every window: the strong modality's, a named one's, or None (each its own)."""
+    if window_modality == "own":
+        return None
+    return strong if window_modality == "strong" else window_modality
+
+
+def modality_alphas(modalities: Sequence[str], strong: str, alpha: float, weak_alpha: float,
+                    overrides: str = "") -> dict[str, float]:
+    """alpha for the strong modality, weak_alpha for the others (official: audio 0.95, visual 0.1), then
+    the "m=value" overrides."""
+    defaults = {m: (alpha if m == strong else weak_alpha) for m in modalities}
+    return parse_alphas(overrides, modalities, defaults)
+
+
+def parse_alphas(text: str, modalities: Sequence[str], default: float | Mapping[str, float]) -> dict[str, float]:
+    """alpha per modality from "m=value,m=value" (the others keep `default`, one value or one per modality);
+    ConfigError when malformed."""
+    alphas = {m: (default[m] if isinstance(default, Mapping) else default) for m in modalities}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         name = name.strip()
@@ -172,19 +207,22 @@ class InfoReg(Method):
     display_name = "InfoReg"
     table_order = 170
     # The official defaults: alpha 0.95, window threshold 0.05 over a 10-epoch moving average.
-    thesis = ThesisSettings(params={"alpha": 0.95, "threshold": 0.05, "span": 10})
+    thesis = ThesisSettings(params={"alpha": 0.95, "weak_alpha": 0.1, "threshold": 0.05, "span": 10})
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:
             raise ConfigError("inforeg measures on the training batches; it has no dev-set variant")
-        if not params.alpha >= 0:
-            raise ConfigError(f"inforeg alpha must be >= 0, got {params.alpha}")
+        for name in ("alpha", "weak_alpha"):
+            if not getattr(params, name) >= 0:
+                raise ConfigError(f"inforeg {name} must be >= 0, got {getattr(params, name)}")
         parse_alphas(params.alphas, cfg.modalities, params.alpha)
         if params.span < 1:
             raise ConfigError(f"inforeg span must be >= 1, got {params.span}")
-        if params.window_modality and params.window_modality not in cfg.modalities:
-            raise ConfigError(f"inforeg window_modality {params.window_modality!r} is not a modality of the run "
-                              f"({', '.join(cfg.modalities)})")
+        for name, extra in (("strong_modality", ("auto",)), ("window_modality", ("strong", "own"))):
+            value = getattr(params, name)
+            if value not in extra and value not in cfg.modalities:
+                raise ConfigError(f"inforeg {name} {value!r} is not {', '.join(extra)} or a modality of the run "
+                                  f"({', '.join(cfg.modalities)})")
         check_choices("inforeg", params, {"unimodal_loss": UNIMODAL_LOSSES})
 
     def _state(self, state: TrainState) -> InfoRegState:
@@ -192,7 +230,6 @@ class InfoReg(Method):
 
     def on_train_start(self, model: nn.Module, state: TrainState) -> Logs:
         state.scratch[STATE_KEY] = InfoRegState(traces={m: [] for m in state.cfg.modalities})
-        state.scratch["inforeg/alphas"] = parse_alphas(state.params.alphas, state.cfg.modalities, state.params.alpha)
         return {}
 
     def on_epoch_start(self, model: nn.Module, state: TrainState) -> Logs:
@@ -200,7 +237,9 @@ class InfoReg(Method):
         info = self._state(state)
         info.rates = {m: window_rate(info.traces[m], params.span) for m in state.cfg.modalities}
         own = {m: k > params.threshold for m, k in info.rates.items()}
-        info.open = {m: own[params.window_modality] for m in own} if params.window_modality else own
+        strong = strong_modality(info.totals, state.cfg.modalities, params.strong_modality)
+        source = window_source(params.window_modality, strong)
+        info.open = own if source is None else {m: own[source] for m in own}
         with torch.no_grad():
             info.reference = {m: [p.detach().clone() for p in model.encoders[m].parameters()]
                               for m in state.cfg.modalities}
@@ -231,7 +270,12 @@ class InfoReg(Method):
         scores = state.scratch.pop(STEP_SCORES_KEY, None)
         if not scores:
             raise RuntimeError("no batch scores for this step: `loss` must run before `after_backward`")
-        betas = regulation_weights(scores, state.scratch["inforeg/alphas"], info.open)
+        params: InfoRegParams = state.params
+        for m, s in scores.items():
+            info.totals[m] = info.totals.get(m, 0.0) + s
+        strong = strong_modality(info.totals, state.cfg.modalities, params.strong_modality)
+        alphas = modality_alphas(state.cfg.modalities, strong, params.alpha, params.weak_alpha, params.alphas)
+        betas = regulation_weights(scores, alphas, info.open)
         for m, beta in betas.items():
             if beta > 0.0:
                 add_proximal_gradient(list(model.encoders[m].parameters()), info.reference[m], beta)
@@ -242,6 +286,7 @@ class InfoReg(Method):
                         total.add_(param.grad.detach() ** 2)
         logs: Logs = {f"score/{m}": s for m, s in scores.items()}
         logs.update({f"beta/{m}": b for m, b in betas.items()})
+        logs.update({f"strong/{m}": float(m == strong) for m in scores})
         return logs
 
     def on_epoch_end(self, model: nn.Module, state: TrainState) -> Logs:

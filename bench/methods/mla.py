@@ -12,9 +12,13 @@ Training (owns_step), per batch, for each modality m in run order:
     L_m   = CE(f_m, y)                     only encoder m, P_m and H get gradient
     alpha = 0.1 ** (b / N_b + 1)           b the batch index in the epoch, N_b batches per epoch
     r     = mean_i P_m z_m,i               (1, D), detached
-    k     = Q r^T;  Q <- Q - k k^T / (alpha + r k);  Q <- Q / ||Q||_F      Q starts as I_D, shared by all m
-    grad_H.weight <- grad_H.weight Q^T     the head's weight gradient, orthogonal to the earlier inputs
-    optimizer step, gradients cleared
+    k     = Q r^T;  Q <- Q - (k k^T) ./ (alpha + k r);  Q <- Q / ||Q||_F   Q starts as I_D, shared by all m;
+                                           the division elementwise by the D x D matrix alpha + k r, as the
+                                           release's (dead) line and BalanceBenchmark ("owm": by alpha + r k)
+    grad_H.weight <- grad_H.weight Q^T     the head's weight gradient
+    optimizer step, gradients zeroed: zero tensors, as torch 1.8's zero_grad() (the release's pin), so a
+                                           later turn also steps the modalities already updated ("none": set
+                                           to None, skipped)
 
 The very first modality update of a run leaves Q and the gradient alone (the official exp_count == 0).
 
@@ -56,6 +60,8 @@ EVAL_BATCH = 256
 FUSIONS = ("entropy", "mean")
 FUSION_ENTROPIES = ("sample", "batch")
 HEAD_GRADIENTS = ("project", "off", "add")
+PROJECTOR_UPDATES = ("release", "owm")
+CLEAR_GRADS = ("zero", "none")
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,18 @@ class MLAParams:
     # "sample": per-sample entropy over classes (the paper's reading); "batch": the official code's
     # softmax over the batch dimension and one entropy per batch and modality
     fusion_entropy: str = "sample"
-    # "project": g <- g Q^T (the official formula; its parameter-name check never matches, so the released
-    # code never applies it); "off": the released code's behaviour; "add": g <- g + g Q^T (BalanceBenchmark)
+    # "project": g <- g Q^T (the official GSPlugin formula; its parameter-name check never matches, so the
+    # released code never applies it); "off": the released code's behaviour; "add": g <- g + g Q^T
+    # (BalanceBenchmark)
     head_gradient: str = "project"
+    # the projector update: "release": Q - (k k^T) / (alpha + k r), divided elementwise by the D x D matrix
+    # alpha + k r (utils/utils.py's line, as BalanceBenchmark's MLA_trainer.py); "owm": divided by the scalar
+    # alpha + r k (OWM's recursive-least-squares formula, the harness's former default)
+    project: str = "release"
+    # between turns: "zero": zero_grad() leaves zero gradients (torch 1.8, the release's pin), so a later turn
+    # of the batch also steps the modalities already updated (momentum, weight decay, Adam moments); "none":
+    # gradients set to None, the optimizer skips them (the harness's former reading)
+    clear_grads: str = "zero"
 
 
 # -- the model --------------------------------------------------------------------------------------
@@ -149,11 +164,22 @@ def projector_alpha(batch_index: int, batches_per_epoch: int) -> float:
     return 0.1 ** (batch_index / batches_per_epoch + 1.0)
 
 
-def update_projector(projector: Tensor, mean_input: Tensor, alpha: float) -> Tensor:
-    """Q <- Q - k k^T / (alpha + r k), k = Q r^T, then Q / ||Q||_F. Q: (D, D); r: (1, D)."""
+def update_projector(projector: Tensor, mean_input: Tensor, alpha: float, form: str = "release") -> Tensor:
+    """Q <- Q - k k^T / den, k = Q r^T, then Q / ||Q||_F. Q: (D, D); r: (1, D).
+
+    "release": den = alpha + k r, a (D, D) matrix, the division elementwise (the released GSPlugin line and
+    BalanceBenchmark); "owm": den = alpha + r k, a scalar (OWM's formula)."""
     k = projector @ mean_input.T  # (D, 1)
-    updated = projector - (k @ k.T) / (alpha + mean_input @ k)  # (D, D); the denominator is (1, 1)
+    denominator = alpha + (k @ mean_input if form == "release" else mean_input @ k)  # (D, D) or (1, 1)
+    updated = projector - (k @ k.T) / denominator  # (D, D)
     return updated / torch.linalg.matrix_norm(updated)  # Frobenius norm
+
+
+def clear_gradients(optimizers: Sequence[torch.optim.Optimizer], mode: str) -> None:
+    """zero_grad of every optimizer: "zero" leaves zero tensors (stepped again: momentum, weight decay, Adam
+    moments act), "none" sets them to None (skipped by the next step)."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=mode == "none")
 
 
 def modify_head_gradient(grad: Tensor, projector: Tensor, mode: str) -> Tensor:
@@ -193,7 +219,8 @@ class MLA(Method):
         if cfg.dev_set:
             raise ConfigError("mla computes no ratios; it has no dev-set variant")
         check_choices("mla", params, {"fusion": FUSIONS, "fusion_entropy": FUSION_ENTROPIES,
-                                      "head_gradient": HEAD_GRADIENTS})
+                                      "head_gradient": HEAD_GRADIENTS, "project": PROJECTOR_UPDATES,
+                                      "clear_grads": CLEAR_GRADS})
 
     def build(self, ctx: BuildContext) -> nn.Module:
         base = ctx.model()
@@ -222,34 +249,38 @@ class MLA(Method):
 
     def train_step(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         mla: MLAState = state.scratch[STATE_KEY]
-        mode = state.params.head_gradient
+        params: MLAParams = state.params
+        optimizers = list(state.optimizers.values())
         alpha = projector_alpha(state.step - mla.epoch_start_step, mla.batches_per_epoch)
-        features = model.encode(batch)  # every encoder once; the turns below touch disjoint encoders
+        # "none": every encoder once, the turns touch disjoint encoders. "zero": an earlier turn's step also
+        # moves the later modalities' encoders in place (zero gradients), which autograd refuses to
+        # backpropagate through, so each turn encodes afresh (ours; the release encodes once per batch)
+        features = model.encode(batch) if params.clear_grads == "none" else {}
         logs: Logs = {"alpha": alpha}
         losses = []
+        clear_gradients(optimizers, params.clear_grads)
         for m in model.modalities:
-            for optimizer in state.optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            shared = model.projections[m](features[m])  # (B, D)
+            z = features[m] if features else model.encode(batch)[m]  # (B, out_m)
+            shared = model.projections[m](z)  # (B, D)
             loss = state.task.loss(model.head(shared), batch.labels)
             loss.backward()
             kept = 1.0
-            if mla.updates > 0 and mode != "off":
-                mla.projector = update_projector(mla.projector, shared.detach().mean(dim=0, keepdim=True), alpha)
+            if mla.updates > 0 and params.head_gradient != "off":
+                mean_input = shared.detach().mean(dim=0, keepdim=True)  # (1, D)
+                mla.projector = update_projector(mla.projector, mean_input, alpha, params.project)
                 grad = model.head.weight.grad
-                modified = modify_head_gradient(grad, mla.projector, mode)
+                modified = modify_head_gradient(grad, mla.projector, params.head_gradient)
                 kept = float(torch.linalg.matrix_norm(modified) / torch.linalg.matrix_norm(grad).clamp_min(1e-30))
                 grad.copy_(modified)
             state.check_gradients()
-            for optimizer in state.optimizers.values():
+            for optimizer in optimizers:
                 optimizer.step()
+            clear_gradients(optimizers, params.clear_grads)
             logs[f"turn/{m}"] = float(mla.updates)
             logs[f"turn_loss/{m}"] = float(loss.detach())
             logs[f"head_grad_kept/{m}"] = kept
             mla.updates += 1
             losses.append(loss.detach())
-        for optimizer in state.optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
         return torch.stack(losses).mean(), logs
 
     @torch.no_grad()

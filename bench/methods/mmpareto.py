@@ -3,8 +3,12 @@ ICML 2024; official code GeWu-Lab/MMPareto_ICML2024, code/MMPareto.py and code/m
 docs/methods/mmpareto.md).
 
 The run's model gets one auxiliary head per modality, h_m = Linear(out_m -> K), trained with its own
-unimodal loss L_m = loss(h_m(z_m), y) beside the multimodal loss L_mm = loss(f(z), y) (the task's loss:
-cross-entropy, or the regression task's loss, our extension). Per optimizer step, on the encoder
+unimodal loss L_m = loss(h_m(z_m), y) beside the multimodal loss L_mm = loss(f(z), y): cross-entropy, or
+in regression the first published regression form, KAN-MCP's (Luo et al., "Towards Explainable Fusion and
+Balanced Learning in Multimodal Sentiment Analysis", ACM MM 2025; code
+LuoMSen/KAN-MCP, train_mosi.py and train_mosei.py): L_mm = MSE, L_m = L1, the objective L_mm + a sum_m L_m
+with a = weight1 (0.1 MOSI, 1 MOSEI) and the magnitude reference |g_mm + a g_u| below
+(`regression_form = "ours"`: every loss the task's, a = 1). Per optimizer step, on the encoder
 parameters of every modality m (all of them, biases included, as the official code):
 
     g_mm = dL_mm / d theta_m,  g_u = dL_m / d theta_m        (the step's mean over its micro-batches)
@@ -14,6 +18,7 @@ parameters of every modality m (all of them, biases included, as the official co
               = (<g_u,g_u> - <g_mm,g_u>) / |g_mm - g_u|^2,  0.999 / 0.001 at the solver's edge cases
     per parameter tensor t:  d_t = 2 (w_mm g_mm,t + w_u g_u,t),  u_t = g_mm,t + g_u,t
                               g_t <- gamma * max(|u_t| / |d_t|, 1) * d_t           (gamma = 1.5)
+    (u_t = g_mm,t + a g_u,t in KAN-MCP's regression form)
 
 The heads keep their plain gradients (the fusion head from L_mm, h_m from L_m). Outside the modulation
 window an encoder gets the plain sum g_mm + g_u.
@@ -39,17 +44,27 @@ from torch import Tensor, nn
 
 from bench.batch import Batch
 from bench.config import ConfigError, RunConfig
-from bench.methods.base import BuildContext, Logs, Method, ThesisSettings, TrainState, register
+from bench.methods.base import BuildContext, Logs, Method, ThesisSettings, TrainState, check_choices, register
 from bench.methods.heads import UnimodalHeads
+from bench.recipes import recipe as recipe_block
 
 STEP_KEY = "mmpareto/step"  # the step's summed per-encoder gradients (StepGradients)
 EDGE_HIGH, EDGE_LOW = 0.999, 0.001  # the official solver's weights when the minimum sits at an end
+
+
+REGRESSION_FORMS = ("kan_mcp", "ours")
+KAN_MCP_TASKS = ("regression",)  # the task KAN-MCP's form is defined for (its losses are MSE / L1 of scores)
 
 
 @dataclass(frozen=True)
 class MMParetoParams:
     gamma: float = 1.5  # the official code's magnitude factor on every integrated encoder gradient
     rescale: bool = True  # the official magnitude step max(|g_mm + g_u| / |d|, 1); False: d alone (ours)
+    # regression: "kan_mcp" (KAN-MCP's train_mosi.py / train_mosei.py, the first published form): L_mm = MSE,
+    # L_m = L1, objective L_mm + w sum_m L_m, magnitude reference |g_mm + w g_u|; "ours": every loss the
+    # task's, weight 1 (the harness's former form)
+    regression_form: str = "kan_mcp"
+    regression_unimodal_weight: float = 0.1  # KAN-MCP's weight1: 0.1 on MOSI, 1.0 on MOSEI (bench/recipes.toml)
 
 
 # -- the formulas ------------------------------------------------------------------------------------
@@ -97,17 +112,19 @@ def inner_products(first: Sequence[Tensor], second: Sequence[Tensor]) -> tuple[f
 
 
 def integrate_gradients(multimodal: Sequence[Tensor], unimodal: Sequence[Tensor], weights: ParetoWeights,
-                        gamma: float, rescale: bool = True) -> list[Tensor]:
-    """Per tensor: gamma * max(|g_mm + g_u| / |d|, 1) * d with d = 2 (w_mm g_mm + w_u g_u).
+                        gamma: float, rescale: bool = True, unimodal_weight: float = 1.0) -> list[Tensor]:
+    """Per tensor: gamma * max(|g_mm + a g_u| / |d|, 1) * d with d = 2 (w_mm g_mm + w_u g_u).
 
-    `rescale=False` drops the max(...) factor. A zero d stays zero (the official code would divide by 0).
+    a = `unimodal_weight`, the unimodal losses' weight in the objective whose gradient is the reference
+    (1 in the official code; KAN-MCP's weight1 in its regression form). `rescale=False` drops the max(...)
+    factor. A zero d stays zero (the official code would divide by 0).
     """
     combined = []
     for g_mm, g_u in zip(multimodal, unimodal, strict=True):  # each: one parameter's shape
         direction = 2.0 * weights.multimodal * g_mm + 2.0 * weights.unimodal * g_u
         if rescale:
             direction_norm = float(torch.linalg.vector_norm(direction))
-            uniform_norm = float(torch.linalg.vector_norm(g_mm + g_u))
+            uniform_norm = float(torch.linalg.vector_norm(g_mm + unimodal_weight * g_u))
             if direction_norm > 0 and uniform_norm / direction_norm > 1.0:
                 direction = direction * (uniform_norm / direction_norm)
         combined.append(gamma * direction)
@@ -147,6 +164,15 @@ class StepGradients:
         return [g / n for g in self.multimodal[modality]], [g / n for g in self.unimodal[modality]]
 
 
+def kan_mcp_losses(fused: Tensor, unimodal: Mapping[str, Tensor], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """KAN-MCP's regression losses: L_mm = MSE(f, y) (train_mosi.py's MSELoss on the logits), L_m = L1(h_m, y)
+    (modules/mib.py's L1Loss on each unimodal decoder; its information-bottleneck KL term is the model's, not
+    MMPareto's, and left out). fused, unimodal[m]: (B, 1); targets: (B,)."""
+    y = targets.view(-1).to(fused.dtype)
+    losses = {m: torch.nn.functional.l1_loss(out.view(-1), y) for m, out in unimodal.items()}
+    return torch.nn.functional.mse_loss(fused.view(-1), y), losses
+
+
 def encoder_parameters(model: nn.Module, modality: str) -> list[nn.Parameter]:
     """Every trainable parameter of modality m's encoder (weights and biases, as the official code)."""
     return [p for p in model.encoders[modality].parameters() if p.requires_grad]
@@ -173,12 +199,35 @@ class MMPareto(Method):
     requires = frozenset({"features", "encoders"})
     # Official code/MMPareto.py: gamma 1.5, integration at every step of every epoch.
     thesis = ThesisSettings(params={"gamma": 1.5, "rescale": True}, window=(0, -1))
+    # The official recipe (SGD lr 2e-3, momentum 0.9, wd 1e-4, a StepLR never stepped) is a preset row's
+    # optimizer fields (bench.presets, table-modern); the label names that row, the parameters stay.
+    variants = {"official_recipe": {}}
+
+    @classmethod
+    def paper_fields(cls, recipe: str, profile: str) -> dict[str, Any]:
+        """KAN-MCP's unimodal weight of the dataset (bench/recipes.toml [<recipe>.methods.mmpareto])."""
+        weight = recipe_block(recipe).method("mmpareto").get("regression_unimodal_weight")
+        return {} if weight is None else {"method_params": {"regression_unimodal_weight": float(weight)}}
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         if cfg.dev_set:
             raise ConfigError("mmpareto computes no ratio or score from the data; it has no dev-set variant")
         if not params.gamma > 0:
             raise ConfigError(f"mmpareto: gamma must be > 0, got {params.gamma}")
+        check_choices("mmpareto", params, {"regression_form": REGRESSION_FORMS})
+        if not params.regression_unimodal_weight > 0:
+            raise ConfigError(f"mmpareto: regression_unimodal_weight must be > 0, got "
+                              f"{params.regression_unimodal_weight}")
+
+    @staticmethod
+    def uses_kan_mcp(state: TrainState) -> bool:
+        """Whether the run takes KAN-MCP's form: asked for, on a task the form is defined for."""
+        return state.params.regression_form == "kan_mcp" and state.task.name in KAN_MCP_TASKS
+
+    @classmethod
+    def unimodal_weight(cls, state: TrainState) -> float:
+        """The unimodal losses' weight a: KAN-MCP's weight1 in its regression form, else 1 (official)."""
+        return state.params.regression_unimodal_weight if cls.uses_kan_mcp(state) else 1.0
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return UnimodalHeads(ctx.model(), ctx.spec.modalities, ctx.spec.num_classes)
@@ -187,8 +236,14 @@ class MMPareto(Method):
         task, labels = state.task, batch.labels
         features = model.encode(batch)  # m -> z_m (B, out_m), graph through the encoders
         heads_in = {m: z.detach().requires_grad_() for m, z in features.items()}  # leaves at the heads
-        fused_loss = task.loss(model.fuse(heads_in), labels)
-        unimodal_losses = {m: task.loss(model.unimodal_heads[m](z), labels) for m, z in heads_in.items()}
+        fused_out = model.fuse(heads_in)  # (B, K), or (B, 1) in regression
+        unimodal_out = {m: model.unimodal_heads[m](z) for m, z in heads_in.items()}
+        weight = self.unimodal_weight(state)
+        if self.uses_kan_mcp(state):
+            fused_loss, unimodal_losses = kan_mcp_losses(fused_out, unimodal_out, labels)
+        else:
+            fused_loss = task.loss(fused_out, labels)
+            unimodal_losses = {m: task.loss(out, labels) for m, out in unimodal_out.items()}
         modalities = list(features)
         # head level: dL_mm/dz_m for every m, dL_m/dz_m
         fused_dz = torch.autograd.grad(fused_loss, [heads_in[m] for m in modalities], retain_graph=True)
@@ -202,9 +257,10 @@ class MMPareto(Method):
             z = features[modality]
             step.add(modality, vector_jacobian(z, params, dz_fused), vector_jacobian(z, params, dz_unimodal))
             logs[f"loss_unimodal/{modality}"] = float(unimodal_losses[modality].detach())
-        # The official objective L_mm + sum_m L_m; its graph stops at the detached features, so the loop's
-        # backward reaches the heads only and after_backward writes the encoder gradients.
-        return fused_loss + sum(unimodal_losses.values()), logs
+        # The official objective L_mm + a sum_m L_m (a = 1; KAN-MCP's weight1 in its regression form); its graph
+        # stops at the detached features, so the loop's backward reaches the heads only and after_backward
+        # writes the encoder gradients.
+        return fused_loss + weight * sum(unimodal_losses.values()), logs
 
     def after_backward(self, model: nn.Module, state: TrainState) -> Logs:
         step: StepGradients | None = state.scratch.pop(STEP_KEY, None)
@@ -212,14 +268,15 @@ class MMPareto(Method):
             raise RuntimeError("no encoder gradients for this step: `loss` must run before `after_backward`")
         params: MMParetoParams = state.params
         in_window = state.in_window
+        weight = self.unimodal_weight(state)
         logs: Logs = {"in_window": float(in_window)}
         for modality in step.multimodal:
             g_mm, g_u = step.means(modality)
             weights = pareto_weights(*inner_products(g_mm, g_u))
             if in_window:
-                combined = integrate_gradients(g_mm, g_u, weights, params.gamma, params.rescale)
-            else:  # the plain sum: the uniform baseline's gradient
-                combined = [a + b for a, b in zip(g_mm, g_u, strict=True)]
+                combined = integrate_gradients(g_mm, g_u, weights, params.gamma, params.rescale, weight)
+            else:  # the plain objective's gradient: the uniform baseline's
+                combined = [a + weight * b for a, b in zip(g_mm, g_u, strict=True)]
             for param, grad in zip(encoder_parameters(model, modality), combined, strict=True):
                 param.grad = grad
             applied = weights if in_window else ParetoWeights(0.5, 0.5, weights.cos, weights.conflict)

@@ -19,7 +19,9 @@ harness's modulation window. Evaluation is the plain model (no drop, no 1/(1 - t
 OPM-GE adds, after the backward pass and while active, OGM-GE's generalisation enhancement to every
 encoder weight gradient g of every modality: g <- k_m g + N(0, (std(g) + 1e-8)^2), with k_m = 1 by default
 (GE alone) or OGM's k_m = 1 - tanh(ogm_alpha rho_m) for rho_m > 1 when ogm_alpha > 0 (the official code's
-`--use_adam_drop --use_modulation --modulation OGM_GE`).
+`--use_adam_drop --use_modulation --modulation OGM_GE`). As there, the noise stops after the modulation
+end (`modulation_ends` = 80 of 100 epochs: here the last noisy epoch is floor(noise_until * max_epochs),
+noise_until = 0.8) while the drop goes on; noise_until = 1.0 puts noise in every active epoch.
 
 The Bernoulli draws and the noise come from state.generator (seeded): runs are reproducible. No dev-set
 variant (neither the official code nor the thesis has one): `--dev-set` is refused.
@@ -61,6 +63,9 @@ class OPMParams:
 class OPMGEParams(OPMParams):
     ogm_alpha: float = 0.0  # 0: GE noise alone; > 0: also OGM's coefficient 1 - tanh(alpha rho) on rho > 1
     include_biases: bool = False  # also the encoder biases (official: conv weights only)
+    # GE noise only while epoch <= noise_until * max_epochs: the official `modulation_ends` 80 of its 100
+    # epochs (main.py), while the drop goes on; 1.0 = noise in every active epoch (the former reading)
+    noise_until: float = 0.8
 
 
 # -- the formulas ------------------------------------------------------------------------------------
@@ -74,6 +79,12 @@ def opm_ratios(scores: Mapping[str, float], form: str = "min") -> dict[str, floa
         total = sum(scores.values())
         return {m: s / max(total - s, 1e-30) for m, s in scores.items()}
     raise ConfigError(f"unknown OPM ratio form {form!r}; choose from {', '.join(RATIO_FORMS)}")
+
+
+def noise_epoch(epoch: int, max_epochs: int, noise_until: float) -> bool:
+    """Whether GE noise is added in this (0-based) epoch: epoch <= floor(noise_until * max_epochs), the
+    official `modulation_starts <= epoch <= modulation_ends` with modulation_ends = 80 of 100 epochs."""
+    return epoch <= math.floor(noise_until * max_epochs + 1e-9)
 
 
 def drop_probability(rho: float, q_base: float, lam: float) -> float:
@@ -195,20 +206,22 @@ class OPMGE(OPMBase):
     description = "OPM plus OGM-GE's generalisation enhancement: Gaussian noise on every encoder gradient"
     display_name = "OPM-GE"
     table_order = 140
-    thesis = ThesisSettings(params={"q_base": 0.5, "lam": 0.5, "p_exe": 0.7, "warmup_epochs": 6, "ogm_alpha": 0.0},
-                            window=(0, -1))
+    thesis = ThesisSettings(params={"q_base": 0.5, "lam": 0.5, "p_exe": 0.7, "warmup_epochs": 6, "ogm_alpha": 0.0,
+                                    "noise_until": 0.8}, window=(0, -1))
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
         super().validate(cfg, params)
         if params.ogm_alpha < 0:
             raise ConfigError(f"{self.name}: ogm_alpha must be >= 0, got {params.ogm_alpha}")
+        if not 0.0 <= params.noise_until <= 1.0:
+            raise ConfigError(f"{self.name}: noise_until must be in [0, 1], got {params.noise_until}")
 
     def after_backward(self, model: nn.Module, state: TrainState) -> Logs:
         params: OPMGEParams = state.params
         scores = state.scratch.pop(STEP_SCORES_KEY, None)
         if scores is None:
             raise RuntimeError("no scores for this step: `loss` must run before `after_backward`")
-        active = self.active(state)
+        active = self.active(state) and noise_epoch(state.epoch, state.cfg.max_epochs, params.noise_until)
         ratios = discrepancy_ratios(scores)  # OGM's own ratio (s_m / min_j s_j for three modalities)
         logs: Logs = {}
         for m in scores:

@@ -6,7 +6,8 @@ Text is frozen token features (B, T_t, D_t); audio and vision padded frame featu
                 TextBranch), then h_t = dropout(Linear(D_t -> d)(x_t)) (B, T_t, d); f^t = h_t[:, 0];
                 pooled = tanh(Linear(x_t[:, 0])) (stands in for BERT's pooler output: frozen features, no BERT here)
     association h_m = Linear(D_m -> d)(x_m) with the soft prompt (added at every step, or one extra step),
-                then a cross-modal transformer, query = h_t, key / value = h_m (pads masked); f^{tm} = out[:, 0]
+                then the code's MulT cross-modal transformer, query = h_t, key / value = h_m (inputs x sqrt(d) +
+                positions, a shared LayerNorm, d-wide FFN, the causal mask; pads masked); f^{tm} = out[:, 0]
     decomposition  e_m = masked mean of a TransformerEncoder over Linear(x_m) (m = audio, vision), e_t = pooled;
                 similar f^{ms} = sim_m(e_m), dissimilar f^{mds} = dis_m(e_m): LayerNorm -> Linear(d -> d/2) -> tanh
                 -> dropout (0.3 / 0.5)
@@ -20,6 +21,7 @@ returns every part the feada method's loss terms need (capability "feada_parts")
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -49,6 +51,7 @@ AUXILIARY = ("audio", "vision")
 SIZES = ("paper", "quick")
 PROMPTS = ("concat", "add", "none")
 TEXT_SUMMARIES = ("mean", "token0")
+CROSS_BLOCKS = ("code", "ours")
 SLOTS = ("text_s", "vision_s", "audio_s", "text_d", "vision_d", "audio_d")  # the six decomposed features
 
 
@@ -65,7 +68,8 @@ class Widths:
 
 
 WIDTHS: dict[str, Widths] = {
-    "paper": Widths(768, 8, {"vision": 2, "audio": 5}, 2),  # the official config
+    # the official config: encoder feed-forward width = encoder_fea_dim (1d), MOSI/config.py
+    "paper": Widths(768, 8, {"vision": 2, "audio": 5}, 2, encoder_ffn=1),
     "quick": Widths(32, 2, {"vision": 1, "audio": 1}, 1, encoder_ffn=2),  # ours: CPU-sized
 }
 
@@ -76,11 +80,15 @@ class FeaDAModelParams:
     "concat" (the paper: one zero-initialised prompt step appended), "add" (the code: a torch.rand-initialised
     prompt added at every step) or "none" (table 4's -P). The feada method sets it from its own prompt /
     use_prompt parameters. `text_summary`: what token 0 holds when the text branch reads it, "mean" (ours:
-    the masked mean of the valid tokens) or "token0" (the token as stored)."""
+    the masked mean of the valid tokens) or "token0" (the token as stored). `cross_block`: "code" (the
+    code's MulT TransformerEncoder: inputs times sqrt(d) plus sinusoidal positions, one LayerNorm shared by
+    query, key and value, d-wide ReLU feed-forward, the shifted causal mask) or "ours" (the harness's former
+    block: separate LayerNorms, 4d feed-forward, no scaling, positions or causal mask)."""
 
     size: str = "quick"
     prompt: str = "concat"
     text_summary: str = "mean"
+    cross_block: str = "code"
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -89,6 +97,8 @@ class FeaDAModelParams:
             raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
         if self.text_summary not in TEXT_SUMMARIES:
             raise ValueError(f"text_summary must be one of {', '.join(TEXT_SUMMARIES)}, got {self.text_summary!r}")
+        if self.cross_block not in CROSS_BLOCKS:
+            raise ValueError(f"cross_block must be one of {', '.join(CROSS_BLOCKS)}, got {self.cross_block!r}")
 
 
 @dataclass
@@ -140,6 +150,47 @@ class CrossModalLayer(nn.Module):
         return x + self.drop(self.ff(self.norm_ff(x)))
 
 
+def sinusoidal_positions(steps: int, dim: int, device: torch.device) -> Tensor:
+    """The code's (fairseq / tensor2tensor) sinusoidal embeddings of positions 1..steps: (steps, dim), the
+    first half sin, the second cos, frequencies exp(-i log(10000) / (dim/2 - 1)) (position 0 is padding)."""
+    half = dim // 2
+    rates = torch.exp(torch.arange(half, dtype=torch.float32, device=device) * -(math.log(10000.0) / (half - 1)))
+    angles = torch.arange(1, steps + 1, dtype=torch.float32, device=device)[:, None] * rates[None]  # (steps, half)
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return torch.cat([table, table.new_zeros(steps, 1)], dim=1) if dim % 2 else table
+
+
+def first_query_window(query_steps: int, key_steps: int) -> int:
+    """Keys the code's causal mask lets query position 0 see: buffered_future_mask's
+    triu(-inf, 1 + |T_k - T_q|) leaves row 0 the keys 0..|T_k - T_q|."""
+    return abs(key_steps - query_steps) + 1
+
+
+class CodeCrossModalLayer(nn.Module):
+    """The code's MulT encoder layer (models/trans/transformer.py): pre-LayerNorm, the same LayerNorm on query,
+    key and value; attention (dropout 0.1); residual; pre-LayerNorm; Linear(d -> d), ReLU, dropout, Linear(d -> d)
+    (xavier weights, zero biases); residual."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.norm_attn, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.fc1, self.fc2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        for layer in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.dropout = dropout
+
+    def forward(self, query: Tensor, kv: Tensor, kv_pad: Tensor) -> Tensor:
+        # query (B, T_q, d); kv (B, T_k, d); kv_pad (B, T_k) bool, True = left out (padding or causal mask)
+        kv_normed = self.norm_attn(kv)
+        attended, _ = self.attention(self.norm_attn(query), kv_normed, kv_normed, key_padding_mask=kv_pad,
+                                     need_weights=False)
+        x = query + nn.functional.dropout(attended, self.dropout, self.training)
+        hidden = nn.functional.dropout(torch.relu(self.fc1(self.norm_ff(x))), self.dropout, self.training)
+        return x + nn.functional.dropout(self.fc2(hidden), self.dropout, self.training)
+
+
 def summarised_first_token(x: Tensor, pad: Tensor) -> Tensor:
     """x (B, T, D) with token 0 replaced by the masked mean of the valid tokens (pad (B, T) bool).
 
@@ -170,15 +221,17 @@ class TextBranch(nn.Module):
 class AuxiliaryBranch(nn.Module):
     """An auxiliary modality's association path: projection, soft prompt, cross-modal layers (query = text)."""
 
-    def __init__(self, input_dim: int, widths: Widths, layers: int, prompt: str) -> None:
+    def __init__(self, input_dim: int, widths: Widths, layers: int, prompt: str, cross_block: str = "code") -> None:
         super().__init__()
         dim = widths.dim
+        self.dim, self.cross_block = dim, cross_block
         self.prompt_mode = prompt
         self.proj = nn.Linear(input_dim, dim)
         # paper: zeros, concatenated as one extra step; code: torch.rand, added at every step
         init = torch.zeros(1, dim) if prompt == "concat" else torch.rand(1, dim)
         self.prompt = nn.Parameter(init, requires_grad=prompt != "none")
-        self.layers = nn.ModuleList(CrossModalLayer(dim, widths.heads) for _ in range(layers))
+        block = CodeCrossModalLayer if cross_block == "code" else CrossModalLayer
+        self.layers = nn.ModuleList(block(dim, widths.heads) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
     def prompted(self, x: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
@@ -201,9 +254,22 @@ class AuxiliaryBranch(nn.Module):
         """
         kv, kv_pad = self.prompted(x, pad)
         out = text_tokens[:, :1]  # (B, 1, d)
+        if self.cross_block == "code":
+            out, kv, kv_pad = self.code_inputs(out, kv, kv_pad, text_tokens.shape[1])
         for layer in self.layers:
             out = layer(out, kv, kv_pad)
         return self.norm(out)[:, 0]
+
+    def code_inputs(self, query: Tensor, kv: Tensor, kv_pad: Tensor, query_steps: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The code's TransformerEncoder inputs: sqrt(d) x + positions (1-based), embedding dropout 0.1; the
+        causal mask of query position 0 joined to the key padding mask. query (B, 1, d) is text position 0."""
+        scale = math.sqrt(self.dim)
+        positions = sinusoidal_positions(kv.shape[1], self.dim, kv.device)  # (T_k, d)
+        query = nn.functional.dropout(scale * query + positions[:1], 0.1, self.training)
+        kv = nn.functional.dropout(scale * kv + positions, 0.1, self.training)
+        window = first_query_window(query_steps, kv.shape[1])
+        beyond = torch.arange(kv.shape[1], device=kv.device) >= window  # (T_k,)
+        return query, kv, kv_pad | beyond[None]  # the window holds key 0, never padded: no row is all masked
 
 
 class SequenceSummary(nn.Module):
@@ -238,7 +304,8 @@ class FeaDANet(nn.Module):
         self.dim = dim
         self.encoders = nn.ModuleDict({"text": TextBranch(spec.input_dim("text"), dim, params.text_summary)})
         for m in AUXILIARY:
-            self.encoders[m] = AuxiliaryBranch(spec.input_dim(m), widths, widths.layers[m], params.prompt)
+            self.encoders[m] = AuxiliaryBranch(spec.input_dim(m), widths, widths.layers[m], params.prompt,
+                                               params.cross_block)
         self.summaries = nn.ModuleDict({m: SequenceSummary(spec.input_dim(m), widths) for m in AUXILIARY})
         self.similar = nn.ModuleDict({m: projector(dim, 0.3) for m in self.modalities})
         self.dissimilar = nn.ModuleDict({m: projector(dim, 0.5) for m in self.modalities})
@@ -308,5 +375,6 @@ class FeaDAModel(Model):
         return FeaDANet(spec)
 
 
-__all__ = ["FEADA_PARTS", "SLOTS", "WIDTHS", "FeaDAModel", "FeaDAModelParams", "FeaDANet", "FeaDAParts",
-           "masked_mean", "padding_mask", "summarised_first_token"]
+__all__ = ["FEADA_PARTS", "SLOTS", "WIDTHS", "CodeCrossModalLayer", "FeaDAModel", "FeaDAModelParams", "FeaDANet",
+           "FeaDAParts", "first_query_window", "masked_mean", "padding_mask", "sinusoidal_positions",
+           "summarised_first_token"]

@@ -9,7 +9,8 @@ Text is frozen token features (B, T_t, D_t); audio and vision padded frame featu
     codes       private p_m = sigmoid(Linear_m(u_m)), shared s_m = sigmoid(Linear(u_m)) (one for all three)
     recon       r_m = Linear_m(time mean of p_m + s_m) (B, H), compared by the method with every frame of u_m
     gates       g_m = step(tanh(Linear(FBP(s_m, s_t)))) in {0, 1} per frame (no gradient), m = audio, vision
-    fusion      o_m = LN(g_m * CrossAttn(q = p_t + PE, kv = p_m + PE) + p_t + PE); concat (B, T, 2H) -> 1-layer
+    fusion      o_m = LN(g_m * CrossAttn(q = p_t + PE, kv = p_m + PE) + p_t + PE) (the code's CrossAttention:
+                bias-free q / k / v, output Linear, dropout 0.2); concat (B, T, 2H) -> 1-layer
                 transformer -> masked time mean -> Linear(2H -> H), dropout 0.6, ReLU -> Linear(H -> 1)
 
 `forward(batch)` returns the head's output only (the generic methods run on it); `parts(batch)` returns
@@ -66,7 +67,7 @@ WIDTHS: dict[str, Widths] = {
 class SATIModelParams:
     """`size`: "paper" (H 128) or "quick" (H 32); `align`: how unaligned audio / vision meet the text's steps
     ("resample": linear interpolation per sample); `vision_gate`: "own" (the paper: vision has its own gate
-    layers) or "reuse_audio" (the code: the vision gate goes through the audio gate's layers)."""
+    layers) or "reuse_audio" (the code: the vision gate's own FBP, then the audio gate's Linear)."""
 
     size: str = "quick"
     align: str = "resample"
@@ -181,8 +182,34 @@ class Gate(nn.Module):
         self.pool = FactorizedBilinearPooling(widths.hidden, widths.fbp_hidden, widths.fbp_k)
         self.linear = nn.Linear(widths.fbp_hidden, 1)
 
-    def forward(self, shared_m: Tensor, shared_t: Tensor) -> Tensor:
-        return hard_gate(self.linear(self.pool(shared_m, shared_t)))
+    def forward(self, shared_m: Tensor, shared_t: Tensor, linear: nn.Module | None = None) -> Tensor:
+        """`linear`: another gate's Linear after this gate's own pooling (the code's vision gate)."""
+        return hard_gate((linear or self.linear)(self.pool(shared_m, shared_t)))
+
+
+class CrossAttention(nn.Module):
+    """The code's CrossAttention (src/models.py): bias-free q / k / v projections, scaled dot product per head
+    (1 / sqrt(H / heads)), an output Linear with bias, then dropout 0.2 on the output. Padded keys are left
+    out (ours: the code attends to every one of its 50 steps). q (B, T, H), kv (B, T, H) -> (B, T, H)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def split(self, x: Tensor) -> Tensor:  # (B, T, H) -> (B, heads, T, H / heads)
+        return x.view(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
+
+    def forward(self, query: Tensor, kv: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # (B, 1, 1, T): True = attend
+        attended = F.scaled_dot_product_attention(self.split(self.query(query)), self.split(self.key(kv)),
+                                                  self.split(self.value(kv)), attn_mask=mask)  # (B, heads, T, d)
+        joined = attended.transpose(1, 2).reshape(query.shape)  # (B, T, H)
+        return self.drop(self.out(joined))
 
 
 class RawEncoder(nn.Module):
@@ -219,11 +246,11 @@ class SATINet(nn.Module):
         self.shared = nn.Sequential(nn.Linear(hidden, hidden), nn.Sigmoid())
         self.recon = nn.ModuleDict({m: nn.Linear(hidden, hidden) for m in MODALITIES})
         self.discriminator = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.6))
-        self.margin_weight = nn.Parameter(torch.empty(len(MODALITIES), hidden))  # W (3, H), no bias
-        nn.init.xavier_uniform_(self.margin_weight)
+        # W (3, H), no bias: the code's nn.Linear(H, 3, bias=False) and its default init, U(-1/sqrt(H), 1/sqrt(H))
+        self.margin_weight = nn.Parameter(torch.empty(len(MODALITIES), hidden))
+        nn.init.kaiming_uniform_(self.margin_weight, a=math.sqrt(5))
         self.gates = nn.ModuleDict({m: Gate(widths) for m in AUXILIARY})
-        self.attention = nn.ModuleDict({m: nn.MultiheadAttention(hidden, widths.heads, batch_first=True)
-                                        for m in AUXILIARY})
+        self.attention = nn.ModuleDict({m: CrossAttention(hidden, widths.heads) for m in AUXILIARY})
         self.fusion_norm = nn.ModuleDict({m: nn.LayerNorm(hidden) for m in AUXILIARY})
         layer = nn.TransformerEncoderLayer(2 * hidden, 1, dim_feedforward=widths.raw_ff, batch_first=True)  # 1 head
         self.fusion = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
@@ -240,8 +267,10 @@ class SATINet(nn.Module):
         return x, text_lengths
 
     def gate(self, m: str, shared: dict[str, Tensor]) -> Tensor:
-        module = self.gates["audio" if self.vision_gate == "reuse_audio" else m]
-        return module(shared[m], shared["text"])
+        """g_m; "reuse_audio": the vision gate pools with its own FBP, then takes the audio gate's Linear (the
+        code's `fc_gate_at` after `fbp_vt`)."""
+        linear = self.gates["audio"].linear if self.vision_gate == "reuse_audio" and m == "vision" else None
+        return self.gates[m](shared[m], shared["text"], linear)
 
     def discriminate(self, codes: Tensor) -> Tensor:
         """Discriminator embeddings (N, H) of codes (N, H); the cosine head W is `margin_weight`."""
@@ -261,7 +290,7 @@ class SATINet(nn.Module):
         gates, fused = {}, []
         for m in AUXILIARY:
             kv = private[m] + positions
-            attended, _ = self.attention[m](query, kv, kv, key_padding_mask=pad, need_weights=False)
+            attended = self.attention[m](query, kv, key_padding_mask=pad)
             gates[m] = self.gate(m, shared)  # (B, T, 1)
             fused.append(self.fusion_norm[m](gates[m] * attended + query))
         joint = self.fusion(torch.cat(fused, dim=2), src_key_padding_mask=pad)  # (B, T, 2H)
@@ -289,5 +318,5 @@ class SATIModel(Model):
         return SATINet(spec)
 
 
-__all__ = ["MODALITIES", "SATI_PARTS", "WIDTHS", "SATIModel", "SATIModelParams", "SATINet", "SATIParts",
-           "align_to_text", "hard_gate", "masked_mean", "padding_mask", "resample_frames"]
+__all__ = ["MODALITIES", "SATI_PARTS", "WIDTHS", "CrossAttention", "SATIModel", "SATIModelParams", "SATINet",
+           "SATIParts", "align_to_text", "hard_gate", "masked_mean", "padding_mask", "resample_frames"]

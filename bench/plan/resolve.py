@@ -196,7 +196,10 @@ def plan(dataset: str, method: str, modalities: Iterable[str] | str, *, profile:
     label_layer = f"{LABEL} ({config_label})"
     method_layer = f"{METHOD} ({method})"
     chain.set(USER, modalities=mods, method=method, seed=int(seed), optimizer=optimizer)
+    paper = dict(cls.paper_fields(block.name, profile))
     chain.set_params(method_layer, "method_params", cls.thesis_params(tuple(mods)))
+    # the paper's parameters: over the thesis's, under a label's and the user's
+    chain.set_params(method_layer, "method_params", dict(paper.pop("method_params", None) or {}))
     chain.set_params(label_layer, "method_params", label.pop("params", {}))
     chain.set_params(USER, "method_params", dict(overrides.pop("method_params", None) or {}))
     _optimizer_layers(chain, method, optimizer, block, method_layer)
@@ -211,7 +214,7 @@ def plan(dataset: str, method: str, modalities: Iterable[str] | str, *, profile:
     epochs_layer = label_layer if "epochs" in label else (method_layer if (
         profile == "full" and cls.thesis.full_epochs is not None) else f"{PROFILE} ({profile})")
     chain.set(epochs_layer, max_epochs=_epochs(method, profile, label.pop("epochs", None)))
-    _apply_fields(chain, method_layer, cls.paper_fields(block.name, profile))
+    _apply_fields(chain, method_layer, paper)
     _apply_fields(chain, label_layer, label)
     if window is not None:
         end = window[1] if window[1] < 0 else min(window[1], chain.values["max_epochs"] - 1)
