@@ -21,8 +21,7 @@ from bench.methods.mmpareto import (
     min_norm_weight,
     pareto_weights,
 )
-from bench.models import model_spec
-from bench.train import SplitTensors, build_trainer, seed_everything, train_run
+from bench.train import build_trainer, train_run
 
 torch.set_num_threads(1)
 

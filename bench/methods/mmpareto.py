@@ -35,7 +35,7 @@ the non-finite check, every optimizer and the schedules: no `owns_step` needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
