@@ -266,12 +266,13 @@ def _rows_balancebench() -> list[_Row]:
 
 
 def _rows_modern_2025() -> list[_Row]:
-    """The 2025 methods on table 6.10's cells, and those with a regression form on the MSA regression
-    protocol's three-modality cell beside concat (issue 30)."""
+    """The 2025 methods on table 6.10's cells, and those with a regression form (and MMPareto in KAN-MCP's
+    regression form) on the MSA regression protocol's three-modality cell beside concat (issue 30)."""
     from bench.methods import REGISTRY
 
     rows = _six_ten_blocks("modern-2025", METHODS_2025)
-    regression = [m for m in ("concat", *METHODS_2025) if "regression" in REGISTRY[m].tasks]
+    # MMPareto's regression default is KAN-MCP's (ACM MM 2025), the first published regression form of it
+    regression = [m for m in ("concat", "mmpareto", *METHODS_2025) if "regression" in REGISTRY[m].tasks]
     rows += [_Row("modern-2025 regression", AVT, m, "standard", "adam", ("mosi", "mosei"), (("task", "regression"),))
              for m in regression]
     return rows

@@ -154,9 +154,9 @@ def test_after_backward_scales_each_encoder_by_rho_b_and_logs_the_series(tiny) -
     assert logs["scale/text"] == pytest.approx(1.3 / 3) and logs["scale/vision"] == pytest.approx(2.6 / 3)
     for name, p in model.named_parameters():
         input_map = name.endswith(("lstm.weight_ih_l0", "lstm.bias_ih_l0"))  # the official proj.i: unscaled
-        if name.startswith("base.encoders.text.") and not input_map:
+        if name.startswith("model.encoders.text.") and not input_map:
             assert torch.allclose(p.grad, before[name] * logs["scale/text"])
-        elif name.startswith("base.encoders.vision.") and not input_map:
+        elif name.startswith("model.encoders.vision.") and not input_map:
             assert torch.allclose(p.grad, before[name] * logs["scale/vision"])
         else:  # the input maps, the fused head and the helpers keep their gradients
             assert torch.equal(p.grad, before[name])
@@ -190,7 +190,7 @@ def test_the_next_loss_adds_lam_times_the_snapshot_direction_loss_into_the_head_
     total.backward()
     (0.2 * expected_value).backward()
     for name, p in model.named_parameters():
-        if name == "base.head.weight":
+        if name == "model.head.weight":
             assert torch.allclose(p.grad - grads_plain[name], leaf.grad, atol=1e-6)
             assert not torch.allclose(leaf.grad, torch.zeros_like(leaf.grad))
         else:  # the helpers' weights in L_gm are constants; nothing else enters it

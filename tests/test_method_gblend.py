@@ -175,7 +175,7 @@ def test_a_copy_trained_on_one_head_moves_only_that_head_and_its_encoder(tiny) -
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     trained = train_copy_on_head(model, "text", state, epochs=1, seed=0)
     moved = {n for n, p in trained.named_parameters() if not torch.equal(p, start[n])}
-    assert moved and all(n.startswith(("base.encoders.text.", "unimodal.text.")) for n in moved)
+    assert moved and all(n.startswith(("model.encoders.text.", "unimodal_heads.text.")) for n in moved)
     assert all(torch.equal(p, start[n]) for n, p in model.named_parameters())  # the original is untouched
 
 

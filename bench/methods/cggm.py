@@ -26,7 +26,7 @@ zeroes the helpers' gradients after that backward pass).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,6 @@ from bench.methods.base import (
     BuildContext,
     Logs,
     Method,
-    ModelOutput,
     OptimizerPlan,
     ThesisSettings,
     TrainState,
@@ -48,6 +47,7 @@ from bench.methods.base import (
     register,
     resolve_params,
 )
+from bench.methods.heads import UnimodalHeads
 from bench.tasks import Task, make_task
 
 if TYPE_CHECKING:
@@ -139,7 +139,8 @@ def at_snapshot(param: Tensor, snapshot: Tensor) -> Tensor:
 
 
 def scaled_parameters(encoder: nn.Module, scale: str) -> list[nn.Parameter]:
-    """The tensors of one encoder that CGGM's rho * B_m multiplies: all, or all but the input map."""
+    """The tensors of one encoder that CGGM's rho * B_m multiplies: all, or all but the input map (an encoder
+    without an LSTM input map, e.g. mlp_late_fusion's, has none to leave out: every tensor, ours)."""
     if scale == "all":
         return list(encoder.parameters())
     return [param for name, param in encoder.named_parameters() if name not in INPUT_MAP]
@@ -163,26 +164,21 @@ class HelperHead(nn.Module):
         return self.out_layer(z)
 
 
-class CGGMModel(nn.Module):
-    """The run's late-fusion model (`base`, what evaluation and checkpoints use) and one helper head per
-    modality (training only). Forward is the base model's."""
+class CGGMModel(UnimodalHeads):
+    """The run's late-fusion model (`base`, what evaluation and checkpoints use) and one helper head g_m per
+    modality (training only): the shared UnimodalHeads with CGGM's head. Forward is the base model's."""
 
-    def __init__(self, base: nn.Module, helper: str) -> None:
-        super().__init__()
-        self.base = base
-        width = base.spec.num_classes
-        self.helpers = nn.ModuleDict({m: HelperHead(base.feature_dim(m), width, helper) for m in base.modalities})
+    def __init__(self, base: nn.Module, modalities: Sequence[str], output_size: int, helper: str) -> None:
+        super().__init__(base, modalities, output_size,
+                         make_head=lambda width, outputs: HelperHead(width, outputs, helper))
 
     @property
-    def modalities(self) -> tuple[str, ...]:
-        return self.base.modalities
+    def base(self) -> nn.Module:
+        return self.model
 
     @property
-    def encoders(self) -> nn.ModuleDict:
-        return self.base.encoders
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        return self.base(batch)
+    def helpers(self) -> nn.ModuleDict:
+        return self.unimodal_heads
 
 
 # -- the method ---------------------------------------------------------------------------------------------
@@ -211,12 +207,9 @@ class CGGM(Method):
         if params.clip_norm < 0:
             raise ConfigError(f"cggm: clip_norm must be >= 0 (0 = off), got {params.clip_norm}")
         check_choices("cggm", params, {"helper": HELPERS, "degenerate": DEGENERATE, "scale": SCALES})
-        if params.scale == "encoders" and cfg.model not in ("", "late_fusion"):
-            raise ConfigError(f"cggm scale 'encoders' leaves out late_fusion's LSTM input map; on model "
-                              f"{cfg.model!r} use scale 'all'")
 
     def build(self, ctx: BuildContext) -> nn.Module:
-        return CGGMModel(ctx.model(), ctx.params.helper)
+        return CGGMModel(ctx.model(), ctx.spec.modalities, ctx.spec.num_classes, ctx.params.helper)
 
     def optimizers(self, model: nn.Module, cfg: RunConfig) -> list[OptimizerPlan]:
         """The model's optimizer (the run's), and the helpers' own Adam (official: lr cls_lr, no decay,

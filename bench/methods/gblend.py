@@ -49,7 +49,6 @@ from bench.methods.base import (
     BuildContext,
     Logs,
     Method,
-    ModelOutput,
     OptimizerPlan,
     ThesisSettings,
     TrainState,
@@ -57,9 +56,10 @@ from bench.methods.base import (
     register,
     resolve_params,
 )
+from bench.methods.heads import UnimodalHeads
 
 if TYPE_CHECKING:
-    from bench.models import LateFusionModel
+    pass
 
 FUSED = "fused"  # the name of the fused head among the heads k
 ESTIMATES = ("copies", "in_situ")
@@ -127,19 +127,21 @@ def blended_loss(losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> 
 # -- the model: the run's model plus one unimodal head per modality ----------------------------------------
 
 
-class GBlendModel(nn.Module):
+class GBlendModel(UnimodalHeads):
     """The run's late-fusion model (`base`; evaluation and checkpoint selection use its fused head) and a
-    linear head on each modality's encoder output, trained with the encoders."""
+    linear head on each modality's features (the shared UnimodalHeads), trained with the encoders."""
 
     def __init__(self, base: nn.Module, modalities: tuple[str, ...], output_size: int) -> None:
-        super().__init__()
-        self.base = base
+        super().__init__(base, modalities, output_size)
         self.modalities = tuple(modalities)
-        self.unimodal = nn.ModuleDict({m: nn.Linear(base.feature_dim(m), output_size) for m in self.modalities})
 
     @property
-    def encoders(self) -> nn.ModuleDict:
-        return self.base.encoders
+    def base(self) -> nn.Module:
+        return self.model
+
+    @property
+    def unimodal(self) -> nn.ModuleDict:
+        return self.unimodal_heads
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -147,14 +149,10 @@ class GBlendModel(nn.Module):
 
     def head_outputs(self, batch: Batch) -> dict[str, Tensor]:
         """Every head's output (B, K): u_m for each modality and the fused prediction."""
-        base: LateFusionModel = self.base
-        features = base.encode(batch)  # m -> z_m (B, D_m)
-        outputs = {m: self.unimodal[m](features[m]) for m in self.modalities}
-        outputs[FUSED] = base.fuse(features)
+        features = self.model.encode(batch)  # m -> z_m (B, D_m)
+        outputs = self.unimodal_outputs(features)
+        outputs[FUSED] = self.model.fuse(features)
         return outputs
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        return self.base(batch)
 
 
 # -- measuring the heads ------------------------------------------------------------------------------------
