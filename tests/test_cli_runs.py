@@ -69,7 +69,7 @@ def test_run_uses_thesis_defaults_then_flags(tmp_path, capsys):
     (["grid", "table-6.3", "--method", "agm"], "unknown method"),
     (["run", "--method", "nope", "--modalities", "text,vision"], "unknown method"),
     (["run", "--method", "concat", "--modalities", "text,smell"], "unknown modality"),
-    (["run", "--method", "concat", "--modalities", "text"], "needs 2 to 3 modalities"),
+    (["run", "--method", "concat", "--modalities", "text"], "needs 2 to 8 modalities"),
     (["run", "--method", "ogm", "--modalities", "text,vision", "--param", "beta=1"], "beta"),
     (["run", "--method", "ogm", "--modalities", "text,vision", "--window", "7"], "--window"),
     (["run", "--method", "concat", "--modalities", "text,vision", "--dataset", "/nonexistent/x.pkl"],

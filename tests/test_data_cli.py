@@ -81,7 +81,8 @@ def test_inspect_a_sims_file_shows_the_specs_names_range_and_modality_scores(tmp
 
 def test_a_named_sims_needs_its_file_and_says_where(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
-    with pytest.raises(loader.DataError, match=r"SIMS/Processed/unaligned_39.pkl not found.* no surrogate"):
+    with pytest.raises(loader.DataError,
+                       match=r"SIMS/Processed/unaligned_39.pkl not found.*'synth-sims' is the built-in surrogate"):
         loader.load_dataset("sims", "smoke")
 
 

@@ -137,7 +137,9 @@ def test_reinit_uses_purity_gap_and_contribution_and_applies_next_epoch(tiny) ->
     contributions = reinit_contributions(modality_differences(model, first))
     strengths = {}
     for m in TV:
-        gap = abs(cluster_purity(train[m], train_labels, 3) - cluster_purity(valid[m], valid_labels, 3))
+        kmeans = (state.params.kmeans_n_init, state.params.kmeans_seed)  # the method's own k-means call
+        gap = abs(cluster_purity(train[m], train_labels, 3, *kmeans)
+                  - cluster_purity(valid[m], valid_labels, 3, *kmeans))
         assert logs[f"contribution_reinit/{m}"] == pytest.approx(contributions[m])
         assert logs[f"reinit/{m}"] == pytest.approx(math.tanh(3.0 * gap + 0.01 * contributions[m]))
         strengths[m] = logs[f"reinit/{m}"]

@@ -235,7 +235,7 @@ OPTION_CASES: dict[str, tuple[list[str], str]] = {
     "unknown_preset_grid": (["grid", "table-99"], "unknown preset 'table-99'"),
     "unknown_preset_table": (["table", "table-99"], "unknown preset 'table-99'"),
     "unknown_modality": (["run", "--method", "concat", "--modalities", "text,smell"], "unknown modality 'smell'"),
-    "too_few_modalities": (["run", "--method", "concat", "--modalities", "text"], "needs 2 to 3 modalities"),
+    "too_few_modalities": (["run", "--method", "concat", "--modalities", "text"], "needs 2 to 8 modalities"),
     "unknown_profile": ([*RUN, "--profile", "huge"], "unknown profile 'huge'"),
     "unknown_optimizer": ([*RUN, "--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
     "unknown_source": ([*GRID, "--source", "web"], "unknown data source 'web'"),

@@ -82,7 +82,7 @@ def test_unknown_method_lists_the_registered_ones() -> None:
 
 
 def test_one_modality_for_concat_is_refused_before_training(tiny) -> None:
-    with pytest.raises(ConfigError, match="needs 2 to 3 modalities"):
+    with pytest.raises(ConfigError, match="needs 2 to 8 modalities"):
         train_run(_cfg(modalities=("text",)), dataset=tiny)
 
 

@@ -155,6 +155,7 @@ class TableModel:
     notes: list[str]  # skipped files, baselines taken from outside the preset, ...
     spec: TableSpec = field(default_factory=lambda: table_spec("classification"))  # the task's metrics
     published: list[PublishedRow] = field(default_factory=list)  # reference rows: never ranked or tested
+    published_exist: bool = False  # published rows exist for the table's datasets (shown only beside comparable runs)
     options: StatsOptions = field(default_factory=StatsOptions)
     tests: dict[str, int] = field(default_factory=dict)  # "baseline" / "rank" -> tests in the family
     seeds: tuple[int, ...] = ()  # every seed the table's cells request, sorted
@@ -464,6 +465,7 @@ def _build_one(preset: str, table: str, members: list[CellResult], pool: list[Ce
         notes=[*notes, *_table_notes(table, members, outside, fingerprints, spec), *method_notes(members)],
         spec=spec,
         published=_published(table, members, spec.metrics) if spec.published and comparable else [],
+        published_exist=bool(spec.published and _published(table, members, spec.metrics)),
         options=options, tests=tests,
         seeds=tuple(sorted({int(cfg.seed) for r in members for cfg in r.cell.configs})),
         profiles=profiles, test_sizes={d: test_split_size(d, profiles) for d in datasets},

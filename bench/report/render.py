@@ -281,7 +281,7 @@ def reference_note(model: TableModel, view: View) -> str:
     if model.reference_comparable:
         return ""
     left = (["thesis figures and deltas"] if view.vs_thesis and model.spec.thesis else []) + \
-        (["published figures"] if model.spec.published else [])
+        (["published figures"] if model.published_exist else [])
     if not left:
         return ""
     return (f"The {' and the '.join(left)} are left out: these are {'/'.join(model.profiles) or 'no'} runs, "
