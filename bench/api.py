@@ -560,21 +560,35 @@ def ranking(preset_or_file: str, runs_dir: str | Path = "runs", metric: str = ""
     """`bench table --rank`: every method's mean rank over the selection's cells, its probability of
     improvement over the reference baseline (late concatenation) and the interquartile mean of its normalised
     scores, with bootstrap intervals, and the performance profile, as markdown (plot: also draw the profile as
-    a PNG there)."""
+    a PNG there). A selection of several tasks (a preset with a regression cell) is ranked per task."""
+    chosen = select(preset_or_file, runs_dir, **selection)
+    by_task: dict[str, list[Any]] = {}
+    for cell in chosen.cells:
+        by_task.setdefault(cell.configs[0].task, []).append(cell)
+    if metric and len(by_task) > 1:
+        raise ConfigError(f"--metric names one metric, but the cells have the tasks {', '.join(sorted(by_task))}: "
+                          "select one with --task")
+    sections = []
+    for index, (task, cells) in enumerate(sorted(by_task.items())):
+        where = None if plot is None else Path(plot)
+        if where is not None and index:  # a second task's profile beside the first: <stem>-<task>.png
+            where = where.with_stem(f"{where.stem}-{task}")
+        sections.append(_rank_section(chosen, cells, task, metric, where))
+    return "\n".join(sections)
+
+
+def _rank_section(chosen: Selected, cells: Sequence[Any], task: str, metric: str, plot: Path | None) -> str:
+    """The --rank markdown of the cells of one task."""
     from bench.tasks import metric_direction, task_class
 
-    chosen = select(preset_or_file, runs_dir, **selection)
-    tasks = sorted({cfg.task for cell in chosen.cells for cfg in cell.configs})
-    if len(tasks) != 1:
-        raise ConfigError(f"--rank needs cells of one task, got {', '.join(tasks) or 'none'}")
-    column = metric or f"test_{task_class(tasks[0]).headline}"
-    rows = rank.rows_from_cells(chosen.cells, chosen.results, column)
+    column = metric or f"test_{task_class(task).headline}"
+    rows = rank.rows_from_cells(cells, chosen.results, column)
     baseline = labels.baseline_method()
     aggregates = rank.aggregate(rows, column, baseline, higher_is_better=metric_direction(column) == "max")
-    synthetic = any(is_synthetic(cell.dataset) for cell in chosen.cells)
-    cells = rows.groupby(list(rank.CELL_COLUMNS)).ngroups if len(rows) else 0
+    synthetic = any(is_synthetic(cell.dataset) for cell in cells)
+    count = rows.groupby(list(rank.CELL_COLUMNS)).ngroups if len(rows) else 0
     head = (f"### {'SYNTHETIC SURROGATE — not MOSI/MOSEI results — ' if synthetic else ''}"
-            f"{chosen.query.name}: methods across {cells} cells by {column}\n\n")
+            f"{chosen.query.name}: methods across {count} cells by {column}\n\n")
     foot = (f"\nMean rank: per cell (dataset x modality block x optimizer x configuration) methods ranked by "
             f"their mean over seeds, 1 = best, ties share the rank, averaged over the cells a method is in (cells "
             f"hold different method sets, e.g. the thesis ran fewer methods on three modalities). "

@@ -393,3 +393,22 @@ def test_perfs_methods_section_times_one_task_methods_on_their_own_task(monkeypa
     figures = perf.measure_methods("synth-mosi", "smoke", 3, ("text", "audio", "vision"), repeats=1)
     assert {"feada", "sati", "concat"} <= set(figures)
     assert ("feada", "regression") in trained and ("concat", "classification") in trained
+
+
+def test_rank_ranks_each_task_of_a_preset_apart(tmp_path: Path) -> None:
+    """modern-2025 holds classification cells and a regression cell: --rank gives one ranking per task."""
+    from bench.presets import expand
+    from bench.store import RunRecord, save_result
+
+    cells = expand("modern-2025", profile="smoke", datasets=("mosi",), source="synth", seeds=(0, 1))
+    for cell in cells:
+        for cfg in cell.configs:
+            metrics = ({"test_acc2_non0": 70.0 + cfg.seed, "test_mae": 1.0} if cfg.task == "regression"
+                       else {"test_acc": 50.0 + cfg.seed + (cell.method == "remix"), "test_loss": 90.0})
+            save_result(tmp_path, RunRecord(config=cfg, status="ok", metrics=metrics, synthetic=True))
+    text = api.ranking("modern-2025", tmp_path, profile="smoke", datasets=("mosi",), source="synth", seeds=(0, 1))
+    assert "by test_acc\n" in text and "by test_acc2_non0\n" in text
+    classification = text[:text.index("by test_acc2_non0")]
+    first = next(line for line in classification.splitlines() if line.startswith("| ") and "method" not in line
+                 and "---" not in line)
+    assert first.startswith("| Remix |")  # one point above every other method in every cell
