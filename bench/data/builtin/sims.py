@@ -26,7 +26,8 @@ SIMS = DatasetSpec(
     labels=LabelSpec(kind="scores", score_range=(-1.0, 1.0), rules=("sims3", "sims5"),
                      class_names={"sims3": SIMS3_NAMES, "sims5": SIMS5_NAMES}),
     dev_size=100,
-    profile_sizes={"smoke": (48, 24, 24), "quick": (500, 150, 300), "full": SIMS_SPLITS},
+    # quick: 300 training rows (ours), so that `bench grid sims --profile quick` fits 30 minutes on 2 cores
+    profile_sizes={"smoke": (48, 24, 24), "quick": (300, 150, 300), "full": SIMS_SPLITS},
     metric_set="mmsa-sims",
     recipe="sims",
     files={"unaligned": "SIMS/Processed/unaligned_39.pkl"},

@@ -29,7 +29,8 @@ SIMSV2 = DatasetSpec(
     modalities=("text", "audio", "vision"),
     labels=SIMS.labels,
     dev_size=200,
-    profile_sizes={"smoke": (48, 24, 24), "quick": (600, 150, 300), "full": SIMSV2_SPLITS},
+    # quick: 350 training rows (ours; see sims.py)
+    profile_sizes={"smoke": (48, 24, 24), "quick": (350, 150, 300), "full": SIMSV2_SPLITS},
     metric_set="mmsa-sims",
     recipe="sims",
     files={"unaligned": "SIMS_V2/ch-simsv2s.pkl"},
