@@ -186,3 +186,22 @@ def test_a_plugin_module_is_importable_by_its_name_for_pickling(tmp_path) -> Non
     load_plugin(_write(tmp_path, PLUGIN))
     cls = REGISTRY["damp_test"]
     assert importlib.import_module(cls.__module__) is sys.modules[cls.__module__]
+
+
+def test_a_method_without_a_dev_set_variant_is_refused_by_its_declared_reason_alone() -> None:
+    """`no_dev_set` is the one refusal: every method that sets it refuses a dev-set run naming its reason,
+    and a method that leaves it empty (concat, AGM) is not refused."""
+    from bench.methods import validate_config
+
+    refusing = sorted(name for name, cls in REGISTRY.items() if cls.no_dev_set and not name.startswith("test_"))
+    assert {"ensemble", "umt", "ume", "mmcosine", "opm", "opm_ge", "lfm"} <= set(refusing)
+    for name in refusing:
+        cls = REGISTRY[name]
+        modalities = "text" if cls.max_modalities < 2 else "text,vision"
+        task = cls.tasks[0]
+        cfg = presets.thesis_config("synth-mosi", name, modalities, profile="smoke", task=task, dev_set=True)
+        with pytest.raises(ConfigError, match="no dev-set variant") as caught:
+            validate_config(cfg)
+        assert str(caught.value) == f"{name} {cls.no_dev_set}; it has no dev-set variant (drop --dev-set)"
+    for name in ("concat", "agm"):
+        validate_config(presets.thesis_config("synth-mosi", name, "text,vision", profile="smoke", dev_set=True))

@@ -135,9 +135,9 @@ class AMCo(Method):
     # BalanceBenchmark's configs/trainer_config.yaml: modulation from epoch 0 to 80, i.e. every epoch
     thesis = ThesisSettings(window=(0, -1))
 
+    no_dev_set = "measures nothing on held-out data"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("amco measures nothing on held-out data; it has no dev-set variant")
         if not 0.0 < params.sigma < 1.0 or params.eps <= 0 or params.rate < 0:
             raise ConfigError("amco: sigma must be in (0, 1), eps > 0 and rate >= 0")
 

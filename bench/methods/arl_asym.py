@@ -96,9 +96,9 @@ class ARLAsym(Method):
     # cramed_arl.sh: gamma 4, T 8; the argparse default start 5.
     thesis = ThesisSettings(params={"gamma": 4.0, "softmax_temperature": 8.0, "start": 5})
 
+    no_dev_set = "weighs modalities on the training batch"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("arl_asym weighs modalities on the training batch; it has no dev-set variant")
         if not params.gamma >= 0 or not params.softmax_temperature >= 0:
             raise ConfigError("arl_asym needs gamma >= 0 and softmax_temperature >= 0")
         if not 0 <= params.entropy_floor < 1:

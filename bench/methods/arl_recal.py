@@ -134,9 +134,9 @@ class ARLRecal(Method):
     thesis = ThesisSettings(params={"start": 2, "mask_num": 1, "reinit_num": 1, "eta": 10.0, "threshold": 0.5,
                                     "move_lambda": 3.0, "m_weight": 0.01})
 
+    no_dev_set = "diagnoses on the validation split, as the official code"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("arl_recal diagnoses on the validation split, as the official code; no dev-set variant")
         if params.start < 1 or params.mask_num < 0 or params.reinit_num < 0:
             raise ConfigError("arl_recal needs start >= 1, mask_num >= 0 and reinit_num >= 0")
         if not params.move_lambda >= 0 or not params.m_weight >= 0:

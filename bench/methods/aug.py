@@ -167,9 +167,9 @@ class AUG(Method):
     display_name = "AUG"
     table_order = 223
 
+    no_dev_set = "measures the confidences on the training batches"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("aug measures the confidences on the training batches; it has no dev-set variant")
         check_non_negative("aug", params, ("lam", "residual"))
         if not 0.0 <= params.merge_alpha <= 1.0:
             raise ConfigError(f"aug: merge_alpha must be in [0, 1], got {params.merge_alpha}")

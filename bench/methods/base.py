@@ -165,6 +165,9 @@ class Method:
     trains: ClassVar[bool] = True  # False: nothing to optimise (the soft-voting ensemble)
     # True when `dev_set` changes what the method computes (ratios, scores, prototypes from the dev split)
     has_dev_set_variant: ClassVar[bool] = False
+    # Why a --dev-set run of the method is refused, e.g. "computes no ratio or score from the data" (empty: it
+    # is allowed); validate_config raises the one error for every method that sets it
+    no_dev_set: ClassVar[str] = ""
     # True: every run holds the dev split out of training and offers it as state.batches("dev"), whatever
     # cfg.dev_set says (a method that always needs a held-out split, e.g. G-Blend); see `uses_dev_split`
     holds_out_dev: ClassVar[bool] = False
@@ -415,6 +418,8 @@ def validate_config(cfg: RunConfig, available_modalities: tuple[str, ...] | None
                 f"(it has {', '.join(available_modalities)})"
             )
     check_task_and_model(method, cfg)
+    if cfg.dev_set and method.no_dev_set:
+        raise ConfigError(f"{cfg.method} {method.no_dev_set}; it has no dev-set variant (drop --dev-set)")
     params = resolve_params(method, cfg)
     method.validate(cfg, params)
     return params

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig
+from bench.config import RunConfig
 from bench.methods.base import Batch, BuildContext, Method, ModelOutput, dataset_recipe, register
 from bench.plugins import restamp
 from bench.recipes import recipe
@@ -147,9 +147,7 @@ class Ensemble(Method):
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]
 
-    def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("ensemble does not use a development set; drop --dev-set")
+    no_dev_set = "does not use a development set"
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return SoftVotingEnsemble(unimodal_models(ctx), make_task(ctx.cfg.task, dict(ctx.cfg.task_params)))

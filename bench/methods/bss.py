@@ -119,6 +119,8 @@ class BSS(Method):
     display_name = "BSS"
     table_order = 222
 
+    no_dev_set = "orders the training samples by their own scores"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
         check_choices("bss", params, {"scheduler": SCHEDULERS})
         check_non_negative("bss", params, ("multimodal_weight", "unimodal_weight"))
@@ -126,8 +128,6 @@ class BSS(Method):
             raise ConfigError(f"bss: lambda0 must be in (0, 1], got {params.lambda0}")
         if params.t_grow < 1:
             raise ConfigError(f"bss: t_grow must be >= 1 epoch, got {params.t_grow}")
-        if cfg.dev_set:
-            raise ConfigError("bss orders the training samples by their own scores; it has no dev-set variant")
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return UnimodalHeads(ctx.model(), ctx.spec.modalities, ctx.spec.num_classes)

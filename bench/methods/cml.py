@@ -103,9 +103,9 @@ class CML(Method):
     requires = frozenset({"features"})
     thesis = ThesisSettings(params={"lam": 0.1, "penalty": "masked", "order": "sample"}, window=(0, -1))
 
+    no_dev_set = "computes no ratio or score from the data"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("cml computes no ratio or score from the data; it has no dev-set variant")
         if not params.lam >= 0:
             raise ConfigError(f"cml: lam must be >= 0, got {params.lam}")
         check_choices("cml", params, {"penalty": PENALTIES, "order": ORDERS})

@@ -73,9 +73,9 @@ class DGL(Method):
     requires = frozenset({"features", "encoders"})
     thesis = ThesisSettings(params={"alpha": 4.0})
 
+    no_dev_set = "measures nothing on data"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("dgl measures nothing on data; it has no dev-set variant")
         if not params.alpha > 0:
             raise ConfigError(f"dgl alpha must be > 0, got {params.alpha}")
 

@@ -82,9 +82,9 @@ class G2D(Method):
     thesis = ThesisSettings(params={"logit_weight": 1.0, "feature_weight": 1.0, "kd_temperature": 1.0},
                             window=(0, 150))
 
+    no_dev_set = "measures its teachers on the training batch"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("g2d measures its teachers on the training batch; it has no dev-set variant")
         if not params.logit_weight >= 0 or not params.feature_weight >= 0:
             raise ConfigError("g2d needs logit_weight >= 0 and feature_weight >= 0")
         if not params.kd_temperature > 0:

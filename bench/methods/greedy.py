@@ -214,9 +214,9 @@ class Greedy(Method):
     thesis = ThesisSettings(params={"epsilon": 0.01, "curation_window": 5, "objective": "branches",
                                     "starting_epoch": 2}, window=(0, -1))
 
+    no_dev_set = "computes its speeds from the training gradients"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("greedy computes its speeds from the training gradients; it has no dev-set variant")
         for name, least in (("epsilon", 0), ("curation_window", 1), ("ratio", 1), ("starting_epoch", 0)):
             if not getattr(params, name) >= least:
                 raise ConfigError(f"greedy: {name} must be >= {least}, got {getattr(params, name)}")

@@ -209,9 +209,9 @@ class InfoReg(Method):
     # The official defaults: alpha 0.95, window threshold 0.05 over a 10-epoch moving average.
     thesis = ThesisSettings(params={"alpha": 0.95, "weak_alpha": 0.1, "threshold": 0.05, "span": 10})
 
+    no_dev_set = "measures on the training batches"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("inforeg measures on the training batches; it has no dev-set variant")
         for name in ("alpha", "weak_alpha"):
             if not getattr(params, name) >= 0:
                 raise ConfigError(f"inforeg {name} must be >= 0, got {getattr(params, name)}")

@@ -163,10 +163,10 @@ class LFM(Method):
     table_order = 271
     requires = frozenset({"features"})
 
+    no_dev_set = "its probe batch comes from the training split"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
         check_choices("lfm", params, {"schedule": ("learnable", "fitted"), "fusion": ("average", "model")})
-        if cfg.dev_set:
-            raise ConfigError("lfm: its probe batch comes from the training split; it has no dev-set variant")
         if not 0.0 <= params.cls_init <= 1.0:
             raise ConfigError(f"lfm: cls_init must be in [0, 1], got {params.cls_init}")
         if params.lr_alpha < 0 or params.halve_every < 1 or params.probe_size < 1:

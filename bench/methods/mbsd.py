@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.batch import Batch
-from bench.config import ConfigError, RunConfig
+from bench.config import RunConfig
 from bench.methods.base import Logs, Method, ThesisSettings, TrainState, check_choices, register
 from bench.methods.inforeg import half_bias_logits
 
@@ -93,10 +93,10 @@ class MBSD(Method):
     # BalanceBenchmark's configs/trainer_config.yaml: modulation from epoch 0 to 80, i.e. every epoch
     thesis = ThesisSettings(window=(0, -1))
 
+    no_dev_set = "measures nothing on held-out data"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
         check_choices("mbsd", params, {"rs_on": ("logits", "probs")})
-        if cfg.dev_set:
-            raise ConfigError("mbsd measures nothing on held-out data; it has no dev-set variant")
 
     def loss(self, model: nn.Module, batch: Batch, state: TrainState) -> tuple[Tensor, Logs]:
         task, labels = state.task, batch.labels

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig
+from bench.config import RunConfig
 from bench.methods.base import (
     Batch,
     BuildContext,
@@ -215,9 +215,9 @@ class MLA(Method):
     table_order = 190
     thesis = ThesisSettings(params={"fusion": "entropy", "head_gradient": "project"})
 
+    no_dev_set = "computes no ratios"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("mla computes no ratios; it has no dev-set variant")
         check_choices("mla", params, {"fusion": FUSIONS, "fusion_entropy": FUSION_ENTROPIES,
                                       "head_gradient": HEAD_GRADIENTS, "project": PROJECTOR_UPDATES,
                                       "clear_grads": CLEAR_GRADS})

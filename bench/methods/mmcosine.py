@@ -97,9 +97,9 @@ class MMCosine(Method):
     # Official main_CD.py: --scaling 10, cosine loss at every step of every epoch.
     thesis = ThesisSettings(params={"scaling": 10.0, "eval_logits": "head"}, window=(0, -1))
 
+    no_dev_set = "computes no ratio or score from the data"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("mmcosine computes no ratio or score from the data; it has no dev-set variant")
         if not params.scaling > 0:
             raise ConfigError(f"mmcosine: scaling must be > 0, got {params.scaling}")
         check_choices("mmcosine", params, {"eval_logits": EVAL_LOGITS})

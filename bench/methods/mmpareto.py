@@ -209,9 +209,9 @@ class MMPareto(Method):
         weight = recipe_block(recipe).method("mmpareto").get("regression_unimodal_weight")
         return {} if weight is None else {"method_params": {"regression_unimodal_weight": float(weight)}}
 
+    no_dev_set = "computes no ratio or score from the data"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("mmpareto computes no ratio or score from the data; it has no dev-set variant")
         if not params.gamma > 0:
             raise ConfigError(f"mmpareto: gamma must be > 0, got {params.gamma}")
         check_choices("mmpareto", params, {"regression_form": REGRESSION_FORMS})

@@ -134,9 +134,9 @@ class OPMBase(Method):
     adds_noise: ClassVar[bool] = False
     requires = frozenset({"features", "modality_outputs"})
 
+    no_dev_set = "its scores come from each training batch"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError(f"{self.name} has no dev-set variant: its scores come from each training batch")
         checks = {"q_base": 0.0 <= params.q_base <= 1.0, "p_exe": 0.0 <= params.p_exe <= 1.0,
                   "lam": params.lam >= 0.0, "warmup_epochs": params.warmup_epochs >= 0}
         bounds = {"q_base": "in [0, 1]", "p_exe": "in [0, 1]", "lam": ">= 0", "warmup_epochs": ">= 0"}

@@ -236,9 +236,9 @@ class ReconBoost(Method):
         sgd_lr=1e-2, scheduler="none", full_epochs=200,
     )
 
+    no_dev_set = "computes no ratios"
+
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        if cfg.dev_set:
-            raise ConfigError("reconboost computes no ratios; it has no dev-set variant")
         choices = {"consolidation": CONSOLIDATION_MODES, "stage0_q": STAGE0_Q_MODES,
                    "optimizer_reset": OPTIMIZER_RESETS}
         check_choices("reconboost", params, choices)

@@ -98,11 +98,6 @@ class TeacherStudent(ModelWrapper):
 # -- the methods ------------------------------------------------------------------------------------------
 
 
-def _refuse_dev_set(name: str, cfg: RunConfig) -> None:
-    if cfg.dev_set:
-        raise ConfigError(f"{name} computes no ratio or score from the data; it has no dev-set variant")
-
-
 @register
 class UMT(Method):
     name = "umt"
@@ -112,12 +107,12 @@ class UMT(Method):
     Params = UMTParams
     requires = frozenset({"features", "single_modality"})
     thesis = ThesisSettings(params={"distill_weight": 10.0}, window=(0, -1))
+    no_dev_set = "computes no ratio or score from the data"
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        _refuse_dev_set("umt", cfg)
         if not params.distill_weight >= 0:
             raise ConfigError(f"umt: distill_weight must be >= 0, got {params.distill_weight}")
 
@@ -146,12 +141,12 @@ class UME(Method):
     requires = frozenset({"single_modality"})
     provenance = RECONSTRUCTED
     thesis = ThesisSettings(params={"combine": "logits"})
+    no_dev_set = "computes no ratio or score from the data"
 
     def needs(self, cfg: RunConfig) -> list[RunConfig]:
         return [unimodal_config(cfg, m) for m in cfg.modalities]
 
     def validate(self, cfg: RunConfig, params: Any) -> None:
-        _refuse_dev_set("ume", cfg)
         check_choices("ume", params, {"combine": UME_COMBINES})
 
     def build(self, ctx: BuildContext) -> nn.Module:
