@@ -35,7 +35,7 @@ from bench.models.feada import (
     sinusoidal_positions,
     summarised_first_token,
 )
-from bench.plan.resolve import make_config
+from bench.plan.resolve import make_config, plan
 from bench.recipes import recipe
 from bench.train import build_trainer, train_run
 
@@ -305,6 +305,21 @@ def test_paper_fields() -> None:
 
 
 # -- configuration errors ------------------------------------------------------------------------------------
+
+
+def test_the_quick_budget_reaches_the_planned_run_and_the_user_still_wins() -> None:
+    """Through the planning chain: the recipe's quick_epochs set max_epochs (so it is in the run id), by
+    dataset family; a user's epochs win over it; the full profile keeps the paper's 25."""
+    def planned(dataset: str, profile: str = "quick", **fields):
+        return plan(dataset, "feada", "text,audio,vision", profile=profile, task="regression", **fields)
+
+    mosi, sims = planned("synth-mosi"), planned("synth-sims")
+    assert (mosi.config.max_epochs, sims.config.max_epochs) == (36, 56)
+    assert mosi.origins["max_epochs"] == "method recipe (feada)"
+    assert mosi.config.run_id != planned("synth-mosi", max_epochs=12).config.run_id
+    user = planned("synth-mosi", max_epochs=5)
+    assert (user.config.max_epochs, user.origins["max_epochs"]) == (5, "user")
+    assert planned("synth-mosi", profile="full").config.max_epochs == 25
 
 
 def test_bad_combinations_are_one_line_config_errors() -> None:

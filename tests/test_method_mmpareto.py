@@ -162,7 +162,7 @@ def test_kan_mcp_regression_form_writes_its_integrated_gradients(tiny) -> None:
     method, model, state = trainer.method, trainer.model, trainer.state
     loss, logs = method.loss(model, batch, state)
     task_loss = state.task.loss(model(batch).logits, batch.labels)
-    assert logs["loss_multimodal"] == pytest.approx(float(task_loss), rel=1e-6)
+    assert logs["loss_multimodal"] == pytest.approx(float(task_loss.detach()), rel=1e-6)
     assert float(loss.detach()) == pytest.approx(
         logs["loss_multimodal"] + logs["loss_unimodal/text"] + logs["loss_unimodal/vision"], rel=1e-6)
 
